@@ -1,0 +1,21 @@
+rule curate_source:
+    """Scan one source: keep or reject every file with a reason, hash patients, split, shard."""
+    input:
+        receipt=f"{DATA}/raw/{{source}}/fetch.json",
+    output:
+        manifest=f"{DATA}/curated/{{source}}/manifest.parquet",
+        rejected=f"{DATA}/curated/{{source}}/rejected.parquet",
+        report=f"{DATA}/curated/{{source}}/report.json",
+        # item -> raw file map: real file names can carry patient ids, so it stays in data/raw
+        files=f"{DATA}/raw/{{source}}/files_index.parquet",
+    params:
+        spec=slice_param(mlconfig.curate_slice),
+        project=mlconfig.canonical_json(config["project"]),
+    log:
+        "logs/curate/{source}.log",
+    benchmark:
+        "benchmarks/curate/{source}.tsv"
+    threads: 2
+    shell:
+        "medlatent curate --spec {params.spec:q} --project {params.project:q} --receipt {input.receipt}"
+        " --out-dir {DATA}/curated/{wildcards.source} --files-index {output.files} > {log} 2>&1"

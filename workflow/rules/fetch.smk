@@ -1,0 +1,15 @@
+rule fetch_source:
+    """Bring one source's files into data/raw (or point at them) and write the receipt."""
+    output:
+        receipt=f"{DATA}/raw/{{source}}/fetch.json",
+    params:
+        spec=slice_param(mlconfig.fetch_slice),
+        seed=config["project"]["seed"],
+    log:
+        "logs/fetch/{source}.log",
+    benchmark:
+        "benchmarks/fetch/{source}.tsv"
+    resources:
+        downloads=1,
+    shell:
+        "medlatent fetch --spec {params.spec:q} --seed {params.seed} --raw-dir {DATA}/raw/{wildcards.source} > {log} 2>&1"

@@ -1,0 +1,18 @@
+rule normalize_shard:
+    """Decode, reorient, resample and scale one shard of a source into an HDF5 shard."""
+    input:
+        manifest=f"{DATA}/curated/{{source}}/manifest.parquet",
+        files=f"{DATA}/raw/{{source}}/files_index.parquet",
+        receipt=f"{DATA}/raw/{{source}}/fetch.json",
+    output:
+        f"{DATA}/normalized/{{source}}/{{shard}}.h5",
+    params:
+        spec=slice_param(mlconfig.normalize_slice),
+        demo=config["project"]["demo"],
+    log:
+        "logs/normalize/{source}/{shard}.log",
+    benchmark:
+        "benchmarks/normalize/{source}/{shard}.tsv"
+    shell:
+        "medlatent normalize --spec {params.spec:q} --shard {wildcards.shard} --manifest {input.manifest}"
+        " --files-index {input.files} --receipt {input.receipt} --demo {params.demo} --out {output} > {log} 2>&1"
