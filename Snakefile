@@ -10,6 +10,13 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    source=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    shard=r"(train|val|test)-\d{3}",
+
+
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/curate.smk"
 include: "workflow/rules/normalize.smk"

@@ -1,4 +1,4 @@
-# Helpers shared by the rule files: config validation, wildcard constraints, params slices.
+# Helpers shared by all workflow/rules/*.smk: config validation and params slices.
 from snakemake.utils import validate
 
 from medlatent import config as mlconfig
@@ -9,11 +9,7 @@ mlconfig.check_references(config)
 
 DATA = config["paths"]["data"]
 RESULTS = config["paths"]["results"]
-
-
-wildcard_constraints:
-    source=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    shard=r"(train|val|test)-\d{3}",
+ENV = "../../envs/medlatent.yaml"
 
 
 def slice_param(slicer):

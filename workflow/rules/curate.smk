@@ -15,7 +15,9 @@ rule curate_source:
         "logs/curate/{source}.log",
     benchmark:
         "benchmarks/curate/{source}.tsv"
-    threads: 2
+    conda:
+        ENV
     shell:
         "medlatent curate --spec {params.spec:q} --project {params.project:q} --receipt {input.receipt}"
-        " --out-dir {DATA}/curated/{wildcards.source} --files-index {output.files} > {log} 2>&1"
+        " --manifest {output.manifest} --rejected {output.rejected} --report {output.report}"
+        " --files-index {output.files} > {log} 2>&1"

@@ -11,5 +11,7 @@ rule fetch_source:
         "benchmarks/fetch/{source}.tsv"
     resources:
         downloads=1,
+    conda:
+        ENV
     shell:
-        "medlatent fetch --spec {params.spec:q} --seed {params.seed} --raw-dir {DATA}/raw/{wildcards.source} > {log} 2>&1"
+        "medlatent fetch --spec {params.spec:q} --seed {params.seed} --receipt {output.receipt} > {log} 2>&1"

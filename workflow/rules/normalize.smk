@@ -13,6 +13,8 @@ rule normalize_shard:
         "logs/normalize/{source}/{shard}.log",
     benchmark:
         "benchmarks/normalize/{source}/{shard}.tsv"
+    conda:
+        ENV
     shell:
         "medlatent normalize --spec {params.spec:q} --shard {wildcards.shard} --manifest {input.manifest}"
         " --files-index {input.files} --receipt {input.receipt} --demo {params.demo} --out {output} > {log} 2>&1"

@@ -1,0 +1,221 @@
+"""Curation of one source: every fetched file is either kept as an item or rejected with a reason.
+
+Items are 2D images or 3D volumes (a NIfTI/NPY file, or a directory of DICOM slices). Each
+kept item gets a stable dot-free `item_id`, a salted `patient_key`, a patient-level split and
+a split-pure shard. Outputs:
+- manifest.parquet: one row per kept item, PHI-free (no paths, no raw ids, no dates);
+- rejected.parquet: one row per rejected file: file_key, category, reason;
+- report.json: counts per filter; found == kept + rejected;
+- files_index.parquet (under data/raw): file_key -> path, because real file names can
+  carry patient ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from . import ids, io
+from .atomic import atomic_path, write_text
+from .errors import InputError
+from .sources.adapters import get_adapter
+
+log = logging.getLogger(__name__)
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+@dataclass(frozen=True)
+class CurationOutputs:
+    manifest: Path
+    rejected: Path
+    report: Path
+    files_index: Path
+
+
+@dataclass
+class Candidate:
+    """A file, or a directory of DICOM slices, that may become one item."""
+
+    relative_path: str
+    n_files: int = 1
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = ids.file_key(self.relative_path)
+
+
+@dataclass
+class Outcome:
+    candidate: Candidate
+    record: dict | None = None
+    category: str | None = None
+    reason: str | None = None
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def find_candidates(root: Path, files: list[str], dims: int, adapter) -> tuple[list[Candidate], list[str]]:
+    """Group fetched files into candidate items; metadata files are returned separately.
+
+    For 3D sources every directory holding DICOM files is one candidate series.
+    """
+    metadata = [f for f in files if adapter.is_metadata(f)]
+    images = [f for f in files if not adapter.is_metadata(f)]
+    if dims == 2:
+        return [Candidate(f) for f in images], metadata
+    series: Counter[str] = Counter()
+    singles = []
+    for relative in images:
+        if _looks_like_dicom(root / relative):
+            series[str(Path(relative).parent)] += 1
+        else:
+            singles.append(Candidate(relative))
+    return singles + [Candidate(d, n) for d, n in sorted(series.items())], metadata
+
+
+class Curator:
+    """Applies one source's curation slice to its fetched files."""
+
+    def __init__(self, spec: dict, salt: str, root: Path) -> None:
+        self.spec = spec
+        self.source_id = spec["id"]
+        self.curation = spec["curation"]
+        self.salt = salt
+        self.root = root
+        self.adapter = get_adapter(self.curation)
+        self.labels = self.adapter.label_table(root).set_index("file", drop=False)
+        self.label_columns = self.adapter.label_columns(self.labels)
+
+    def inspect(self, candidate: Candidate) -> Outcome:
+        path = self.root / candidate.relative_path
+        try:
+            header = io.read_header(path)
+        except InputError as error:
+            return Outcome(candidate, category="unreadable", reason=error.reason)
+        if header.dims != self.spec["dims"]:
+            return Outcome(candidate, category="wrong_dims", reason=f"{header.dims}D image in a {self.spec['dims']}D source")
+        label_row = self.labels.loc[candidate.relative_path] if candidate.relative_path in self.labels.index else None
+        filtered = self._filter(header, label_row)
+        if filtered:
+            return Outcome(candidate, category=filtered[0], reason=filtered[1])
+        if self.spec["decode_check"]:
+            try:
+                io.read_image(path)
+            except InputError as error:
+                return Outcome(candidate, category="undecodable", reason=error.reason)
+        return Outcome(candidate, record=self._record(candidate, header, label_row))
+
+    def _filter(self, header, label_row) -> tuple[str, str] | None:
+        view = _first_present(label_row, "view") or header.view_position
+        views = self.curation.get("views")
+        if views and view not in views:
+            return "filtered_view", f"view {view or 'unknown'} not in {views}"
+        intents = self.curation.get("presentation_intent")
+        if intents and header.presentation_intent and header.presentation_intent not in intents:
+            return "filtered_presentation_intent", f"presentation intent {header.presentation_intent} not in {intents}"
+        flag = self.adapter.exclusion(label_row)
+        if flag:
+            return f"filtered_{flag}", f"label table marks the image with {flag}"
+        return None
+
+    def _record(self, candidate: Candidate, header, label_row) -> dict:
+        raw_patient = _first_present(label_row, "patient_id") or header.patient_id or candidate.relative_path
+        record = {
+            "item_id": ids.item_id(self.source_id, candidate.key),
+            "file_key": candidate.key,
+            "source": self.source_id,
+            "modality": self.spec["modality"],
+            "dims": header.dims,
+            "patient_key": ids.patient_key(self.salt, self.source_id, str(raw_patient)),
+            "shape": [int(s) for s in header.shape],
+            "spacing": [float(s) for s in header.spacing] if header.spacing else None,
+            "view": _first_present(label_row, "view") or header.view_position,
+            "laterality": _first_present(label_row, "laterality") or header.laterality,
+            "provided_split": _first_present(label_row, "split"),
+        }
+        for column in self.label_columns:
+            value = None if label_row is None else label_row[column]
+            record[f"label_{column}"] = None if value is None or pd.isna(value) else value
+        return record
+
+    def assign_splits(self, manifest: pd.DataFrame) -> pd.DataFrame:
+        split_spec = self.spec["split"]
+
+        def split_of(row) -> str:
+            if split_spec["method"] == "provided" and row["provided_split"]:
+                name = str(row["provided_split"]).lower()
+                if name in ids.PROVIDED_SPLIT_NAMES:
+                    return ids.PROVIDED_SPLIT_NAMES[name]
+            return ids.patient_split(self.spec["seed"], row["patient_key"], split_spec["fractions"])
+
+        manifest["split"] = manifest.apply(split_of, axis=1)
+        manifest["shard"] = [
+            ids.shard_of(item, split, self.spec["shards"][split]) for item, split in zip(manifest["item_id"], manifest["split"])
+        ]
+        return manifest.drop(columns="provided_split")
+
+
+def _first_present(row, column: str):
+    if row is None or column not in row or pd.isna(row[column]):
+        return None
+    return str(row[column])
+
+
+def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo: bool) -> dict:
+    """Curate one source from its fetch receipt; returns the report."""
+    root = Path(receipt["root"])
+    curator = Curator(spec, salt, root)
+    candidates, metadata = find_candidates(root, [f["path"] for f in receipt["files"]], spec["dims"], curator.adapter)
+    outcomes = [curator.inspect(c) for c in tqdm(candidates, desc=f"curate {spec['id']}", unit="item", mininterval=5)]
+
+    kept = [o.record for o in outcomes if o.record]
+    manifest = curator.assign_splits(pd.DataFrame(kept, columns=None if kept else ["item_id", "provided_split", "patient_key"]))
+    rejected = pd.DataFrame(
+        [{"file_key": o.candidate.key, "n_files": o.candidate.n_files, "category": o.category, "reason": o.reason} for o in outcomes if not o.record],
+        columns=["file_key", "n_files", "category", "reason"],
+    )
+    index = pd.DataFrame(
+        [
+            {"file_key": o.candidate.key, "path": o.candidate.relative_path, "item_id": o.record["item_id"] if o.record else None}
+            for o in outcomes
+        ],
+        columns=["file_key", "path", "item_id"],
+    )
+    report = {
+        "source": spec["id"],
+        "demo": demo,
+        "found": len(candidates),
+        "kept": len(manifest),
+        "rejected": len(rejected),
+        "metadata_files": len(metadata),
+        "files": sum(c.n_files for c in candidates) + len(metadata),
+        "rejected_by_category": dict(sorted(Counter(rejected["category"]).items())),
+        "kept_by_split": {s: int((manifest["split"] == s).sum()) for s in ("train", "val", "test")} if len(manifest) else {},
+        "patients": int(manifest["patient_key"].nunique()) if len(manifest) else 0,
+        "items_per_shard": dict(sorted(Counter(manifest["shard"]).items())) if len(manifest) else {},
+    }
+    assert report["found"] == report["kept"] + report["rejected"]
+    for frame, target in ((manifest, outputs.manifest), (rejected, outputs.rejected), (index, outputs.files_index)):
+        with atomic_path(target) as temporary:
+            frame.to_parquet(temporary, index=False)
+    write_text(outputs.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    for outcome in outcomes:
+        if outcome.category:
+            log.warning("rejected %s (%s): %s", outcome.candidate.key, outcome.category, outcome.reason)
+    log.info("curated %s: %d kept, %d rejected of %d found", spec["id"], report["kept"], report["rejected"], report["found"])
+    return report

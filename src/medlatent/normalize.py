@@ -1,0 +1,116 @@
+"""Modality-specific intensity and geometry normalization into the model's input range.
+
+2D: intensity to [0, 1] (min-max within percentiles), aspect-preserving resize to fit the
+configured size, pad with the background value. 3D: reorient to RAS, resample to the
+configured spacing, intensity (CT: HU window; MRI: percentile scaling), optional centre
+pad/crop. MONAI transforms do the geometry; the parameters of every step are recorded so a
+latent can be mapped back to the original grid.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Orientation, ResizeWithPadOrCrop, Resize, ScaleIntensityRange, Spacing, SpatialPad
+from tqdm import tqdm
+
+from . import io
+from .errors import InputError
+from .io.h5 import ShardWriter
+
+log = logging.getLogger(__name__)
+
+_INTERPOLATION_3D = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bilinear", "area": "bilinear"}
+
+
+def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
+    """Map intensities to spec['output_range']; returns the array and the mapping used."""
+    lo_out, hi_out = spec["output_range"]
+    if spec["modality"] == "ct":
+        lo, hi = spec["hu_window"]
+    else:
+        lo, hi = (float(v) for v in np.percentile(array, spec["percentiles"]))
+    if hi <= lo:
+        raise InputError("<array>", f"constant image (intensity window {lo}..{hi} is empty)", "drop the image or check its decoding")
+    scaled = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=lo_out, b_max=hi_out, clip=True)(array)
+    return np.asarray(scaled, dtype=np.float32), {"window": [float(lo), float(hi)], "output_range": [lo_out, hi_out]}
+
+
+def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
+    scaled, intensity = scale_intensity(array, spec)
+    target_h, target_w = spec["size"]
+    height, width = scaled.shape
+    scale = min(target_h / height, target_w / width)
+    resized_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    resize = Resize(spatial_size=resized_shape, mode=spec["interpolation"], anti_aliasing=scale < 1)
+    resized = resize(torch.from_numpy(scaled)[None])
+    background = spec["output_range"][0]
+    padded = SpatialPad(spatial_size=(target_h, target_w), method="symmetric", value=background)(resized)
+    lo_out, hi_out = spec["output_range"]
+    out = np.clip(np.asarray(padded[0], dtype=np.float32), lo_out, hi_out)  # bicubic overshoots
+    pad_top = (target_h - resized_shape[0]) // 2
+    pad_left = (target_w - resized_shape[1]) // 2
+    transform = {
+        "intensity": intensity,
+        "scale": scale,
+        "resized_shape": list(resized_shape),
+        "pad_offset": [pad_top, pad_left],
+    }
+    return out, transform
+
+
+def normalize_3d(array: np.ndarray, affine: np.ndarray | None, spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    scaled, intensity = scale_intensity(array, spec)
+    image = MetaTensor(torch.from_numpy(scaled)[None], affine=torch.as_tensor(affine if affine is not None else np.eye(4)))
+    image = Orientation(axcodes="RAS")(image)
+    if spec.get("spacing"):
+        image = Spacing(pixdim=spec["spacing"], mode=_INTERPOLATION_3D[spec["interpolation"]], padding_mode="border")(image)
+    resampled_shape = list(image.shape[1:])
+    if spec.get("size"):
+        image = ResizeWithPadOrCrop(spatial_size=spec["size"], value=spec["output_range"][0])(image)
+    out_affine = np.asarray(image.affine, dtype=np.float64)
+    transform = {"intensity": intensity, "orientation": "RAS", "resampled_shape": resampled_shape}
+    return np.asarray(image[0], dtype=np.float32), out_affine, transform
+
+
+def normalize_item(path: Path, spec: dict) -> tuple[np.ndarray, dict]:
+    """Read and normalize one item; returns the array and its allow-listed attributes."""
+    loaded = io.read_image(path)
+    attrs = {"original_shape": list(loaded.array.shape), **loaded.meta}
+    if spec["dims"] == 2:
+        array, transform = normalize_2d(loaded.array, spec)
+        attrs["spacing"] = list(loaded.spacing) if loaded.spacing else None
+    else:
+        array, affine, transform = normalize_3d(loaded.array, loaded.affine, spec)
+        attrs["affine"] = affine.tolist()
+        attrs["spacing"] = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
+        attrs["orientation"] = "RAS"
+    if not np.isfinite(array).all():
+        raise InputError(path, "non-finite values after normalization", "check the source image for NaN/Inf")
+    attrs["transform"] = transform
+    return array, attrs
+
+
+def normalize_shard(spec: dict, shard: str, manifest: pd.DataFrame, files_index: pd.DataFrame, root: Path, out: Path, demo: bool) -> dict:
+    """Write one HDF5 shard; items that fail are recorded in the shard, never dropped silently."""
+    rows = manifest[manifest["shard"] == shard]
+    paths = files_index.set_index("file_key")["path"]
+    counts = {"items": 0, "failed": 0}
+    with ShardWriter(out, {"shard": shard, "normalize": spec, "demo": demo}) as writer:
+        for row in tqdm(rows.itertuples(index=False), total=len(rows), desc=f"normalize {shard}", unit="item", mininterval=5):
+            try:
+                array, attrs = normalize_item(root / paths[row.file_key], spec)
+            except InputError as error:
+                writer.reject(row.item_id, error.reason)
+                log.warning("failed %s: %s", row.item_id, error.reason)
+                counts["failed"] += 1
+                continue
+            writer.add(row.item_id, array, {**attrs, "split": row.split})
+            counts["items"] += 1
+    log.info("normalized %s: %d items, %d failed", shard, counts["items"], counts["failed"])
+    return counts

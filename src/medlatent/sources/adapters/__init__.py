@@ -1,0 +1,36 @@
+"""Dataset adapters: how one dataset publishes its labels, splits and exclusions.
+
+Curation itself is generic (scan, decode, filter, split, shard); an adapter only reads the
+dataset's own label files into one table keyed by the item's path under the raw root.
+"""
+
+from __future__ import annotations
+
+from ...errors import ConfigError
+from .base import Adapter
+from .generic import GenericAdapter
+
+_ADAPTERS: dict[str, type[Adapter]] = {"generic": GenericAdapter}
+
+
+def register(name: str):
+    """Class decorator for dataset-specific adapters."""
+
+    def decorate(cls: type[Adapter]) -> type[Adapter]:
+        _ADAPTERS[name] = cls
+        return cls
+
+    return decorate
+
+
+def get_adapter(curation: dict) -> Adapter:
+    name = curation.get("adapter", "generic")
+    if name not in _ADAPTERS:
+        raise ConfigError(
+            f"curation.adapter={name!r} is not implemented; available: {sorted(_ADAPTERS)}. "
+            "Meanwhile use adapter: generic with a labels.csv (columns file, patient_id, label columns)."
+        )
+    return _ADAPTERS[name](curation)
+
+
+__all__ = ["Adapter", "get_adapter", "register"]
