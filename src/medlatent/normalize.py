@@ -25,6 +25,8 @@ from .io.h5 import ShardWriter
 
 log = logging.getLogger(__name__)
 
+#: Axis labels of world space; with these "RAS" means the NIfTI/nibabel convention.
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 _INTERPOLATION_3D = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bilinear", "area": "bilinear"}
 
 
@@ -67,7 +69,7 @@ def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
 def normalize_3d(array: np.ndarray, affine: np.ndarray | None, spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     scaled, intensity = scale_intensity(array, spec)
     image = MetaTensor(torch.from_numpy(scaled)[None], affine=torch.as_tensor(affine if affine is not None else np.eye(4)))
-    image = Orientation(axcodes="RAS")(image)
+    image = Orientation(axcodes="RAS", labels=RAS_LABELS)(image)
     if spec.get("spacing"):
         image = Spacing(pixdim=spec["spacing"], mode=_INTERPOLATION_3D[spec["interpolation"]], padding_mode="border")(image)
     resampled_shape = list(image.shape[1:])
