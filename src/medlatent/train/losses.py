@@ -1,0 +1,189 @@
+"""Stage-1 (autoencoder) and stage-2 (projection head) losses of the MedVAE recipe.
+
+Stage 1 follows LDM's ``LPIPSWithDiscriminator`` as used by the public MedVAE code:
+  nll   = sum over pixels of (|x - x_hat| + perceptual_weight * LPIPS(x, x_hat)) / batch
+          (LDM's learnable log-variance is never in the autoencoder optimiser, so it stays 0
+          and is left out),
+  kl    = sum over latent positions of KL(q(z|x) || N(0, I)) / batch, weight 1e-6,
+  embed = ||E(x) - E(x_hat)||^2 summed over embedding dims / batch, weight 100 (public code),
+  adv   = -mean D(x_hat), weighted by disc_weight x the adaptive weight
+          ||grad nll|| / (||grad adv|| + 1e-4) (clamped to [0, 1e4]) at the decoder's last
+          trainable layer, and only from step ``disc_start`` on.
+The discriminator is MONAI's ``PatchDiscriminator`` (64 channels, 3 layers, BatchNorm: the
+LDM ``NLayerDiscriminator``), trained with LDM's hinge loss written out here (MONAI's
+``PatchAdversarialLoss('hinge')`` squashes logits with tanh first). It is 2D; for 3D models
+it, like LPIPS, sees every slice along each of the three axes, and the terms are averaged.
+Fixes of the public code's defects: the discriminator mode is set on every call from the
+``training`` flag (it was left in eval after the first validation), and the adaptive weight
+uses the last TRAINABLE decoder parameter (the public code skipped it for LoRA models).
+
+Stage 2 (2D): ||E(x) - E(z_bar)||^2 per sample, averaged, where z_bar is the projected
+latent, scaled by 1/4.6 and averaged over channels before the embedder (public code).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from monai.networks.nets import PatchDiscriminator
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from ..models.autoencoder import AutoencoderKL, DiagonalGaussian
+from ..models.embedder import Embedder
+from ..models.perceptual import LPIPS, slice_batches
+from ..models.projection import CLASSIFICATION_SCALE
+
+log = logging.getLogger(__name__)
+
+#: Weight of the BiomedCLIP consistency term in the public MedVAE code.
+EMBED_WEIGHT = 100.0
+ADAPTIVE_EPS = 1e-4
+ADAPTIVE_MAX = 1e4
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """LDM hinge: 0.5 * (mean relu(1 - D(x)) + mean relu(1 + D(x_hat)))."""
+    return 0.5 * (torch.relu(1.0 - logits_real).mean() + torch.relu(1.0 + logits_fake).mean())
+
+
+def embedding_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared L2 distance summed over embedding dims, averaged over the batch."""
+    return (a - b).pow(2).sum(dim=1).mean()
+
+
+def last_layer_parameter(autoencoder: AutoencoderKL) -> nn.Parameter | None:
+    """The decoder's last trainable weight for the adaptive GAN weight.
+
+    ``decoder.conv_out.weight`` when it trains (LDM); under LoRA, where conv_out is frozen,
+    the LoRA up-projection of the last res block's conv2; None when neither trains.
+    """
+    decoder = autoencoder.decoder
+    for module in (decoder.conv_out, decoder.up[0].block[-1].conv2):
+        if isinstance(module, LoraLayer):
+            weights = [module.lora_B[name].weight for name in module.active_adapters]
+            parameter = weights[-1] if weights else module.get_base_layer().weight
+        else:
+            parameter = module.weight
+        if parameter.requires_grad:
+            return parameter
+    return None
+
+
+def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor | None,
+                    disc_weight: float) -> tuple[torch.Tensor, bool]:
+    """disc_weight x clamp(||d nll/dW|| / (||d g_loss/dW|| + 1e-4), 0, 1e4); (weight, adaptive?).
+
+    Without a usable trainable last layer the weight is ``disc_weight`` alone.
+    """
+    if last_layer is not None and nll.requires_grad and g_loss.requires_grad:
+        nll_grad = torch.autograd.grad(nll, last_layer, retain_graph=True, allow_unused=True)[0]
+        g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True, allow_unused=True)[0]
+        if nll_grad is not None and g_grad is not None:
+            ratio = torch.norm(nll_grad) / (torch.norm(g_grad) + ADAPTIVE_EPS)
+            return ratio.clamp(0.0, ADAPTIVE_MAX).detach() * disc_weight, True
+    return torch.tensor(float(disc_weight), device=nll.device), False
+
+
+class Stage1Loss(nn.Module):
+    """Generator and discriminator losses of stage 1 (and of 3D stage 2); holds the discriminator."""
+
+    def __init__(self, spatial_dims: int, perceptual: LPIPS | None, embedder: Embedder | None = None, *,
+                 kl_weight: float = 1e-6, perceptual_weight: float = 1.0, disc_weight: float = 0.5,
+                 disc_start: int = 0, embed_weight: float = EMBED_WEIGHT, disc_channels: int = 64,
+                 disc_layers: int = 3, in_channels: int = 1) -> None:
+        super().__init__()
+        if spatial_dims == 3 and embedder is not None:
+            raise ValueError("the embedding-consistency term is 2D only (the recipe has none in 3D)")
+        if perceptual is None and perceptual_weight:
+            raise ValueError("perceptual_weight > 0 needs a perceptual network")
+        self.spatial_dims = spatial_dims
+        self.perceptual = perceptual
+        self.embedder = embedder
+        self.kl_weight = kl_weight
+        self.perceptual_weight = perceptual_weight
+        self.disc_weight = disc_weight
+        self.disc_start = disc_start
+        self.embed_weight = embed_weight
+        self._warned_fixed_weight = False
+        self.discriminator = PatchDiscriminator(spatial_dims=2, channels=disc_channels, in_channels=in_channels,
+                                                num_layers_d=disc_layers, norm="BATCH")
+        # k4 convs: `disc_layers` halvings, then two stride-1 convs that each lose one pixel
+        self.min_disc_size = 3 * 2**disc_layers
+
+    def adversarial_active(self, step: int) -> bool:
+        """Whether the GAN terms are on at ``step`` (skip the discriminator step otherwise)."""
+        return step >= self.disc_start
+
+    def set_discriminator_mode(self, training: bool) -> None:
+        """Put the discriminator (its BatchNorm) in train or eval mode explicitly."""
+        self.discriminator.train(training)
+
+    def logits(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Discriminator patch logits: one tensor for 2D, one per slicing axis for 3D."""
+        if min(images.shape[2:]) < self.min_disc_size:
+            raise ValueError(f"the PatchGAN discriminator needs images or patches of at least {self.min_disc_size} "
+                             f"pixels per side, got {tuple(images.shape[2:])}")
+        batches = slice_batches(images) if images.ndim == 5 else [images]
+        return [self.discriminator(batch.contiguous())[-1] for batch in batches]
+
+    def generator_loss(self, x: torch.Tensor, recon: torch.Tensor, posterior: DiagonalGaussian, step: int,
+                       last_layer: torch.Tensor | None, training: bool = True) -> tuple[torch.Tensor, dict]:
+        """Autoencoder objective and its named terms (detached) for logging.
+
+        ``last_layer``: see ``last_layer_parameter``. With ``training=False`` (validation) the
+        adversarial term is reported but weighted 0, as in LDM (no graph for the adaptive weight).
+        """
+        self.set_discriminator_mode(training)
+        batch = x.shape[0]
+        rec = (x - recon).abs()
+        perceptual = torch.zeros(batch, device=x.device)
+        if self.perceptual_weight:
+            perceptual = self.perceptual(x, recon)
+        per_pixel = rec + self.perceptual_weight * perceptual.view(batch, *([1] * (x.ndim - 1)))
+        nll = per_pixel.sum() / batch
+        kl = posterior.kl().sum() / batch
+        total = nll + self.kl_weight * kl
+        terms = {"nll": nll, "rec_l1": rec.mean(), "perceptual": perceptual.mean(), "kl": kl}
+        if self.embedder is not None and self.embed_weight:
+            with torch.no_grad():
+                target = self.embedder(x)
+            embed = embedding_distance(target, self.embedder(recon))
+            total = total + self.embed_weight * embed
+            terms["embed"] = embed
+        zero = torch.zeros((), device=x.device)
+        g_loss, d_weight, adaptive = zero, zero, False
+        if self.adversarial_active(step):
+            g_loss = -torch.stack([logits.mean() for logits in self.logits(recon)]).mean()
+            if training and torch.is_grad_enabled():
+                d_weight, adaptive = adaptive_weight(nll, g_loss, last_layer, self.disc_weight)
+                if not adaptive and not self._warned_fixed_weight:
+                    log.warning("adaptive GAN weight unavailable (no trainable last decoder layer in the "
+                                "graph): using disc_weight=%s alone", self.disc_weight)
+                    self._warned_fixed_weight = True
+            total = total + d_weight * g_loss
+        terms.update(g_adv=g_loss, d_weight=d_weight, adaptive=torch.tensor(float(adaptive)), total=total)
+        return total, {name: value.detach() for name, value in terms.items()}
+
+    def discriminator_loss(self, x: torch.Tensor, recon: torch.Tensor, step: int,
+                           training: bool = True) -> tuple[torch.Tensor, dict]:
+        """Hinge loss of the discriminator on real ``x`` vs detached ``recon`` (zero before disc_start)."""
+        self.set_discriminator_mode(training)
+        if not self.adversarial_active(step):
+            zero = torch.zeros((), device=x.device)
+            return zero, {"d_loss": zero}
+        real, fake = self.logits(x.detach()), self.logits(recon.detach())
+        d_loss = torch.stack([hinge_d_loss(r, f) for r, f in zip(real, fake)]).mean()
+        terms = {"d_loss": d_loss, "logits_real": torch.stack([r.mean() for r in real]).mean(),
+                 "logits_fake": torch.stack([f.mean() for f in fake]).mean()}
+        return d_loss, {name: value.detach() for name, value in terms.items()}
+
+
+def stage2_loss(embedder: Embedder, x: torch.Tensor, z_bar: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """||E(x) - E(z_bar)||^2 per sample, averaged: trains the projection head (2D)."""
+    with torch.no_grad():
+        target = embedder(x)
+    latent = (z_bar / CLASSIFICATION_SCALE).mean(dim=1, keepdim=True)
+    loss = embedding_distance(target, embedder.embed_unit(latent))
+    return loss, {"embed": loss.detach(), "total": loss.detach()}
