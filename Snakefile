@@ -6,7 +6,13 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The recipe next to this Snakefile, whatever the working directory (-d); --configfile
+# files are merged on top of it (mappings key by key, lists replaced).
+configfile: f"{workflow.basedir}/config.yaml"
+
+
+# `snakemake --report report.html`: this description, then every output flagged with report().
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -20,10 +26,19 @@ wildcard_constraints:
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/curate.smk"
 include: "workflow/rules/normalize.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/latents.smk"
+include: "workflow/rules/publish.smk"
+include: "workflow/rules/cad.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         curation_reports,
         normalized_shards,
+        model_weights,
+        latent_indexes,
+        f"{RESULTS}/report/summary.md",
     default_target: True
