@@ -1,0 +1,76 @@
+"""extract-latents, index-latents, dvc-setup, publish: latent datasets and their sharing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from . import json_arg
+
+
+def extract(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from ..gpus import granted
+    from ..latents import extract_shard
+
+    with granted(args.gpus) as grant:
+        os.environ.update(grant.environment())  # before CUDA starts: this job sees only its devices
+        extract_shard(args.spec, Path(args.shard_file), pd.read_parquet(args.manifest), Path(args.weights),
+                      Path(args.dataset_dir), Path(args.part), device="cuda" if grant.devices else "cpu")
+
+
+def index(args: argparse.Namespace) -> None:
+    from ..latent_index import write_dataset_files
+
+    write_dataset_files(args.spec, args.parts, args.card, args.dataset_dir)
+
+
+def dvc_setup(args: argparse.Namespace) -> None:
+    from ..config import load, publish_slice
+    from ..publish import dvc_setup as setup
+
+    root = Path(args.root)
+    config = load(*(root / file for file in args.configfile))
+    print(json.dumps(setup(root, publish_slice(config)["remote"]), indent=1))
+
+
+def publish(args: argparse.Namespace) -> None:
+    from ..atomic import write_text
+    from ..publish import publish as run_publish
+
+    receipt = run_publish(Path(args.root), args.spec)
+    write_text(args.receipt, json.dumps(receipt, indent=1, sort_keys=True) + "\n")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("extract-latents", help="encode one normalized shard into a WebDataset tar")
+    parser.add_argument("--spec", type=json_arg, required=True, help="latents_extract_slice (JSON)")
+    parser.add_argument("--shard-file", required=True, help="data/normalized/<source>/<shard>.h5")
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--weights", required=True, help="results/models/<model>/stage2.pt")
+    parser.add_argument("--dataset-dir", required=True, help="data/latents/<model>/<source>; receives <shard>.tar")
+    parser.add_argument("--part", required=True, help="the part record to write (the job's declared output)")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs to lock for the job (medlatent.gpus); 0: CPU")
+    parser.set_defaults(run=extract)
+
+    parser = commands.add_parser("index-latents", help="index.json, _info.json and README.md of a latent dataset")
+    parser.add_argument("--spec", type=json_arg, required=True, help="latents_index_slice (JSON)")
+    parser.add_argument("--card", required=True, help="results/models/<model>/card.json")
+    parser.add_argument("--parts", nargs="+", required=True)
+    parser.add_argument("--dataset-dir", required=True)
+    parser.set_defaults(run=index)
+
+    parser = commands.add_parser("dvc-setup", help="idempotent: dvc init, link cache, the configured remote")
+    parser.add_argument("--root", default=".", help="the git repository root")
+    parser.add_argument("--configfile", nargs="+", default=["config.yaml"],
+                        help="config files relative to --root, merged like snakemake --configfile")
+    parser.set_defaults(run=dvc_setup)
+
+    parser = commands.add_parser("publish", help="dvc add + push latent datasets and tag their versions")
+    parser.add_argument("--spec", type=json_arg, required=True, help="publish_slice (JSON)")
+    parser.add_argument("--receipt", required=True)
+    parser.add_argument("--root", default=".")
+    parser.set_defaults(run=publish)

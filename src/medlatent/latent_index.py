@@ -1,0 +1,209 @@
+"""The dataset-level files of a latent dataset: `index.json`, timm's `_info.json`, the card.
+
+Built from the per-shard part records of the extraction jobs (see `medlatent.latents`): they
+name the tars that exist (empty shards have none) and their sha256, which is checked here
+against the files. Nothing time- or machine-dependent goes in, so republishing unchanged
+latents gives byte-identical files (and DVC sees no new version).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .atomic import write_text
+from .card import file_sha256
+from .config import SPLITS
+from .errors import InputError
+from .latents import LATENT_DTYPE, PART_FORMAT
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = "medlatent-latents/1"
+INDEX_FILES = ("index.json", "_info.json", "README.md")
+
+
+def read_parts(paths: list[str | Path]) -> list[dict]:
+    """Part records in shard order (train, val, test; then shard number)."""
+    parts = []
+    for path in paths:
+        part = json.loads(Path(path).read_text(encoding="utf-8"))
+        if part.get("format") != PART_FORMAT:
+            raise InputError(path, f"not a {PART_FORMAT} part record", "delete it and rerun its extract_latents job")
+        parts.append(part)
+    return sorted(parts, key=lambda p: (SPLITS.index(p["split"]), p["shard"]))
+
+
+def _check_folder(dataset_dir: Path, parts: list[dict]) -> None:
+    """Every recorded tar present and unchanged; leftovers of killed or outdated jobs removed."""
+    expected = {p["tar"] for p in parts if p["tar"]} | set(INDEX_FILES)
+    for path in sorted(dataset_dir.iterdir()):
+        if path.name not in expected and (path.suffix == ".tar" or path.name.endswith(".tmp")):
+            log.warning("removing %s: no extraction job of the current configuration made it", path)
+            path.unlink()
+    for part in parts:
+        if part["tar"] and file_sha256(dataset_dir / part["tar"]) != part["sha256"]:
+            raise InputError(dataset_dir / part["tar"], "differs from the sha256 its extraction job recorded",
+                             f"delete data/latent_parts/{part['model']}/{part['source']}/{part['shard']}.json and rerun")
+
+
+def storage(parts: list[dict]) -> dict:
+    """Bytes of the float32 normalized images vs their float16 latents, theoretical and on disk.
+
+    theoretical = float32 input bytes / float16 latent payload bytes (the compression of the
+    model, f x 2 / C); measured = float32 input bytes / tar bytes (plus tar and npy headers,
+    meta.json and labels.json: per-sample overhead of a few KiB, negligible for full-size
+    images, visible on tiny demo images).
+    """
+    figures = {key: sum(p[key] for p in parts) for key in ("input_float32_bytes", "latent_float16_bytes", "normalized_bytes")}
+    figures["tar_bytes"] = sum(p["bytes"] for p in parts)
+    if figures["latent_float16_bytes"]:
+        figures["theoretical_ratio"] = round(figures["input_float32_bytes"] / figures["latent_float16_bytes"], 4)
+        figures["measured_ratio"] = round(figures["input_float32_bytes"] / figures["tar_bytes"], 4)
+        figures["measured_over_theoretical"] = round(figures["measured_ratio"] / figures["theoretical_ratio"], 4)
+    return figures
+
+
+def build_index(spec: dict, parts: list[dict], card_sha256: str) -> dict:
+    """index.json content: shards, counts, hashes, latent shape, licence, storage, provenance."""
+    shapes = sorted({tuple(shape) for p in parts for shape in p["latent_shapes"]})
+    weights = {p["weights_sha256"] for p in parts}
+    if len(weights) > 1:
+        raise InputError(f"data/latent_parts/{spec['model']}/{spec['source']}", "shards were encoded with different weights",
+                         "rerun the extract_latents jobs of this dataset")
+    return {
+        "format": INDEX_FORMAT,
+        "name": f"{spec['model']}/{spec['source']}",
+        "model": spec["model"],
+        "source": spec["source"],
+        "source_name": spec["source_name"],
+        "modality": spec["modality"],
+        "anatomy": spec["anatomy"],
+        "dims": spec["dims"],
+        "shards": [{"file": p["tar"], "split": p["split"], "num_samples": p["num_samples"], "sha256": p["sha256"],
+                    "bytes": p["bytes"]} for p in parts if p["tar"]],
+        "splits": {split: sum(p["num_samples"] for p in parts if p["split"] == split) for split in SPLITS},
+        "num_samples": sum(p["num_samples"] for p in parts),
+        "rejected_items": sorted(item for p in parts for item in p["rejected"]),
+        "latent": {"dtype": LATENT_DTYPE.__name__, "shape": list(shapes[0]) if len(shapes) == 1 else None,
+                   "shapes": [list(s) for s in shapes], "channels_first": True},
+        "encoding": {"method": "posterior_mean", **(parts[0]["encoding"] if parts else {})},
+        "normalize": parts[0]["normalize"] if parts else None,
+        "weights_sha256": weights.pop() if weights else None,
+        "model_card_sha256": card_sha256,
+        "config_sha256": spec["config_sha256"],
+        "demo_weights": any(p["demo_weights"] for p in parts),
+        "demo_data": any(p["demo_data"] for p in parts),
+        "license": spec["license"],
+        "storage": storage(parts),
+        "files": {"info": "_info.json", "card": "README.md"},
+    }
+
+
+def build_info(index: dict) -> dict:
+    """`_info.json` as timm's WebDataset reader reads it (timm/data/readers/reader_wds.py)."""
+    splits = {}
+    for split in SPLITS:
+        shards = [s for s in index["shards"] if s["split"] == split]
+        if shards:
+            splits[split] = {"name": split, "num_samples": sum(s["num_samples"] for s in shards),
+                             "filenames": [s["file"] for s in shards],
+                             "shard_lengths": [s["num_samples"] for s in shards]}
+    return {"name": index["name"], "splits": splits}
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def build_card(index: dict) -> str:
+    """README.md of the dataset: what it is, how to load it, its licence and its storage."""
+    licence, store, latent = index["license"], index["storage"], index["latent"]
+    shape = "x".join(map(str, latent["shape"])) if latent["shape"] else "varies per volume: " + ", ".join(
+        "x".join(map(str, s)) for s in latent["shapes"])
+    demo = ("**Demo weights: yes.** These latents come from small random-initialised demo networks trained "
+            "for seconds on synthetic data; they carry no learned meaning and only exercise the pipeline."
+            if index["demo_weights"] else "Demo weights: no (trained MedVAE weights; sha256 below).")
+    lines = [
+        f"# Latent dataset {index['model']} / {index['source']}",
+        "",
+        f"Deterministic latents (posterior means{', after the stage-2 projection' if index['dims'] == 2 else ''}) "
+        f"of model `{index['model']}` on the normalized images of `{index['source']}` ({index['source_name']}; "
+        f"{index['modality']}, {index['dims']}D). One WebDataset sample per image: `latent.npy` "
+        f"({latent['dtype']}, channels first), `meta.json` (geometry, normalization, provenance; no patient "
+        f"information) and `labels.json`.",
+        "",
+        demo,
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from medlatent import load_latents",
+        f"for latent, labels, meta in load_latents(\"data/latents/{index['model']}/{index['source']}\", split=\"train\"):",
+        "    ...  # latent: float32 tensor (C, h, w) or (C, d, h, w)",
+        "```",
+        "",
+        "`_info.json` lists splits, shard files and sample counts in the layout of timm's WebDataset reader.",
+        "",
+        "## Licence",
+        "",
+        f"- Source licence: **{licence['name']}**",
+        f"- Sharing derived data allowed: {_yes_no(licence.get('share_derived', False))}"
+        + (f" (permission recorded: {licence['permission']})" if licence.get("permission") else ""),
+        f"- Commercial use: {_yes_no(licence.get('commercial', False))}",
+    ]
+    if licence.get("notes"):
+        lines.append(f"- Notes: {licence['notes']}")
+    lines += [
+        "",
+        "## Contents",
+        "",
+        "| split | samples | shards |",
+        "|---|---|---|",
+        *(f"| {split} | {count} | {sum(1 for s in index['shards'] if s['split'] == split)} |"
+          for split, count in index["splits"].items()),
+        "",
+        f"Latent shape: {shape}. Items that failed normalization (absent): {len(index['rejected_items'])}.",
+        "",
+        "## Storage",
+        "",
+    ]
+    if "theoretical_ratio" in store:
+        lines += [
+            f"- Normalized images as float32: {store['input_float32_bytes']:,} bytes; latents as float16: "
+            f"{store['latent_float16_bytes']:,} bytes.",
+            f"- Theoretical storage ratio (float32 image bytes / float16 latent bytes): {store['theoretical_ratio']:.2f}.",
+            f"- Measured storage ratio (float32 image bytes / tar bytes on disk): {store['measured_ratio']:.2f} "
+            f"({100 * store['measured_over_theoretical']:.1f}% of theoretical; the rest is tar and npy headers, "
+            "meta.json and labels.json).",
+            f"- The normalized HDF5 shards (gzip) take {store['normalized_bytes']:,} bytes.",
+        ]
+    else:
+        lines.append("- Empty dataset: no samples.")
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"- Model weights sha256: `{index['weights_sha256']}`",
+        f"- Model card sha256: `{index['model_card_sha256']}`",
+        f"- Config sha256: `{index['config_sha256']}`",
+        f"- Synthetic demo data: {_yes_no(index['demo_data'])}",
+        "- Per-shard sha256 and sample counts: `index.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_dataset_files(spec: dict, part_paths: list[str | Path], card_path: str | Path, dataset_dir: str | Path) -> dict:
+    """Check the tars against the part records and write index.json, _info.json and README.md."""
+    dataset_dir = Path(dataset_dir)
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    parts = read_parts(part_paths)
+    _check_folder(dataset_dir, parts)
+    index = build_index(spec, parts, file_sha256(card_path))
+    write_text(dataset_dir / "index.json", json.dumps(index, indent=1, sort_keys=True) + "\n")
+    write_text(dataset_dir / "_info.json", json.dumps(build_info(index), indent=1, sort_keys=True) + "\n")
+    write_text(dataset_dir / "README.md", build_card(index))
+    log.info("%s: %d samples in %d shards", index["name"], index["num_samples"], len(index["shards"]))
+    return index

@@ -1,0 +1,82 @@
+"""`load_latents`: a latent dataset split as a WebDataset pipeline of (latent, labels, meta).
+
+Usage (the dataset folder of `data/latents/{model}/{source}`, or its index.json)::
+
+    from medlatent import load_latents
+    for latent, labels, meta in load_latents("data/latents/demo_f16_c1/demo_mammo", split="train"):
+        ...
+
+Shards are split across DDP ranks first (`wds.split_by_node`: rank r takes shards r, r+W,
+...) and then across DataLoader workers (`wds.split_by_worker`), so every sample is read once
+per epoch by exactly one worker of one rank. Ranks receive whole shards: with fewer shards
+than ranks x workers some get none, and ranks can see different sample counts; for DDP
+training over a few shards pass `resampled=True` (shards drawn with replacement, endless)
+and bound the epoch with `.with_epoch(n)`, the usual WebDataset recipe.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from .config import SPLITS
+from .errors import InputError
+
+
+def read_index(path_or_index: str | Path) -> tuple[Path, dict]:
+    """The dataset folder and its parsed index.json (given the folder or the file)."""
+    path = Path(path_or_index)
+    index_path = path / "index.json" if path.is_dir() else path
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(index_path, f"not a readable latent dataset index ({error})",
+                         "pass data/latents/<model>/<source> after the index_latents job ran, or `dvc pull` it") from None
+    return index_path.parent, index
+
+
+def shard_urls(path_or_index: str | Path, split: str) -> list[str]:
+    """Paths of the tars of one split, in index order."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    folder, index = read_index(path_or_index)
+    urls = [str(folder / shard["file"]) for shard in index["shards"] if shard["split"] == split]
+    if not urls:
+        raise InputError(folder / "index.json", f"split {split!r} has no samples ({index['splits']})",
+                         "choose a split with samples")
+    return urls
+
+
+def decode_sample(sample: dict) -> tuple[torch.Tensor, dict, dict]:
+    """Raw WebDataset sample -> (latent float32 tensor, labels, meta)."""
+    latent = np.load(io.BytesIO(sample["latent.npy"]), allow_pickle=False)
+    return (torch.from_numpy(latent.astype(np.float32)), json.loads(sample["labels.json"]),
+            json.loads(sample["meta.json"]))
+
+
+def load_latents(path_or_index: str | Path, split: str = "train", *, shuffle: int = 0, seed: int = 0,
+                 resampled: bool = False) -> wds.DataPipeline:
+    """An iterable of (latent, labels, meta) over one split, split by DDP rank and worker.
+
+    `shuffle` > 0 shuffles shard order (seeded, the same on every rank before the split)
+    and samples within a buffer of that size; `resampled` draws shards with replacement
+    (endless; each rank and worker with its own seed).
+    """
+    urls = shard_urls(path_or_index, split)
+    if resampled:  # every rank and worker draws with its own seed: nothing to split
+        stages = [wds.ResampledShards(urls, seed=seed, deterministic=True)]
+    else:
+        stages = [wds.SimpleShardList(urls)]
+        if shuffle:
+            stages.append(wds.detshuffle(bufsize=len(urls), seed=seed))
+        stages += [wds.split_by_node, wds.split_by_worker]
+    stages.append(wds.tarfile_to_samples())
+    if shuffle:
+        stages.append(wds.shuffle(shuffle, seed=seed))
+    stages.append(wds.map(decode_sample))
+    return wds.DataPipeline(*stages)

@@ -1,0 +1,55 @@
+# Latent datasets: each model on every source of its dims (any role), one job per shard.
+# Why part records: see the docstring of medlatent.latents.
+
+
+rule extract_latents:
+    """Encode one normalized shard: `{shard}.tar` in the dataset folder when it has items, plus its part record."""
+    input:
+        shard=f"{DATA}/normalized/{{source}}/{{shard}}.h5",
+        manifest=f"{DATA}/curated/{{source}}/manifest.parquet",
+        weights=f"{RESULTS}/models/{{model}}/stage2.pt",
+    output:
+        part=f"{DATA}/latent_parts/{{model}}/{{source}}/{{shard}}.json",
+    params:
+        spec=latents_param(mlconfig.latents_extract_slice),
+        dataset=latent_dataset_dir,
+    wildcard_constraints:
+        model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    threads: 1
+    resources:
+        gpu=config["latents"]["gpus"],
+    log:
+        "logs/latents/{model}/{source}/{shard}.log",
+    benchmark:
+        "benchmarks/latents/{model}/{source}/{shard}.tsv"
+    conda:
+        ENV
+    shell:
+        "OMP_NUM_THREADS={threads} medlatent extract-latents --spec {params.spec:q} --shard-file {input.shard}"
+        " --manifest {input.manifest} --weights {input.weights} --dataset-dir {params.dataset:q}"
+        " --part {output.part} --gpus {resources.gpu} > {log} 2>&1"
+
+
+rule index_latents:
+    """Check the shard tars against their part records; write index.json, timm's _info.json and the card."""
+    input:
+        parts=latent_parts,
+        card=f"{RESULTS}/models/{{model}}/card.json",
+    output:
+        index=f"{DATA}/latents/{{model}}/{{source}}/index.json",
+        info=f"{DATA}/latents/{{model}}/{{source}}/_info.json",
+        card=f"{DATA}/latents/{{model}}/{{source}}/README.md",
+    params:
+        spec=latents_param(mlconfig.latents_index_slice),
+        dataset=latent_dataset_dir,
+    wildcard_constraints:
+        model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    log:
+        "logs/latents/{model}/{source}/index.log",
+    benchmark:
+        "benchmarks/latents/{model}/{source}/index.tsv"
+    conda:
+        ENV
+    shell:
+        "medlatent index-latents --spec {params.spec:q} --card {input.card} --parts {input.parts}"
+        " --dataset-dir {params.dataset:q} > {log} 2>&1"

@@ -1,0 +1,19 @@
+# Sharing: not part of `rule all`; run `snakemake publish_latents` (it commits .dvc pointers
+# and tags versions in the git repository of the working directory).
+
+
+rule publish_latents:
+    """dvc add + push every shareable latent dataset and tag latents/{model}/{source}/vN (one job: DVC locks the repo)."""
+    localrule: True
+    input:
+        published_indexes,
+    output:
+        f"{RESULTS}/publish/receipt.json",
+    params:
+        spec=publish_spec,
+    log:
+        "logs/publish/publish.log",
+    conda:
+        ENV
+    shell:
+        "medlatent publish --spec {params.spec:q} --receipt {output} > {log} 2>&1"
