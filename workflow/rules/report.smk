@@ -1,0 +1,34 @@
+# Figures for `snakemake --report report.html` and results/report/summary.md, the one file that
+# lists every table, figure and curation count (the last output of `make demo`).
+
+
+rule report_summary:
+    """AUROC bars, reconstruction panels, efficiency bars, training curves, curation counts; the summary."""
+    input:
+        tables=[f"{RESULTS}/tables/{name}.md" for name in ("cad", "recon", "efficiency", "storage")],
+        cad=f"{RESULTS}/tables/cad.csv",
+        efficiency=f"{RESULTS}/tables/efficiency.csv",
+        panels=recon_outputs("panels"),
+        curation=curation_reports,
+        weights=report_weights,
+    output:
+        cad=report(f"{RESULTS}/figures/cad_auroc.png", caption="../report/cad_auroc.rst", category="1. Downstream CAD"),
+        recon=report(f"{RESULTS}/figures/recon_panels.png", caption="../report/recon_panels.rst", category="2. Reconstruction"),
+        efficiency=report(f"{RESULTS}/figures/efficiency.png", caption="../report/efficiency.rst", category="3. Efficiency"),
+        training=report(f"{RESULTS}/figures/training_curves.png", caption="../report/training_curves.rst", category="4. Training"),
+        curation=report(f"{RESULTS}/figures/curation_counts.png", caption="../report/curation_counts.rst", category="5. Curation"),
+        summary=report(f"{RESULTS}/report/summary.md", caption="../report/summary.rst", category="0. Summary"),
+    params:
+        spec=report_spec,
+        config_hash=report_config_hash,
+        figures=lambda wildcards, output: os.path.dirname(output.cad),
+    log:
+        "logs/report/summary.log",
+    benchmark:
+        "benchmarks/report/summary.tsv"
+    conda:
+        ENV
+    shell:
+        "medlatent report --spec {params.spec:q} --tables {input.tables} --cad-csv {input.cad}"
+        " --efficiency-csv {input.efficiency} --panels {input.panels} --curation {input.curation}"
+        " --weights {input.weights} --figures-dir {params.figures} --summary {output.summary} > {log} 2>&1"
