@@ -130,7 +130,7 @@ class Curator:
             return "filtered_presentation_intent", f"presentation intent {header.presentation_intent} not in {intents}"
         flag = self.adapter.exclusion(label_row)
         if flag:
-            return f"filtered_{flag}", f"label table marks the image with {flag}"
+            return f"filtered_{flag}", self.adapter.exclusion_reason(flag)
         return None
 
     def _record(self, candidate: Candidate, header, label_row) -> dict:

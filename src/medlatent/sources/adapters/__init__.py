@@ -33,4 +33,19 @@ def get_adapter(curation: dict) -> Adapter:
     return _ADAPTERS[name](curation)
 
 
+# Imported after `register` exists: each module registers its adapter on import.
+from . import (  # noqa: E402, F401
+    amos,
+    cmmd,
+    cq500,
+    embed,
+    grazpedwri_dx,
+    mimic_cxr,
+    mrnet,
+    rsna_bone_age,
+    rsna_screening_mammo,
+    verse19,
+    vindr_mammo,
+)
+
 __all__ = ["Adapter", "get_adapter", "register"]
