@@ -12,11 +12,17 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from .atomic import write_text
 from .card import file_sha256
 from .config import SPLITS
 from .errors import InputError
-from .latents import LATENT_DTYPE, PART_FORMAT
+
+#: Format tag of the per-shard part records extract_latents writes for index_latents.
+PART_FORMAT = "medlatent-latent-part/1"
+#: Latents are stored as float16: half the bytes, ample precision for posterior means.
+LATENT_DTYPE = np.float16
 
 log = logging.getLogger(__name__)
 

@@ -39,13 +39,12 @@ from .card import file_sha256
 from .config import canonical_json
 from .errors import InputError
 from .io.h5 import ShardReader
+from .latent_index import LATENT_DTYPE, PART_FORMAT
 from .models import load_model
 from .sliding import encode_volume
 
 log = logging.getLogger(__name__)
 
-PART_FORMAT = "medlatent-latent-part/1"
-LATENT_DTYPE = np.float16
 #: Fixed tar member attributes: a rerun must give the same bytes.
 TAR_MTIME = 0
 TAR_OWNER = "medlatent"

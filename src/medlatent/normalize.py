@@ -3,8 +3,10 @@
 2D: intensity to [0, 1] (min-max within percentiles), aspect-preserving resize to fit the
 configured size, pad with the background value. 3D: reorient to RAS, resample to the
 configured spacing, intensity (CT: HU window; MRI: percentile scaling), optional centre
-pad/crop. MONAI transforms do the geometry; the parameters of every step are recorded so a
-latent can be mapped back to the original grid.
+pad/crop. MONAI transforms do the 3D geometry (orientation, spacing); the 2D path is a plain
+resize and pad in torch/numpy because importing MONAI costs seconds per job and 2D shards are
+many. The parameters of every step are recorded so a latent can be mapped back to the
+original grid.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import MetaTensor
-from monai.transforms import Orientation, ResizeWithPadOrCrop, Resize, ScaleIntensityRange, Spacing, SpatialPad
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import io
@@ -39,7 +40,7 @@ def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
         lo, hi = (float(v) for v in np.percentile(array, spec["percentiles"]))
     if hi <= lo:
         raise InputError("<array>", f"constant image (intensity window {lo}..{hi} is empty)", "drop the image or check its decoding")
-    scaled = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=lo_out, b_max=hi_out, clip=True)(array)
+    scaled = np.clip((array - lo) / (hi - lo) * (hi_out - lo_out) + lo_out, lo_out, hi_out)
     return np.asarray(scaled, dtype=np.float32), {"window": [float(lo), float(hi)], "output_range": [lo_out, hi_out]}
 
 
@@ -49,14 +50,17 @@ def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
     height, width = scaled.shape
     scale = min(target_h / height, target_w / width)
     resized_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-    resize = Resize(spatial_size=resized_shape, mode=spec["interpolation"], anti_aliasing=scale < 1)
-    resized = resize(torch.from_numpy(scaled)[None])
-    background = spec["output_range"][0]
-    padded = SpatialPad(spatial_size=(target_h, target_w), method="symmetric", value=background)(resized)
+    mode = spec["interpolation"]
+    # antialias when shrinking, as a radiologist's viewer does; only the smooth kernels take it
+    antialias = scale < 1 and mode in ("bilinear", "bicubic")
+    smooth = {} if mode in ("nearest", "area") else {"align_corners": False}
+    resized = F.interpolate(torch.from_numpy(scaled)[None, None], size=resized_shape, mode=mode, antialias=antialias, **smooth)
     lo_out, hi_out = spec["output_range"]
-    out = np.clip(np.asarray(padded[0], dtype=np.float32), lo_out, hi_out)  # bicubic overshoots
+    resized = np.clip(resized[0, 0].numpy(), lo_out, hi_out)  # bicubic overshoots
     pad_top = (target_h - resized_shape[0]) // 2
     pad_left = (target_w - resized_shape[1]) // 2
+    pads = ((pad_top, target_h - resized_shape[0] - pad_top), (pad_left, target_w - resized_shape[1] - pad_left))
+    out = np.pad(resized, pads, constant_values=lo_out).astype(np.float32)
     transform = {
         "intensity": intensity,
         "scale": scale,
@@ -67,6 +71,9 @@ def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
 
 
 def normalize_3d(array: np.ndarray, affine: np.ndarray | None, spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    from monai.data import MetaTensor  # imported here: MONAI loads all its submodules (seconds)
+    from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing
+
     scaled, intensity = scale_intensity(array, spec)
     image = MetaTensor(torch.from_numpy(scaled)[None], affine=torch.as_tensor(affine if affine is not None else np.eye(4)))
     image = Orientation(axcodes="RAS", labels=RAS_LABELS)(image)

@@ -20,7 +20,6 @@ volume; the windowed latent approaches it as windows grow.
 from __future__ import annotations
 
 import torch
-from monai.inferers import sliding_window_inference
 
 from .config import BACKGROUND
 from .errors import ConfigError
@@ -54,6 +53,8 @@ def encode_volume(model: torch.nn.Module, volume: torch.Tensor, window: list[int
     with torch.inference_mode():
         if roi == list(padded.shape[2:]):
             return model.encode_latent(padded)[0].cpu(), {**info, "windows": 1}
+        from monai.inferers import sliding_window_inference  # here: importing MONAI costs seconds
+
         latent = sliding_window_inference(
             padded, roi, sw_batch_size, model.encode_latent, overlap=overlap, mode=blend,
             cval=BACKGROUND, sw_device=device, device=torch.device("cpu"))

@@ -9,9 +9,9 @@ Adapters are injected in place: the model stays an ``AutoencoderKL`` with its ow
 
 from __future__ import annotations
 
+import sys
+
 import torch
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
 
 from .autoencoder import AutoencoderKL
 
@@ -21,12 +21,18 @@ TARGET_MODULES = r".*\.(block(\.\d+|_\d)\.(conv1|conv2|nin_shortcut)|attn_1\.(q|
 
 def apply_lora(model: AutoencoderKL, rank: int = 4, alpha: float = 4.0, dropout: float = 0.1) -> AutoencoderKL:
     """Inject LoRA adapters into ``model`` in place; only adapter parameters stay trainable."""
+    from peft import LoraConfig, inject_adapter_in_model  # peft costs seconds to import: only LoRA jobs pay
+
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=TARGET_MODULES)
     return inject_adapter_in_model(config, model)
 
 
-def lora_layers(model: torch.nn.Module) -> dict[str, LoraLayer]:
-    """The adapted layers by module name (empty for a plain model)."""
+def lora_layers(model: torch.nn.Module) -> dict:
+    """The adapted layers (peft ``LoraLayer``) by module name (empty for a plain model)."""
+    if "peft" not in sys.modules:
+        return {}  # no adapter exists before apply_lora has imported peft
+    from peft.tuners.lora import LoraLayer
+
     return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
 
 

@@ -9,7 +9,7 @@ the LPIPS v0.1 linear heads (``lin{i}.model.1.weight``, the ``lpips`` package / 
 ``vgg.pth`` layout), spatially averaged and summed over the five layers.
 Weights load from local files: ``vgg_weights`` (torchvision ``vgg16-397923af.pth`` or any
 file with the ``features.*`` keys) and ``lpips_weights``. ``{kind: demo}`` is the same
-architecture with seeded random VGG weights and uniform heads, labelled as a demo.
+architecture at 1/8 width with seeded random VGG weights and uniform heads, labelled as a demo.
 3D inputs: LPIPS on every slice along each of the three axes, averaged (ratio 1.0).
 """
 
@@ -33,6 +33,8 @@ VGG_CHANNELS = (64, 128, 256, 512, 512)
 #: LPIPS ``ScalingLayer`` constants for inputs in [-1, 1].
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
+#: The demo stand-in keeps VGG16's depth and stages at 1/8 of its widths.
+DEMO_WIDTH_DIVISOR = 8
 #: Four 2x max-pools precede relu5_3: smaller images have no pixel left there.
 MIN_SIZE = 16
 
@@ -67,13 +69,14 @@ class LinearHead(nn.Module):
 class LPIPS(FrozenModule):
     """Frozen VGG16-LPIPS: ``forward(x, y)`` gives one distance per sample, shape (N,)."""
 
-    def __init__(self, name: str, is_demo: bool) -> None:
+    def __init__(self, name: str, is_demo: bool, width_divisor: int = 1) -> None:
         super().__init__()
         self.name = name
         self.is_demo = is_demo
-        self.features = make_layers(cfgs["D"])[: VGG_STAGE_ENDS[-1]]
+        layers = [v // width_divisor if isinstance(v, int) else v for v in cfgs["D"]]
+        self.features = make_layers(layers)[: VGG_STAGE_ENDS[-1]]
         for i, channels in enumerate(VGG_CHANNELS):
-            self.add_module(f"lin{i}", LinearHead(channels))
+            self.add_module(f"lin{i}", LinearHead(channels // width_divisor))
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
 
@@ -125,7 +128,9 @@ def load_perceptual(spec: dict[str, Any]) -> LPIPS:
         seed = spec.get("seed", 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            network = LPIPS(f"demo-lpips-vgg16(seed={seed}, random init, not pretrained)", is_demo=True)
+            # random weights carry no learned features, so full width buys nothing but CPU time
+            network = LPIPS(f"demo-lpips-vgg16/{DEMO_WIDTH_DIVISOR}(seed={seed}, random init, not pretrained)",
+                            is_demo=True, width_divisor=DEMO_WIDTH_DIVISOR)
         for head in network.heads():
             nn.init.ones_(head.model[1].weight)
     elif kind == "lpips_vgg":

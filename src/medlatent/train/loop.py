@@ -169,8 +169,9 @@ class AdversarialStage:
         ddp.broadcast_parameters(self.discriminator, context)
         trainable = [p for p in self.autoencoder.parameters() if p.requires_grad]
         self.optimizers = {
-            "generator": torch.optim.Adam(trainable, lr=lr, betas=ADAM_BETAS_GAN),
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=ADAM_BETAS_GAN),
+            # foreach: one fused update over all tensors; PyTorch only defaults to it on CUDA
+            "generator": torch.optim.Adam(trainable, lr=lr, betas=ADAM_BETAS_GAN, foreach=True),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=ADAM_BETAS_GAN, foreach=True),
         }
         self.precision = _Precision(precision, context.device, list(self.optimizers))
         self.last_layer = last_layer_parameter(self.autoencoder)
@@ -233,7 +234,7 @@ class ProjectionStage:
         self.projection = projection.to(context.device).train()
         self.model = ddp.wrap(self.projection, context)
         self.embedder = embedder.to(context.device)
-        self.optimizer = torch.optim.Adam(self.projection.parameters(), lr=lr)
+        self.optimizer = torch.optim.Adam(self.projection.parameters(), lr=lr, foreach=True)
         self.precision = _Precision(precision, context.device, ["projection"])
 
     def _latent(self, x: torch.Tensor) -> torch.Tensor:
