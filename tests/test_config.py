@@ -65,7 +65,11 @@ def test_slices_are_canonical_and_local(demo_config):
 
 def test_shards_are_split_pure(demo_config):
     cxr = mlconfig.source(demo_config, "demo_cxr")
+    cxr["shards"]["train"] = 2
     assert mlconfig.shard_ids(cxr) == ["train-000", "train-001", "val-000", "test-000"]
+    # a random split with no validation fraction plans no validation shard; a provided split keeps it
+    assert mlconfig.shard_ids(mlconfig.source(demo_config, "demo_mammo")) == ["train-000", "test-000"]
+    assert mlconfig.shard_ids(mlconfig.source(demo_config, "demo_knee")) == ["train-000", "val-000", "test-000"]
 
 
 def test_salt_file_is_created_once(tmp_path, monkeypatch):

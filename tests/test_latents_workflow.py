@@ -48,8 +48,8 @@ def test_dry_run_plans_one_job_per_model_source_shard_of_matching_dims(tmp_path,
 def test_slices_hold_only_what_each_job_uses(demo_config):
     two_d = mlconfig.latents_extract_slice(demo_config, "demo_f16_c1", "demo.wrist")
     three_d = mlconfig.latents_extract_slice(demo_config, "demo3d_f64_c1", "demo_knee")
-    assert "window" not in two_d and three_d["window"] == [32, 32, 16] and three_d["overlap"] == 0.5
+    assert "window" not in two_d and three_d["window"] == [32, 32, 32] and three_d["overlap"] == 0.5
     before = mlconfig.latents_index_slice(demo_config, "demo_f16_c1", "demo.wrist")
-    demo_config["latents"]["window"] = [32, 32, 32]  # a 3D-only knob: 2D jobs and hashes stay as they are
+    demo_config["latents"]["window"] = [32, 32, 16]  # a 3D-only knob: 2D jobs and hashes stay as they are
     assert mlconfig.latents_index_slice(demo_config, "demo_f16_c1", "demo.wrist") == before
     assert before["license"]["name"] == "synthetic (CC0)" and len(before["config_sha256"]) == 64

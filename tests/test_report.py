@@ -119,7 +119,7 @@ def _workflow_config(path: Path) -> Path:
         "latents": {"batch_size": 8, "window": [16, 16, 16], "overlap": 0.5},
         "publish": {"remote": {"name": "test", "url": ".dvc-remote-test"}},
         "evaluation": {
-            "cad": {"methods": ["highres", "medvae"], "interpolations": ["bicubic"], "seeds": [0], "epochs": 1, "batch_size_2d": 8, "batch_size_3d_images": 4,
+            "cad": {"models": None, "methods": ["highres", "medvae"], "interpolations": ["bicubic"], "seeds": [0], "epochs": 1, "batch_size_2d": 8, "batch_size_3d_images": 4,
                     "batch_size_3d_latents": 4, "num_workers": 0,
                     "classifier_2d": {"name": "test_resnet", "pretrained_path": None},
                     "classifier_3d": {"name": "seresnet50", "layers": [1, 1, 1, 1]}},

@@ -83,6 +83,9 @@ def check_references(config: dict) -> None:
         parent = model.get("inflate_from")
         if parent is not None and (parent not in models or models[parent]["dims"] != 2 or model["dims"] != 3):
             raise ConfigError(f"models[{model['id']}].inflate_from={parent!r} must name a 2D model (3D models only)")
+    unknown = sorted(set(config["evaluation"]["cad"]["models"] or []) - set(models))
+    if unknown:
+        raise ConfigError(f"evaluation.cad.models names unknown model(s) {unknown}; configured: {sorted(models)}")
     for task in config.get("cad_tasks", []):
         if task["source"] not in sources:
             raise ConfigError(f"cad_tasks[{task['id']}].source={task['source']!r} is not a configured source")
@@ -110,8 +113,13 @@ def source(config: dict, source_id: str) -> dict:
 
 
 def shard_ids(source_entry: dict) -> list[str]:
-    """Shards are split-pure: 'train-000', ..., 'test-000'; the count per split is config."""
-    return [f"{split}-{k:03d}" for split in SPLITS for k in range(source_entry["shards"][split])]
+    """Shards are split-pure: 'train-000', ..., 'test-000'; the count per split is config.
+
+    A split a random split never fills (fraction 0) gets no shard, so no job runs for it.
+    """
+    split = source_entry["split"]
+    used = [s for s in SPLITS if split["method"] == "provided" or split["fractions"][s] > 0]
+    return [f"{s}-{k:03d}" for s in used for k in range(source_entry["shards"][s])]
 
 
 def all_source_shards(config: dict) -> list[tuple[str, str]]:
@@ -275,25 +283,31 @@ def cad_task(config: dict, task_id: str) -> dict:
     raise ConfigError(f"unknown CAD task {task_id!r}; configured: {[t['id'] for t in config['cad_tasks']]}")
 
 
-def _autoencoder_methods(config: dict, dims: int, kinds: list[str]) -> list[dict]:
-    """MedVAE models of `dims`, external autoencoders of `dims` and, on 3D, the 2D models slice-wise
+def cad_models(config: dict) -> list[dict]:
+    """The MedVAE models CAD compares: evaluation.cad.models, or every configured model."""
+    selected = config["evaluation"]["cad"]["models"]
+    return [m for m in config["models"] if selected is None or m["id"] in selected]
+
+
+def _autoencoder_methods(config: dict, models: list[dict], dims: int, kinds: list[str]) -> list[dict]:
+    """`models` of `dims`, external autoencoders of `dims` and, on 3D, the 2D models slice-wise
     at the compression factors of the 3D models (compared at the same f, as in Table 1)."""
     methods = []
     if "medvae" in kinds:
-        methods += [{"id": m["id"], "kind": "medvae", "model": m["id"], "f": m["f"]} for m in config["models"] if m["dims"] == dims]
+        methods += [{"id": m["id"], "kind": "medvae", "model": m["id"], "f": m["f"]} for m in models if m["dims"] == dims]
     if "slicewise" in kinds and dims == 3:
-        factors_3d = {m["f"] for m in config["models"] if m["dims"] == 3}
+        factors_3d = {m["f"] for m in models if m["dims"] == 3}
         methods += [{"id": f"{m['id']}_slicewise", "kind": "slicewise", "model": m["id"], "f": m["f"]}
-                    for m in config["models"] if m["dims"] == 2 and m["f"] in factors_3d]
+                    for m in models if m["dims"] == 2 and m["f"] in factors_3d]
     if "external" in kinds:
         methods += [{"id": e["id"], "kind": "external", "f": e["f"], "external": e}
                     for e in config["evaluation"]["cad"]["external"] if e["dims"] == dims]
     return methods
 
 
-def _interpolation_methods(config: dict, dims: int, modes: list[str]) -> list[dict]:
-    """Downsizing baselines at every f of the configured models of `dims` (the same f, Table 1)."""
-    factors = sorted({m["f"] for m in config["models"] if m["dims"] == dims})
+def _interpolation_methods(models: list[dict], dims: int, modes: list[str]) -> list[dict]:
+    """Downsizing baselines at every f of `models` of `dims` (the same f, Table 1)."""
+    factors = sorted({m["f"] for m in models if m["dims"] == dims})
     return [{"id": f"{mode}_f{f}", "kind": "interpolation", "mode": mode, "f": f} for f in factors for mode in modes]
 
 
@@ -312,8 +326,8 @@ def cad_methods(config: dict, task_id: str) -> list[dict]:
     kinds = cad["methods"]
     methods = [{"id": "highres", "kind": "highres", "f": 1}] if "highres" in kinds else []
     if "interpolation" in kinds:
-        methods += _interpolation_methods(config, task["dims"], cad["interpolations"])
-    methods += _autoencoder_methods(config, task["dims"], kinds)
+        methods += _interpolation_methods(cad_models(config), task["dims"], cad["interpolations"])
+    methods += _autoencoder_methods(config, cad_models(config), task["dims"], kinds)
     return _unique_methods(methods, f"cad_tasks[{task_id}]")
 
 
@@ -371,9 +385,9 @@ def image_types(config: dict) -> dict[str, list[str]]:
 def recon_methods(config: dict, dims: int) -> list[dict]:
     """Autoencoders of `dims` (2D models slice-wise on 3D) and interpolation round trips at their f."""
     kinds = config["evaluation"]["recon"]["methods"]
-    methods = _autoencoder_methods(config, dims, kinds)
+    methods = _autoencoder_methods(config, config["models"], dims, kinds)
     if "interpolation" in kinds:
-        methods += _interpolation_methods(config, dims, config["evaluation"]["cad"]["interpolations"])
+        methods += _interpolation_methods(config["models"], dims, config["evaluation"]["cad"]["interpolations"])
     return _unique_methods(methods, f"evaluation.recon ({dims}D)")
 
 
