@@ -42,3 +42,23 @@ rule all:
         latent_indexes,
         f"{RESULTS}/report/summary.md",
     default_target: True
+
+
+# Stage targets: `snakemake data` (fetch -> curate -> normalize), `models`, `latents`.
+rule data:
+    input:
+        curation_reports,
+        normalized_shards,
+    localrule: True
+
+
+rule models:
+    input:
+        model_weights,
+    localrule: True
+
+
+rule latents:
+    input:
+        latent_indexes,
+    localrule: True
