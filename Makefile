@@ -5,8 +5,11 @@ VENV := .venv
 STAMP := $(VENV)/.medlatent-installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= all
+# The demo runs in its own folder, a git repository of its own: publishing commits DVC pointers
+# and tags versions there, never in this clone.
+DEMO_DIR ?= demo-run
 
-.PHONY: demo test bench lint clean-demo
+.PHONY: demo test bench lint publish dvc-setup clean-demo
 
 # The venv is rebuilt only when the dependency pins change.
 $(STAMP): pyproject.toml
@@ -16,14 +19,22 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	snakemake --profile workflow/profiles/demo --cores $(CORES)
+	@test -d $(DEMO_DIR)/.git || { git init -q $(DEMO_DIR) \
+	  && git -C $(DEMO_DIR) config user.name "MedLatent demo" \
+	  && git -C $(DEMO_DIR) config user.email demo@medlatent.invalid \
+	  && git -C $(DEMO_DIR) commit -q --allow-empty -m "MedLatent demo: latent dataset registry"; }
+	snakemake --profile workflow/profiles/demo --cores $(CORES) -d $(DEMO_DIR) all publish_latents
 	@echo
-	@echo "Demo finished. Outputs: data/raw, data/curated, data/normalized (per source);"
-	@echo "curation reports: data/curated/*/report.json; logs: logs/; benchmarks: benchmarks/."
+	@echo "Demo finished (synthetic data, demo networks). Everything is under $(DEMO_DIR)/:"
+	@echo "  report:           $(DEMO_DIR)/results/report/summary.md (tables: results/tables/, figures: results/figures/)"
+	@echo "  latent datasets:  $(DEMO_DIR)/data/latents/<model>/<source>/ (index.json, README.md, *.tar)"
+	@echo "  published:        $(DEMO_DIR)/results/publish/receipt.json; DVC remote $(DEMO_DIR)/.dvc-remote-demo; git tag -l in $(DEMO_DIR)"
+	@echo "  data stages:      $(DEMO_DIR)/data/{raw,curated,normalized}/; logs: $(DEMO_DIR)/logs/; benchmarks: $(DEMO_DIR)/benchmarks/"
+	@echo "  HTML report:      snakemake --profile workflow/profiles/demo -d $(DEMO_DIR) --report $(DEMO_DIR)/report.html"
 
 # pytest exits 5 when it collects no test: that is reported, not hidden, and not a failure of CI.
 test: $(STAMP)
-	@set +e; pytest -q -p no:cacheprovider; rc=$$?; \
+	@set +e; pytest -q -rs -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
 
 bench: $(STAMP)
@@ -32,5 +43,12 @@ bench: $(STAMP)
 lint: $(STAMP)
 	snakemake --lint
 
+# Real data: set up DVC in this repository (idempotent), then push every shareable latent dataset.
+dvc-setup: $(STAMP)
+	medlatent dvc-setup --configfile config.yaml
+
+publish: $(STAMP)
+	snakemake --cores 1 publish_latents
+
 clean-demo:
-	rm -rf data results logs benchmarks .snakemake
+	rm -rf $(DEMO_DIR)
