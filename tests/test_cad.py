@@ -197,8 +197,8 @@ def test_classification_metrics_binary_multiclass_and_one_class_test_split():
 
 def test_cad_methods_per_task_and_slices_that_rerun_only_the_edited_task(demo_config):
     methods = {t["id"]: [m["id"] for m in mlconfig.cad_methods(demo_config, t["id"])] for t in demo_config["cad_tasks"]}
-    # the demo compares the LoRA 2D models and both 3D models (evaluation.cad.models)
-    assert methods["demo_wrist_fracture"] == ["highres", "bicubic_f16", "bicubic_f64", "demo_f16_c3", "demo_f64_c4"]
+    # the demo compares one 2D model and both 3D models (evaluation.cad.models)
+    assert methods["demo_wrist_fracture"] == ["highres", "bicubic_f64", "demo_f64_c4"]
     assert methods["demo_headct_fracture"] == ["highres", "bicubic_f64", "bicubic_f512", "demo3d_f64_c1",
                                                "demo3d_f512_c1", "demo_f64_c4_slicewise"]
     every_model = copy.deepcopy(demo_config)
@@ -209,7 +209,7 @@ def test_cad_methods_per_task_and_slices_that_rerun_only_the_edited_task(demo_co
         "demo_f64_c1_slicewise", "demo_f64_c4_slicewise"}
     before = {job: mlconfig.cad_slice(demo_config, *job) for job in mlconfig.cad_jobs(demo_config)}
     assert "latent_scale" not in before[("demo_wrist_fracture", "highres", 0)]
-    assert before[("demo_wrist_fracture", "demo_f16_c3", 0)]["latent_scale"] == 4.6
+    assert before[("demo_wrist_fracture", "demo_f64_c4", 0)]["latent_scale"] == 4.6
     assert before[("demo_headct_fracture", "highres", 0)]["batch_size"] == demo_config["evaluation"]["cad"]["batch_size_3d_images"]
     edited = copy.deepcopy(demo_config)
     mlconfig.cad_task(edited, "demo_wrist_fracture")["lr"] = 0.5

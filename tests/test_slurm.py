@@ -253,6 +253,7 @@ class DemoRun:
     run_id: str
     data_targets: list[str]
     train_target: str
+    extract_target: str
 
 
 def _small_training(config: dict) -> None:
@@ -265,6 +266,7 @@ def _small_training(config: dict) -> None:
             source["role"] = "cad"
     (model,) = [m for m in config["models"] if m["id"] == TRAIN_MODEL]
     model["stage1"].update(steps=TRAIN_STEPS, disc_start=0)
+    model["stage2"].update(steps=TRAIN_STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -274,18 +276,22 @@ def demo_on_slurm(cluster, tmp_path_factory) -> DemoRun:
     configfile = edited_demo_config(directory, _small_training)
     config = mlconfig.load(REPO / "config.yaml", configfile)
     shards = [f"data/normalized/{s}/{shard}.h5" for s, shard in mlconfig.training_shards(config, 2, "train") + mlconfig.training_shards(config, 2, "val")]
-    data_targets = [f"data/curated/{DEMO_SOURCE}/report.json", *shards]
+    extracted_shard = f"data/normalized/{DEMO_SOURCE}/test-000.h5"  # the input of the extraction job
+    data_targets = [f"data/curated/{DEMO_SOURCE}/report.json", *shards, extracted_shard]
     train_target = f"results/models/{TRAIN_MODEL}/stage1.pt"
+    extract_target = f"data/latent_parts/{TRAIN_MODEL}/{DEMO_SOURCE}/test-000.json"
     # The test node has 2 CPUs and ~80 % of this host's memory; the demo's training jobs ask
     # for the full recipe's threads and memory, which a site profile caps like this.
-    site = site_profile(directory, set_threads={"train_stage1": 2}, set_resources={"train_stage1": {"mem_mb": 4000}})
-    command = slurm_command(site, *data_targets, train_target, "--configfile", str(configfile))
+    training = ("train_stage1", "train_stage2_2d")
+    site = site_profile(directory, set_threads={rule: 2 for rule in training},
+                        set_resources={rule: {"mem_mb": 4000} for rule in training})
+    command = slurm_command(site, *data_targets, train_target, extract_target, "--configfile", str(configfile))
     # The local run of the same data targets works while the SLURM run waits between polls.
     with ThreadPoolExecutor(1) as pool:
         local = pool.submit(local_snakemake, directory / "local", *data_targets, configfile=configfile)
         result, run_id = run_on_slurm(cluster, directory / "work", command, timeout=400, check=False)
         local.exception()
-    return DemoRun(directory / "work", directory / "local", local, result, run_id, data_targets, train_target)
+    return DemoRun(directory / "work", directory / "local", local, result, run_id, data_targets, train_target, extract_target)
 
 
 def _rule(job: dict[str, str]) -> str:
@@ -325,6 +331,19 @@ def test_training_job_runs_on_the_gpu_slurm_gave_it(cluster, demo_on_slurm):
     assert re.search(r"GPUs \['[01]'\] \(SLURM job \d+ \(CUDA_VISIBLE_DEVICES\)\)", train_log), train_log[-3000:]
     (train_job,) = [job for job in cluster.jobs(run.run_id) if _rule(job) == "train_stage1"]
     assert train_job["State"] == "COMPLETED" and "gres/gpu=1" in train_job["ReqTRES"].split(",")
+
+
+def test_extraction_after_training_runs_on_slurm_and_writes_a_complete_shard(cluster, demo_on_slurm):
+    """train stage 1 -> stage 2 -> extract one shard, each a SLURM job: the tar holds every item of the shard."""
+    run = demo_on_slurm
+    assert run.result.returncode == 0, _failure_report(cluster, run)
+    part = json.loads((run.workdir / run.extract_target).read_text())
+    with ShardReader(run.workdir / f"data/normalized/{DEMO_SOURCE}/test-000.h5") as shard:
+        items = shard.item_ids()
+    tar = run.workdir / f"data/latents/{TRAIN_MODEL}/{DEMO_SOURCE}/test-000.tar"
+    assert items and part["num_samples"] == len(items) and tar.stat().st_size > 0
+    rules = {_rule(job): job["State"] for job in cluster.jobs(run.run_id)}
+    assert {rules[r] for r in ("train_stage1", "train_stage2_2d", "extract_latents")} == {"COMPLETED"}, rules
 
 
 def _failure_report(cluster: Cluster, run: DemoRun) -> str:

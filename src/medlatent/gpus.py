@@ -55,6 +55,12 @@ class Grant:
         """Variables a child process needs to see exactly these devices."""
         return {VISIBLE: ",".join(self.devices)}
 
+    def torch_device(self):
+        """CUDA when devices were granted and CUDA works here; else the CPU (fake or driverless GPUs)."""
+        import torch  # imported late, as in device_slots: the lock logic needs no torch
+
+        return torch.device("cuda" if self.devices and torch.cuda.is_available() else "cpu")
+
     def lock_fds(self) -> list[int]:
         """Descriptors holding the slot locks: pass them to children so a lock outlives a killed parent."""
         return list(self._fds)

@@ -30,7 +30,7 @@ def _job_device(threads: int, gpus: int) -> Iterator:
     torch.set_num_threads(max(1, threads))
     with granted(gpus) as grant:
         os.environ.update(grant.environment())  # before CUDA starts: the job sees only its devices
-        yield torch.device("cuda" if grant.devices else "cpu")
+        yield grant.torch_device()
 
 
 def _provenance(spec: dict, frame) -> str:

@@ -19,7 +19,7 @@ def extract(args: argparse.Namespace) -> None:
     with granted(args.gpus) as grant:
         os.environ.update(grant.environment())  # before CUDA starts: this job sees only its devices
         extract_shard(args.spec, Path(args.shard_file), pd.read_parquet(args.manifest), Path(args.weights),
-                      Path(args.dataset_dir), Path(args.part), device="cuda" if grant.devices else "cpu")
+                      Path(args.dataset_dir), Path(args.part), device=grant.torch_device().type)
 
 
 def index(args: argparse.Namespace) -> None:
