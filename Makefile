@@ -30,7 +30,7 @@ demo: $(STAMP)
 	@echo "  latent datasets:  $(DEMO_DIR)/data/latents/<model>/<source>/ (index.json, README.md, *.tar)"
 	@echo "  published:        $(DEMO_DIR)/results/publish/receipt.json; DVC remote $(DEMO_DIR)/.dvc-remote-demo; git tag -l in $(DEMO_DIR)"
 	@echo "  data stages:      $(DEMO_DIR)/data/{raw,curated,normalized}/; logs: $(DEMO_DIR)/logs/; benchmarks: $(DEMO_DIR)/benchmarks/"
-	@echo "  HTML report:      snakemake --profile workflow/profiles/demo -d $(DEMO_DIR) --report $(DEMO_DIR)/report.html"
+	@echo "  HTML report:      snakemake --profile workflow/profiles/demo -d $(DEMO_DIR) --report report.html  (writes $(DEMO_DIR)/report.html)"
 
 # pytest exits 5 when it collects no test: that is reported, not hidden, and not a failure of CI.
 test: $(STAMP)
