@@ -28,8 +28,6 @@ from .sources.adapters import get_adapter
 
 log = logging.getLogger(__name__)
 
-DICOM_SUFFIXES = (".dcm", ".dicom")
-
 
 @dataclass(frozen=True)
 class CurationOutputs:
@@ -59,16 +57,6 @@ class Outcome:
     reason: str | None = None
 
 
-def _looks_like_dicom(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    if path.suffix:
-        return False
-    with open(path, "rb") as handle:
-        handle.seek(128)
-        return handle.read(4) == b"DICM"
-
-
 def find_candidates(root: Path, files: list[str], dims: int, adapter) -> tuple[list[Candidate], list[str]]:
     """Group fetched files into candidate items; metadata files are returned separately.
 
@@ -81,7 +69,7 @@ def find_candidates(root: Path, files: list[str], dims: int, adapter) -> tuple[l
     series: Counter[str] = Counter()
     singles = []
     for relative in images:
-        if _looks_like_dicom(root / relative):
+        if io.dicom.looks_like_dicom(root / relative):
             series[str(Path(relative).parent)] += 1
         else:
             singles.append(Candidate(relative))
