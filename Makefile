@@ -23,6 +23,7 @@ demo: $(STAMP)
 	  && git -C $(DEMO_DIR) config user.name "MedLatent demo" \
 	  && git -C $(DEMO_DIR) config user.email demo@medlatent.invalid \
 	  && git -C $(DEMO_DIR) commit -q --allow-empty -m "MedLatent demo: latent dataset registry"; }
+	@medlatent unlock-stale $(DEMO_DIR)  # after a hard kill: continue where the killed run stopped
 	snakemake --profile workflow/profiles/demo --cores $(CORES) -d $(DEMO_DIR) all publish_latents
 	@echo
 	@echo "Demo finished (synthetic data, demo networks). Everything is under $(DEMO_DIR)/:"

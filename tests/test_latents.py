@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import pytest
 import torch
 from latent_fixtures import CC0, PHI_STRINGS, extract_spec, index_spec, tiny_model, write_source
 
+from medlatent import cli, load_latents
 from medlatent import latents as latents_module
-from medlatent import load_latents
 from medlatent.errors import InputError
 from medlatent.latent_index import write_dataset_files
 from medlatent.latents import extract_shard
@@ -204,6 +205,32 @@ def test_index_refuses_a_tar_changed_after_extraction(built, tmp_path):
     with pytest.raises(InputError, match="differs from the sha256"):
         write_dataset_files(index_spec("tiny", SOURCE, CC0), parts, built["weights"].parent / "card.json", dataset)
     assert not (dataset / ".train-000.tar.999.tmp").exists()
+
+
+def test_verify_accepts_the_dataset_as_written(built, capsys):
+    assert cli.main(["verify", str(built["dataset"])]) == 0
+    assert json.loads(capsys.readouterr().out)["splits"] == built["index"]["splits"] == {"train": 4, "val": 2,
+                                                                                          "test": 3}
+
+
+def test_verify_names_every_tampered_truncated_missing_or_edited_file(built, tmp_path, capsys):
+    copy = shutil.copytree(built["dataset"], tmp_path / "copy")
+    with tarfile.open(built["dataset"] / "train-000.tar") as original, \
+            tarfile.open(copy / "train-000.tar", "w", format=tarfile.USTAR_FORMAT) as tampered:
+        members = original.getmembers()
+        for member in members[3:]:  # one sample (latent, meta, labels) dropped
+            tampered.addfile(member, original.extractfile(member))
+    truncated = (copy / "test-000.tar").read_bytes()
+    (copy / "test-000.tar").write_bytes(truncated[: len(truncated) // 2 + 100])
+    (copy / "val-000.tar").unlink()
+    (copy / "README.md").write_text("edited\n")
+    (copy / "stray-000.tar").write_bytes(b"")
+    assert cli.main(["verify", str(copy)]) == 1
+    error = capsys.readouterr().err
+    assert "train-000.tar: sha256 differs" in error and "train-000.tar: 3 samples, index.json says 4" in error
+    assert "test-000.tar: sha256 differs" in error and "val-000.tar: missing" in error
+    assert "README.md: does not match index.json" in error and "stray-000.tar: a tar that index.json" in error
+    assert "dvc pull" in error
 
 
 def test_no_phi_from_synthetic_dicom_headers_reaches_the_dataset(demo_config, tmp_path):

@@ -167,8 +167,8 @@ def build_card(index: dict) -> str:
         "",
         "| split | samples | shards |",
         "|---|---|---|",
-        *(f"| {split} | {count} | {sum(1 for s in index['shards'] if s['split'] == split)} |"
-          for split, count in index["splits"].items()),
+        *(f"| {split} | {index['splits'][split]} | {sum(1 for s in index['shards'] if s['split'] == split)} |"
+          for split in SPLITS),  # SPLITS order: the index read back from JSON has its keys sorted
         "",
         f"Latent shape: {shape}. Items that failed normalization (absent): {len(index['rejected_items'])}.",
         "",
@@ -201,6 +201,13 @@ def build_card(index: dict) -> str:
     return "\n".join(lines)
 
 
+def dataset_files(index: dict) -> dict[str, str]:
+    """The text of each of `INDEX_FILES` for an index: what is written, and what `verify` expects."""
+    return {"index.json": json.dumps(index, indent=1, sort_keys=True) + "\n",
+            "_info.json": json.dumps(build_info(index), indent=1, sort_keys=True) + "\n",
+            "README.md": build_card(index)}
+
+
 def write_dataset_files(spec: dict, part_paths: list[str | Path], card_path: str | Path, dataset_dir: str | Path) -> dict:
     """Check the tars against the part records and write index.json, _info.json and README.md."""
     dataset_dir = Path(dataset_dir)
@@ -208,8 +215,7 @@ def write_dataset_files(spec: dict, part_paths: list[str | Path], card_path: str
     parts = read_parts(part_paths)
     _check_folder(dataset_dir, parts)
     index = build_index(spec, parts, file_sha256(card_path))
-    write_text(dataset_dir / "index.json", json.dumps(index, indent=1, sort_keys=True) + "\n")
-    write_text(dataset_dir / "_info.json", json.dumps(build_info(index), indent=1, sort_keys=True) + "\n")
-    write_text(dataset_dir / "README.md", build_card(index))
+    for name, text in dataset_files(index).items():
+        write_text(dataset_dir / name, text)
     log.info("%s: %d samples in %d shards", index["name"], index["num_samples"], len(index["shards"]))
     return index

@@ -8,7 +8,7 @@ import argparse
 import json
 
 #: Modules registering subcommands, in the order of the pipeline.
-MODULES = ("sources", "data", "train", "latents", "evaluate")
+MODULES = ("sources", "data", "train", "latents", "evaluate", "workdir")
 
 
 def json_arg(text: str) -> dict:

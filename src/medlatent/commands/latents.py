@@ -1,4 +1,4 @@
-"""extract-latents, index-latents, dvc-setup, publish: latent datasets and their sharing."""
+"""extract-latents, index-latents, verify, dvc-setup, publish: latent datasets and their sharing."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ def index(args: argparse.Namespace) -> None:
     from ..latent_index import write_dataset_files
 
     write_dataset_files(args.spec, args.parts, args.card, args.dataset_dir)
+
+
+def verify(args: argparse.Namespace) -> None:
+    from ..latent_verify import verify_dataset
+
+    print(json.dumps(verify_dataset(args.dataset_dir), indent=1, sort_keys=True))
 
 
 def dvc_setup(args: argparse.Namespace) -> None:
@@ -62,6 +68,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--parts", nargs="+", required=True)
     parser.add_argument("--dataset-dir", required=True)
     parser.set_defaults(run=index)
+
+    parser = commands.add_parser("verify", help="check a latent dataset's shards and card against its index.json")
+    parser.add_argument("dataset_dir", help="data/latents/<model>/<source> (e.g. after dvc import / dvc pull)")
+    parser.set_defaults(run=verify)
 
     parser = commands.add_parser("dvc-setup", help="idempotent: dvc init, link cache, the configured remote")
     parser.add_argument("--root", default=".", help="the git repository root")

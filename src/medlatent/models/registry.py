@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_path
+from ..atomic import save_torch
 from ..errors import ConfigError, InputError
 from .autoencoder import AutoencoderKL
 from .ldm_layout import load_strict
@@ -105,8 +105,7 @@ def save_model(path: str | Path, model: MedVAE, embedder: str, steps: int) -> No
         "embedder": embedder,
         "steps": int(steps),
     }
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
+    save_torch(path, payload)
 
 
 def load_model(path: str | Path) -> MedVAE:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_path
+from ..atomic import save_torch
 from ..errors import InputError
 from .autoencoder import AutoencoderKL
 from .ldm_layout import load_ldm_weights, load_strict, read_checkpoint
@@ -31,8 +31,7 @@ def save_autoencoder(path: str | Path, autoencoder: torch.nn.Module, spec: dict[
     """Write a stage-1 file atomically: merged LDM-layout weights, the model entry, the record."""
     payload = {"format": STAGE1_FORMAT, "spec": spec, "autoencoder": merged_state_dict(autoencoder),
                "demo": bool(demo), "record": record}
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
+    save_torch(path, payload)
 
 
 def load_autoencoder(path: str | Path) -> tuple[AutoencoderKL, dict[str, Any]]:

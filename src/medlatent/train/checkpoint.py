@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
+from ..atomic import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ def save(directory: str | Path, step: int, fingerprint: str, state: dict[str, An
     """Write the checkpoint of `step` atomically, then drop the older ones."""
     target = Path(directory) / f"step-{step:08d}.pt"
     payload = {"format": FORMAT, "fingerprint": fingerprint, "step": step, "rng": rng_state(), **state}
-    with atomic_path(target) as temporary:
-        torch.save(payload, temporary)
+    save_torch(target, payload)
     for older_step, path in checkpoint_files(directory):
         if older_step < step:
             path.unlink(missing_ok=True)
