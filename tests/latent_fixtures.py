@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medlatent import config as mlconfig
 from medlatent.ids import item_id
 from medlatent.io.h5 import ShardWriter
 from medlatent.models.registry import build_medvae, save_model
@@ -62,7 +63,8 @@ def write_source(root: Path, source_id: str, shards: dict[str, int], shape: tupl
     counter = 0
     for shard, count in shards.items():
         split = shard.split("-")[0]
-        meta = {"shard": shard, "normalize": {"modality": "xray", "dims": len(shape)}, "demo": True}
+        meta = {"shard": shard, "normalize": {"modality": "xray", "dims": len(shape), "interpolation": "bilinear"},
+                "demo": True}
         with ShardWriter(folder / f"{shard}.h5", meta) as writer:
             for index in range(count):
                 key = f"{counter:016x}"
@@ -81,7 +83,7 @@ def write_source(root: Path, source_id: str, shards: dict[str, int], shape: tupl
 
 def extract_spec(model_id: str, source_id: str, dims: int = 2, **extra) -> dict:
     spec = {"model": model_id, "source": source_id, "modality": "xray" if dims == 2 else "ct", "dims": dims,
-            "batch_size": 3}
+            "batch_size": 3, "store": ["mean"] if dims == 2 else []}
     if dims == 3:
         spec.update(window=[16, 16, 16], overlap=0.5, blend="gaussian", sw_batch_size=2)
     return {**spec, **extra}
@@ -90,7 +92,43 @@ def extract_spec(model_id: str, source_id: str, dims: int = 2, **extra) -> dict:
 def index_spec(model_id: str, source_id: str, license_block: dict, dims: int = 2) -> dict:
     return {"model": model_id, "source": source_id, "source_name": f"fixture {source_id}", "anatomy": "chest",
             "modality": "xray" if dims == 2 else "ct", "dims": dims, "license": license_block,
-            "config_sha256": "0" * 64}
+            "classification_scale": 4.6, "config_sha256": "0" * 64}
 
 
 CC0 = {"name": "synthetic (CC0)", "share_derived": True, "commercial": True, "permission": None}
+
+
+DEMO_SHARDS = ("train-000", "val-000", "test-000")
+
+
+def demo_dataset(demo_config: dict, source_id: str, tmp_path: Path, access: dict, weights: Path, **extract) -> dict:
+    """A demo source generated small (`access` overrides its access block), curated, normalized
+    and extracted with `weights` (model id "tiny") through the real code, then indexed.
+
+    Returns the raw folder, manifest, files index, normalized shards folder, dataset folder and index.
+    """
+    from medlatent.curate import CurationOutputs, curate
+    from medlatent.latent_index import write_dataset_files
+    from medlatent.latents import extract_shard
+    from medlatent.normalize import normalize_shard
+    from medlatent.sources.synthetic import generate
+
+    raw, normalized, dataset = tmp_path / "raw", tmp_path / "normalized" / source_id, tmp_path / "latents" / source_id
+    entry = mlconfig.source(demo_config, source_id)
+    generate({**entry["access"], **access}, raw, seed=0)
+    files = [{"path": str(p.relative_to(raw)), "size": p.stat().st_size} for p in sorted(raw.rglob("*")) if p.is_file()]
+    spec = {**mlconfig.curate_slice(demo_config, source_id), "shards": {"train": 1, "val": 1, "test": 1}}
+    outputs = CurationOutputs(*(tmp_path / name for name in ("m.parquet", "r.parquet", "report.json", "files.parquet")))
+    curate(spec, "salt", {"source": source_id, "root": str(raw), "files": files}, outputs, demo=True)
+    manifest, files_index = pd.read_parquet(outputs.manifest), pd.read_parquet(outputs.files_index)
+    parts = []
+    for shard in DEMO_SHARDS:
+        normalize_shard(mlconfig.normalize_slice(demo_config, source_id), shard, manifest, files_index, raw,
+                        normalized / f"{shard}.h5", demo=True)
+        parts.append(tmp_path / "parts" / f"{shard}.json")
+        extract_shard(extract_spec("tiny", source_id, entry["dims"], **extract), normalized / f"{shard}.h5", manifest,
+                      weights, dataset, parts[-1])
+    index = write_dataset_files(index_spec("tiny", source_id, CC0, entry["dims"]), parts, weights.parent / "card.json",
+                                dataset)
+    return {"raw": raw, "manifest": manifest, "files_index": files_index, "normalized": normalized,
+            "dataset": dataset, "index": index}

@@ -109,12 +109,13 @@ def write_latent_dataset(root: Path, source: dict, name: str, model_path: Path, 
     for shard in source["shards"]:
         part = root / "data" / "latent_parts" / spec["id"] / name / f"{Path(shard).stem}.json"
         extract_shard({"model": spec["id"], "source": name, "modality": "ct", "dims": spec["dims"], "batch_size": 8,
-                       "window": [16, 16, 16], "overlap": 0.5, "blend": "gaussian", "sw_batch_size": 1},
+                       "window": [16, 16, 16], "overlap": 0.5, "blend": "gaussian", "sw_batch_size": 1, "store": []},
                       shard, source["manifest_frame"], model_path, dataset, part)
         parts.append(part)
     card = root / "results" / "models" / spec["id"] / "card.json"
     card.parent.mkdir(parents=True, exist_ok=True)
     card.write_text("{}")
     write_dataset_files({"model": spec["id"], "source": name, "source_name": name, "modality": "ct", "anatomy": None,
-                         "dims": spec["dims"], "license": {"name": "CC0"}, "config_sha256": "0"}, parts, card, dataset)
+                         "dims": spec["dims"], "license": {"name": "CC0"}, "classification_scale": 4.6,
+                         "config_sha256": "0"}, parts, card, dataset)
     return dataset / "index.json"

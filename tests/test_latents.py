@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from latent_fixtures import CC0, PHI_STRINGS, extract_spec, index_spec, tiny_model, write_source
+from latent_fixtures import CC0, PHI_STRINGS, demo_dataset, extract_spec, index_spec, tiny_model, write_source
 
 from medlatent import cli, load_latents
 from medlatent import latents as latents_module
@@ -46,7 +46,7 @@ def test_samples_hold_float16_latents_allowlisted_meta_and_labels(built):
     members = tar_members(built["dataset"] / "train-000.tar")
     keys = [m.name.split(".", 1)[0] for m in members]
     assert keys == sorted(keys)  # sorted samples, three members each
-    assert {m.name.split(".", 1)[1] for m in members} == {"latent.npy", "meta.json", "labels.json"}
+    assert {m.name.split(".", 1)[1] for m in members} == {"latent.npy", "mean.npy", "meta.json", "labels.json"}
     assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, 0, "medlatent", "medlatent")}
     latent, labels, meta = next(iter(load_latents(built["dataset"], split="train")))
     assert latent.dtype == torch.float32 and tuple(latent.shape) == (2, 16, 16)  # C x H/2 x W/2
@@ -54,6 +54,7 @@ def test_samples_hold_float16_latents_allowlisted_meta_and_labels(built):
     assert meta["source"] == SOURCE and meta["split"] == "train" and meta["model"] == "tiny"
     assert meta["weights_sha256"] == built["index"]["weights_sha256"] and meta["demo_weights"] is True
     assert meta["encoding"]["method"] == "posterior_mean" and meta["encoding"]["projection"] is True
+    assert meta["encoding"]["stored"] == ["latent", "mean"] and meta["encoding"]["normalized_shape"] == [32, 32]
     assert meta["normalization"] == {"intensity": {"window": [0.0, 4095.0], "output_range": [-1.0, 1.0]},
                                      "scale": 0.5, "pad_offset": [1, 2], "resized_shape": [32, 32]}
     row = built["manifest"].set_index("item_id").loc[meta["item_id"]]
@@ -139,11 +140,14 @@ def test_no_phi_reaches_tars_index_info_or_card(built):
 
 def test_index_and_card_name_licence_demo_weights_and_loading(built):
     index = json.loads((built["dataset"] / "index.json").read_text())
-    assert index["license"] == CC0 and index["latent"] == {"dtype": "float16", "shape": [2, 16, 16],
-                                                           "shapes": [[2, 16, 16]], "channels_first": True}
+    assert index["license"] == CC0 and index["latent"] == {
+        "dtype": "float16", "shape": [2, 16, 16], "shapes": [[2, 16, 16]], "channels_first": True, "projected": True,
+        "classification_scale": 4.6, "stored": ["latent", "mean"]}
     assert all(len(s["sha256"]) == 64 for s in index["shards"]) and len(index["model_card_sha256"]) == 64
     card = (built["dataset"] / "README.md").read_text()
     assert "synthetic (CC0)" in card and "Demo weights: yes" in card
+    assert "- Latents projected: yes (stage-2 projection)." in card and "- Classification scale: 4.6 (" in card
+    assert f"medlatent decode data/latents/tiny/{SOURCE} --out decoded/ --format png" in card
     assert f'load_latents("data/latents/tiny/{SOURCE}", split="train")' in card
 
 
@@ -174,18 +178,23 @@ def test_loader_splits_shards_across_ranks_without_overlap(built, monkeypatch):
     assert set(everything) <= set(per_rank[0]) | set(per_rank[1]) and sum(map(len, per_rank)) == 5
 
 
-def test_storage_ratio_in_card_is_within_5_percent_of_theoretical(tmp_path):
+@pytest.mark.parametrize("store", [[], ["mean", "logvar"]])
+def test_storage_ratio_in_card_is_within_5_percent_of_theoretical(tmp_path, store):
     weights = tiny_model(tmp_path / "m" / "stage2.pt", latent_channels=16, model_id="wide")
     folder, manifest = write_source(tmp_path, "big", {"train-000": 6}, (128, 128), rejected=0)
     part = tmp_path / "part.json"
-    extract_shard(extract_spec("wide", "big"), folder / "train-000.h5", manifest, weights, tmp_path / "ds", part)
+    extract_shard(extract_spec("wide", "big", store=store), folder / "train-000.h5", manifest, weights, tmp_path / "ds", part)
     index = write_dataset_files(index_spec("wide", "big", CC0), [part], weights.parent / "card.json", tmp_path / "ds")
-    store = index["storage"]
-    assert store["theoretical_ratio"] == pytest.approx(4 * 4 / (2 * 16))  # f=4 pixels per latent, C=16, fp32/fp16
-    assert store["measured_over_theoretical"] == pytest.approx(1.0, abs=0.05)
+    store_figures = index["storage"]
+    assert store_figures["theoretical_ratio"] == pytest.approx(4 * 4 / (2 * 16))  # f=4 pixels per latent, C=16, fp32/fp16
+    # every stored array costs one latent: the payload ratio is the model's ratio over their count
+    assert store_figures["payload_ratio"] == pytest.approx(store_figures["theoretical_ratio"] / (1 + len(store)), abs=1e-4)
+    assert store_figures["measured_over_payload"] == pytest.approx(1.0, abs=0.05)
     card = (tmp_path / "ds" / "README.md").read_text()
-    assert f"Theoretical storage ratio (float32 image bytes / float16 latent bytes): {store['theoretical_ratio']:.2f}" in card
-    assert f"{100 * store['measured_over_theoretical']:.1f}% of theoretical" in card
+    assert f"Theoretical storage ratio (float32 image bytes / float16 latent bytes): {store_figures['theoretical_ratio']:.2f}" in card
+    assert f"{100 * store_figures['measured_over_payload']:.1f}% of the payload ratio" in card
+    assert ("- Also stored (`latents.store`): `mean.npy`, `logvar.npy`," in card) == bool(store)
+    assert ("Not decodable: the latents are projected" in card) == (not store)  # and names latents.store
 
 
 def test_shard_not_matching_the_manifest_is_refused(built, tmp_path):
@@ -218,8 +227,10 @@ def test_verify_names_every_tampered_truncated_missing_or_edited_file(built, tmp
     with tarfile.open(built["dataset"] / "train-000.tar") as original, \
             tarfile.open(copy / "train-000.tar", "w", format=tarfile.USTAR_FORMAT) as tampered:
         members = original.getmembers()
-        for member in members[3:]:  # one sample (latent, meta, labels) dropped
-            tampered.addfile(member, original.extractfile(member))
+        first_key = members[0].name.split(".")[0]
+        for member in members:  # every member of one sample dropped
+            if member.name.split(".")[0] != first_key:
+                tampered.addfile(member, original.extractfile(member))
     truncated = (copy / "test-000.tar").read_bytes()
     (copy / "test-000.tar").write_bytes(truncated[: len(truncated) // 2 + 100])
     (copy / "val-000.tar").unlink()
@@ -236,31 +247,13 @@ def test_verify_names_every_tampered_truncated_missing_or_edited_file(built, tmp
 def test_no_phi_from_synthetic_dicom_headers_reaches_the_dataset(demo_config, tmp_path):
     """Real synthetic DICOMs (patient names, ids, dates in their headers) through curate,
     normalize and extraction: none of their PHI is in any file of the latent dataset."""
-    import pandas as pd
+    from medlatent.sources.synthetic import phi_strings
 
-    from medlatent import config as mlconfig
-    from medlatent.curate import CurationOutputs, curate
-    from medlatent.normalize import normalize_shard
-    from medlatent.sources.synthetic import generate, phi_strings
-
-    raw = tmp_path / "raw"
-    generate({**mlconfig.source(demo_config, "demo_cxr")["access"], "n_patients": 6, "images_per_patient": 2}, raw, seed=0)
-    files = [{"path": str(p.relative_to(raw)), "size": p.stat().st_size} for p in sorted(raw.rglob("*")) if p.is_file()]
-    spec = {**mlconfig.curate_slice(demo_config, "demo_cxr"), "shards": {"train": 1, "val": 1, "test": 1}}
-    outputs = CurationOutputs(*(tmp_path / name for name in ("m.parquet", "r.parquet", "report.json", "files.parquet")))
-    curate(spec, "salt", {"source": "demo_cxr", "root": str(raw), "files": files}, outputs, demo=True)
-    manifest, files_index = pd.read_parquet(outputs.manifest), pd.read_parquet(outputs.files_index)
-    weights = tiny_model(tmp_path / "model" / "stage2.pt")
-    parts = []
-    for shard in ("train-000", "val-000", "test-000"):
-        normalize_shard(mlconfig.normalize_slice(demo_config, "demo_cxr"), shard, manifest, files_index, raw,
-                        tmp_path / "normalized" / f"{shard}.h5", demo=True)
-        parts.append(tmp_path / "parts" / f"{shard}.json")
-        extract_shard(extract_spec("tiny", "demo_cxr"), tmp_path / "normalized" / f"{shard}.h5", manifest, weights,
-                      tmp_path / "ds", parts[-1])
-    index = write_dataset_files(index_spec("tiny", "demo_cxr", CC0), parts, weights.parent / "card.json", tmp_path / "ds")
-    phi = phi_strings(raw)
-    assert index["num_samples"] == len(manifest) - len(index["rejected_items"]) > 0 and len(phi) > 5
-    for path in sorted((tmp_path / "ds").iterdir()):
+    built = demo_dataset(demo_config, "demo_cxr", tmp_path, {"n_patients": 6, "images_per_patient": 2},
+                         tiny_model(tmp_path / "model" / "stage2.pt"))
+    phi = phi_strings(built["raw"])
+    assert built["index"]["num_samples"] == len(built["manifest"]) - len(built["index"]["rejected_items"]) > 0
+    assert len(phi) > 5
+    for path in sorted(built["dataset"].iterdir()):
         data = path.read_bytes()
         assert not [value for value in phi if value.encode() in data], path.name

@@ -53,3 +53,21 @@ def test_slices_hold_only_what_each_job_uses(demo_config):
     demo_config["latents"]["window"] = [32, 32, 16]  # a 3D-only knob: 2D jobs and hashes stay as they are
     assert mlconfig.latents_index_slice(demo_config, "demo_f16_c1", "demo.wrist") == before
     assert before["license"]["name"] == "synthetic (CC0)" and len(before["config_sha256"]) == 64
+
+
+def test_store_and_classification_scale_reach_only_the_jobs_that_use_them(demo_config):
+    assert demo_config["latents"]["store"] == ["mean"]  # the default: 2D datasets are decodable
+    two_d = mlconfig.latents_extract_slice(demo_config, "demo_f16_c1", "demo.wrist")
+    three_d = mlconfig.latents_extract_slice(demo_config, "demo3d_f64_c1", "demo_knee")
+    assert two_d["store"] == ["mean"] and three_d["store"] == []  # a 3D latent is the unprojected mean itself
+    index_before = mlconfig.latents_index_slice(demo_config, "demo_f16_c1", "demo.wrist")
+    assert index_before["classification_scale"] == demo_config["evaluation"]["cad"]["latent_scale"] == 4.6
+    demo_config["evaluation"]["cad"]["latent_scale"] = 5.0  # recorded in the index, not a reason to re-extract
+    index_after = mlconfig.latents_index_slice(demo_config, "demo_f16_c1", "demo.wrist")
+    assert index_after["classification_scale"] == 5.0 and index_after["config_sha256"] == index_before["config_sha256"]
+    demo_config["latents"]["store"] = ["logvar", "mean"]
+    assert mlconfig.latents_extract_slice(demo_config, "demo_f16_c1", "demo.wrist")["store"] == ["mean", "logvar"]
+    assert mlconfig.latents_extract_slice(demo_config, "demo3d_f64_c1", "demo_knee")["store"] == ["logvar"]
+    demo_config["latents"]["store"] = []
+    assert mlconfig.latents_extract_slice(demo_config, "demo3d_f64_c1", "demo_knee") == three_d
+    assert mlconfig.latents_index_slice(demo_config, "demo_f16_c1", "demo.wrist")["config_sha256"] != index_before["config_sha256"]

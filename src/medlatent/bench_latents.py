@@ -23,6 +23,7 @@ from .latent_index import write_dataset_files
 from .latent_loader import load_latents
 from .latents import extract_shard
 from .models import load_model
+from .models.projection import CLASSIFICATION_SCALE
 from .models.registry import build_medvae, save_model
 
 #: Demo-sized networks (as workflow/demo/config.yaml) on larger images than the demo's.
@@ -72,6 +73,7 @@ def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
         shard, manifest, weights = _write_inputs(folder, spec, shape, count)
         extract = {"model": spec["id"], "source": "bench", "modality": "ct" if spec["dims"] == 3 else "xray",
                    "dims": spec["dims"], "batch_size": BATCH_SIZE,
+                   "store": ["mean"] if spec["dims"] == 2 else [],  # the default latents.store
                    **({"window": [160, 160, 160], "overlap": 0.25, "blend": "gaussian", "sw_batch_size": 1}
                       if spec["dims"] == 3 else {})}
         started = time.perf_counter()
@@ -81,7 +83,7 @@ def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
         (folder / "card.json").write_text("{}", encoding="utf-8")
         write_dataset_files({"model": spec["id"], "source": "bench", "source_name": "bench", "anatomy": None,
                              "modality": extract["modality"], "dims": spec["dims"], "license": {"name": "none"},
-                             "config_sha256": ""},
+                             "classification_scale": CLASSIFICATION_SCALE, "config_sha256": ""},
                             [folder / "part.json"], folder / "card.json", folder / "ds")
         started = time.perf_counter()
         loaded = sum(1 for _ in range(LOADER_PASSES) for _ in load_latents(folder / "ds", split="train"))

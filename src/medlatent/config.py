@@ -188,6 +188,10 @@ def patient_salt(project: dict, raw_root: Path) -> str:
 # ----------------------------------------------------------------------------- latent datasets
 
 
+#: Posterior arrays `latents.store` may keep beside the classifier latent, in member order.
+STORED_ARRAYS = ("mean", "logvar")
+
+
 def latent_pairs(config: dict) -> list[tuple[str, str]]:
     """(model, source) of every latent dataset: each model on every source of its dims, any role."""
     return [(m["id"], s["id"]) for m in config["models"] for s in config["sources"] if m["dims"] == s["dims"]]
@@ -201,13 +205,18 @@ def _model_entry(config: dict, model_id: str) -> dict:
 
 
 def latents_extract_slice(config: dict, model_id: str, source_id: str) -> dict:
-    """What encoding one shard depends on; window settings only for 3D (2D jobs ignore them)."""
+    """What encoding one shard depends on; window settings only for 3D (2D jobs ignore them).
+
+    `store`: the arrays kept beside the classifier latent. A 3D latent is the unprojected
+    mean itself, so `mean` is dropped for 3D: toggling it reruns only 2D jobs.
+    """
     model, entry = _model_entry(config, model_id), source(config, source_id)
     if model["dims"] != entry["dims"]:
         raise ConfigError(f"model {model_id!r} is {model['dims']}D but source {source_id!r} is {entry['dims']}D")
     settings = config["latents"]
+    store = [name for name in STORED_ARRAYS if name in settings["store"] and not (name == "mean" and entry["dims"] == 3)]
     spec = {"model": model_id, "source": source_id, "modality": entry["modality"], "dims": entry["dims"],
-            "batch_size": settings["batch_size"]}
+            "batch_size": settings["batch_size"], "store": store}
     if entry["dims"] == 3:
         spec.update({key: settings[key] for key in ("window", "overlap", "blend", "sw_batch_size")})
     return spec
@@ -217,7 +226,8 @@ def latents_index_slice(config: dict, model_id: str, source_id: str) -> dict:
     """Dataset-level facts for index.json and the card: licence, names, and the config hash.
 
     The hash covers everything that shapes the latents (model, source, normalization,
-    extraction settings), not the licence or display names.
+    extraction settings), not the licence, display names or the classification scale
+    (`evaluation.cad.latent_scale`, recorded so a classifier reads it from the index).
     """
     entry = source(config, source_id)
     extract = latents_extract_slice(config, model_id, source_id)
@@ -235,6 +245,7 @@ def latents_index_slice(config: dict, model_id: str, source_id: str) -> dict:
         "modality": entry["modality"],
         "dims": entry["dims"],
         "license": entry["license"],
+        "classification_scale": config["evaluation"]["cad"]["latent_scale"],
         "config_sha256": hashlib.sha256(canonical_json(made_of).encode("utf-8")).hexdigest(),
     }
 

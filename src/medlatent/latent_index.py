@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import write_text
 from .card import file_sha256
-from .config import SPLITS
+from .config import SPLITS, canonical_json
 from .errors import InputError
 
 #: Format tag of the per-shard part records extract_latents writes for index_latents.
@@ -57,18 +57,31 @@ def _check_folder(dataset_dir: Path, parts: list[dict]) -> None:
 def storage(parts: list[dict]) -> dict:
     """Bytes of the float32 normalized images vs their float16 latents, theoretical and on disk.
 
-    theoretical = float32 input bytes / float16 latent payload bytes (the compression of the
-    model, f x 2 / C); measured = float32 input bytes / tar bytes (plus tar and npy headers,
+    theoretical = float32 input bytes / float16 classifier-latent bytes (the compression of
+    the model, f x 2 / C); payload = float32 input bytes / float16 bytes of every stored
+    array (the latent plus what `latents.store` keeps: each extra array costs one latent);
+    measured = float32 input bytes / tar bytes (the payload plus tar and npy headers,
     meta.json and labels.json: per-sample overhead of a few KiB, negligible for full-size
     images, visible on tiny demo images).
     """
-    figures = {key: sum(p[key] for p in parts) for key in ("input_float32_bytes", "latent_float16_bytes", "normalized_bytes")}
+    keys = ("input_float32_bytes", "latent_float16_bytes", "stored_float16_bytes", "normalized_bytes")
+    figures = {key: sum(p[key] for p in parts) for key in keys}
     figures["tar_bytes"] = sum(p["bytes"] for p in parts)
     if figures["latent_float16_bytes"]:
         figures["theoretical_ratio"] = round(figures["input_float32_bytes"] / figures["latent_float16_bytes"], 4)
+        figures["payload_ratio"] = round(figures["input_float32_bytes"] / figures["stored_float16_bytes"], 4)
         figures["measured_ratio"] = round(figures["input_float32_bytes"] / figures["tar_bytes"], 4)
-        figures["measured_over_theoretical"] = round(figures["measured_ratio"] / figures["theoretical_ratio"], 4)
+        figures["measured_over_payload"] = round(figures["measured_ratio"] / figures["payload_ratio"], 4)
     return figures
+
+
+def _one(parts: list[dict], key: str, spec: dict):
+    """A fact every part record must agree on (None without parts)."""
+    values = {canonical_json(p[key]) for p in parts}
+    if len(values) > 1:
+        raise InputError(f"data/latent_parts/{spec['model']}/{spec['source']}", f"shards disagree on {key!r}",
+                         "rerun the extract_latents jobs of this dataset")
+    return parts[0][key] if parts else None
 
 
 def build_index(spec: dict, parts: list[dict], card_sha256: str) -> dict:
@@ -78,6 +91,7 @@ def build_index(spec: dict, parts: list[dict], card_sha256: str) -> dict:
     if len(weights) > 1:
         raise InputError(f"data/latent_parts/{spec['model']}/{spec['source']}", "shards were encoded with different weights",
                          "rerun the extract_latents jobs of this dataset")
+    projected = _one(parts, "projected", spec)
     return {
         "format": INDEX_FORMAT,
         "name": f"{spec['model']}/{spec['source']}",
@@ -93,7 +107,9 @@ def build_index(spec: dict, parts: list[dict], card_sha256: str) -> dict:
         "num_samples": sum(p["num_samples"] for p in parts),
         "rejected_items": sorted(item for p in parts for item in p["rejected"]),
         "latent": {"dtype": LATENT_DTYPE.__name__, "shape": list(shapes[0]) if len(shapes) == 1 else None,
-                   "shapes": [list(s) for s in shapes], "channels_first": True},
+                   "shapes": [list(s) for s in shapes], "channels_first": True,
+                   "projected": projected, "classification_scale": spec["classification_scale"],
+                   "stored": _one(parts, "stored", spec)},
         "encoding": {"method": "posterior_mean", **(parts[0]["encoding"] if parts else {})},
         "normalize": parts[0]["normalize"] if parts else None,
         "weights_sha256": weights.pop() if weights else None,
@@ -134,7 +150,7 @@ def build_card(index: dict) -> str:
     lines = [
         f"# Latent dataset {index['model']} / {index['source']}",
         "",
-        f"Deterministic latents (posterior means{', after the stage-2 projection' if index['dims'] == 2 else ''}) "
+        f"Deterministic latents (posterior means{', after the stage-2 projection' if latent['projected'] else ''}) "
         f"of model `{index['model']}` on the normalized images of `{index['source']}` ({index['source_name']}; "
         f"{index['modality']}, {index['dims']}D). One WebDataset sample per image: `latent.npy` "
         f"({latent['dtype']}, channels first), `meta.json` (geometry, normalization, provenance; no patient "
@@ -151,6 +167,10 @@ def build_card(index: dict) -> str:
         "```",
         "",
         "`_info.json` lists splits, shard files and sample counts in the layout of timm's WebDataset reader.",
+        "",
+        *_classifier_lines(latent),
+        "",
+        *_decode_lines(index),
         "",
         "## Licence",
         "",
@@ -176,12 +196,21 @@ def build_card(index: dict) -> str:
         "",
     ]
     if "theoretical_ratio" in store:
+        extras = [name for name in latent["stored"] if name != "latent"]
         lines += [
             f"- Normalized images as float32: {store['input_float32_bytes']:,} bytes; latents as float16: "
             f"{store['latent_float16_bytes']:,} bytes.",
             f"- Theoretical storage ratio (float32 image bytes / float16 latent bytes): {store['theoretical_ratio']:.2f}.",
+        ]
+        if extras:
+            lines.append(
+                f"- Also stored (`latents.store`): {', '.join(f'`{name}.npy`' for name in extras)}, "
+                f"{store['stored_float16_bytes'] - store['latent_float16_bytes']:,} bytes as float16 (one latent's "
+                f"bytes each); payload ratio (float32 image bytes / float16 bytes of all stored arrays): "
+                f"{store['payload_ratio']:.2f}.")
+        lines += [
             f"- Measured storage ratio (float32 image bytes / tar bytes on disk): {store['measured_ratio']:.2f} "
-            f"({100 * store['measured_over_theoretical']:.1f}% of theoretical; the rest is tar and npy headers, "
+            f"({100 * store['measured_over_payload']:.1f}% of the payload ratio; the rest is tar and npy headers, "
             "meta.json and labels.json).",
             f"- The normalized HDF5 shards (gzip) take {store['normalized_bytes']:,} bytes.",
         ]
@@ -199,6 +228,44 @@ def build_card(index: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _classifier_lines(latent: dict) -> list[str]:
+    projected = "yes (stage-2 projection)" if latent["projected"] else "no (the posterior mean itself)"
+    return [
+        "## Classifiers",
+        "",
+        f"- Latents projected: {projected}.",
+        f"- Classification scale: {latent['classification_scale']} (a classifier sees the latent averaged over "
+        "channels and divided by it; `evaluation.cad.latent_scale`, 4.6 in the public MedVAE code).",
+        "- Both are in `index.json` under `latent` (`projected`, `classification_scale`).",
+    ]
+
+
+def _decode_lines(index: dict) -> list[str]:
+    latent = index["latent"]
+    if latent["stored"] is None:  # an empty dataset
+        return []
+    described = {"mean": "`mean.npy` (the unprojected posterior mean, what the decoder decodes)",
+                 "logvar": "`logvar.npy` (the posterior log-variance, to resample)"}
+    extras = [described[name] for name in latent["stored"] if name != "latent"]
+    lines = [
+        "## Stored arrays and decoding",
+        "",
+        f"Per sample beside `latent.npy` (`latents.store`): {', '.join(extras) if extras else 'nothing'}.",
+        "",
+    ]
+    if latent["projected"] and "mean" not in latent["stored"]:
+        return lines + ["Not decodable: the latents are projected (not invertible) and the unprojected mean was not "
+                        "stored; set `latents.store: [mean]` and rerun the extraction to decode."]
+    return lines + [
+        "Back to images, on the normalized intensity scale of the model (see the project README):",
+        "",
+        "```",
+        f"medlatent decode data/latents/{index['model']}/{index['source']} --out decoded/ "
+        f"--format {'png' if index['dims'] == 2 else 'nifti'}",
+        "```",
+    ]
 
 
 def dataset_files(index: dict) -> dict[str, str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,22 +53,42 @@ def shard_urls(path_or_index: str | Path, split: str) -> list[str]:
     return urls
 
 
+def sample_array(sample: dict, name: str) -> torch.Tensor:
+    """One stored array of a raw WebDataset sample (`latent`, `mean`, `logvar`) as float32."""
+    return torch.from_numpy(np.load(io.BytesIO(sample[f"{name}.npy"]), allow_pickle=False).astype(np.float32))
+
+
 def decode_sample(sample: dict) -> tuple[torch.Tensor, dict, dict]:
     """Raw WebDataset sample -> (latent float32 tensor, labels, meta)."""
-    latent = np.load(io.BytesIO(sample["latent.npy"]), allow_pickle=False)
-    return (torch.from_numpy(latent.astype(np.float32)), json.loads(sample["labels.json"]),
-            json.loads(sample["meta.json"]))
+    return sample_array(sample, "latent"), json.loads(sample["labels.json"]), json.loads(sample["meta.json"])
+
+
+def _with_posterior(sample: dict, names: tuple[str, ...]) -> tuple[torch.Tensor, dict, dict, dict]:
+    return (*decode_sample(sample), {name: sample_array(sample, name) for name in names})
+
+
+def check_stored(path_or_index: str | Path, names: tuple[str, ...] | list[str]) -> None:
+    """Raise InputError naming `latents.store` unless the dataset stores every array in `names`."""
+    folder, index = read_index(path_or_index)
+    stored = index["latent"].get("stored", ["latent"])
+    missing = [name for name in names if name not in stored]
+    if missing:
+        raise InputError(folder / "index.json", f"the dataset stores {stored}, not {missing}",
+                         f"add {missing} to latents.store in the config and rerun the extraction")
 
 
 def load_latents(path_or_index: str | Path, split: str = "train", *, shuffle: int = 0, seed: int = 0,
-                 resampled: bool = False) -> wds.DataPipeline:
+                 resampled: bool = False, posterior: tuple[str, ...] = ()) -> wds.DataPipeline:
     """An iterable of (latent, labels, meta) over one split, split by DDP rank and worker.
 
     `shuffle` > 0 shuffles shard order (seeded, the same on every rank before the split)
     and samples within a buffer of that size; `resampled` draws shards with replacement
-    (endless; each rank and worker with its own seed).
+    (endless; each rank and worker with its own seed). `posterior` names stored arrays
+    (`"mean"`, `"logvar"`, see `latents.store`) to add as a fourth element {name: tensor},
+    e.g. to resample: mean + exp(logvar / 2) * noise.
     """
     urls = shard_urls(path_or_index, split)
+    check_stored(path_or_index, posterior)
     if resampled:  # every rank and worker draws with its own seed: nothing to split
         stages = [wds.ResampledShards(urls, seed=seed, deterministic=True)]
     else:
@@ -78,5 +99,5 @@ def load_latents(path_or_index: str | Path, split: str = "train", *, shuffle: in
     stages.append(wds.tarfile_to_samples())
     if shuffle:
         stages.append(wds.shuffle(shuffle, seed=seed))
-    stages.append(wds.map(decode_sample))
+    stages.append(wds.map(partial(_with_posterior, names=posterior) if posterior else decode_sample))
     return wds.DataPipeline(*stages)

@@ -2,8 +2,11 @@
 
 A sample is `__key__` = item_id (never a dot: WebDataset splits member names at the first
 dot of the base name), `latent.npy` (float16, C x h x w or C x d x h x w: the posterior mean,
-after the stage-2 projection for 2D models), `meta.json` (allow-listed fields, no PHI) and
-`labels.json` (the manifest's `label_<name>` columns as `{name: value}`).
+after the stage-2 projection for 2D models: what classifiers see), the arrays `latents.store`
+asks for (`mean.npy`: the unprojected posterior mean of a 2D model, which is what the decoder
+decodes, the projection being not invertible; `logvar.npy`: the posterior log-variance, to
+resample), `meta.json` (allow-listed fields, no PHI) and `labels.json` (the manifest's
+`label_<name>` columns as `{name: value}`).
 
 Outputs of a job, and why: Snakemake needs every output declared up front, but a shard can
 be empty (every item rejected, or a small source with more shards than items) and an empty
@@ -37,7 +40,7 @@ import webdataset as wds
 from .atomic import atomic_path, write_text
 from .card import file_sha256
 from .config import canonical_json
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .io.h5 import ShardReader
 from .latent_index import LATENT_DTYPE, PART_FORMAT
 from .models import load_model
@@ -83,14 +86,19 @@ def sample_labels(row: pd.Series) -> dict:
     return {key[len(LABEL_PREFIX):]: _plain(value) for key, value in row.items() if key.startswith(LABEL_PREFIX)}
 
 
-def sample_record(item_id: str, latent: np.ndarray, meta: dict, labels: dict) -> dict:
-    """The encoded WebDataset sample (member suffix -> bytes)."""
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array as the bytes of a .npy file (no pickle)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def sample_record(item_id: str, arrays: dict[str, np.ndarray], meta: dict, labels: dict) -> dict:
+    """The encoded WebDataset sample (member suffix -> bytes); `arrays`: {"latent": ..., stored extras}."""
     if "." in item_id:
         raise InputError(item_id, "item id contains a dot: WebDataset would split the sample key there",
                          "re-curate the source (medlatent.ids.item_id never makes dots)")
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, np.ascontiguousarray(latent), allow_pickle=False)
-    return {"__key__": item_id, "latent.npy": buffer.getvalue(),
+    return {"__key__": item_id, **{f"{name}.npy": npy_bytes(array) for name, array in arrays.items()},
             "meta.json": canonical_json(meta).encode("utf-8"), "labels.json": canonical_json(labels).encode("utf-8")}
 
 
@@ -107,25 +115,54 @@ def _batches(reader: ShardReader, item_ids: list[str], batch_size: int) -> Itera
         yield batch
 
 
+class _MeanAndLogvar(torch.nn.Module):
+    """A 3D model whose `encode_latent` gives [posterior mean, log-variance] on the channel axis.
+
+    So `encode_volume` windows and blends both alike (the blended log-variance is the
+    weighted mean of the windows' log-variances, as the mean is of their means).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.downsample_factor = model.downsample_factor
+
+    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
+        posterior = self.model.autoencoder.encode(x)
+        return torch.cat([posterior.mean, posterior.logvar], dim=1)
+
+
 def encode_items(model: torch.nn.Module, reader: ShardReader, item_ids: list[str], spec: dict,
-                 device: torch.device) -> Iterator[tuple[str, np.ndarray, dict, np.ndarray, dict]]:
-    """(item_id, image, item meta, latent float32 array, encoding) in item order."""
+                 device: torch.device) -> Iterator[tuple[str, np.ndarray, dict, dict[str, np.ndarray], dict]]:
+    """(item_id, image, item meta, {"latent", stored extras}: float32 arrays, encoding) in item order."""
     projection = getattr(model, "projection", None) is not None
-    base = {"method": "posterior_mean", "projection": projection, "downsample_factor": model.downsample_factor}
+    store = spec["store"]
+    base = {"method": "posterior_mean", "projection": projection, "downsample_factor": model.downsample_factor,
+            "stored": ["latent", *store]}
     if spec["dims"] == 2:
         for batch in _batches(reader, item_ids, spec["batch_size"]):
             images = torch.from_numpy(np.stack([array for _, array, _ in batch]))[:, None].to(device)
             with torch.inference_mode():
-                latents, padding = model.encode_latent_padded(images)
-            latents = latents.float().cpu().numpy()
-            for (item_id, array, meta), latent in zip(batch, latents):
-                yield item_id, array, meta, latent, {**base, "padded_shape": list(padding.padded_shape)}
+                posterior, padding = model.autoencoder.encode_padded(images)
+                moments = {"latent": model.project(posterior.mean), "mean": posterior.mean, "logvar": posterior.logvar}
+            moments = {name: moments[name].float().cpu().numpy() for name in base["stored"]}
+            for position, (item_id, array, meta) in enumerate(batch):
+                yield (item_id, array, meta, {name: values[position] for name, values in moments.items()},
+                       {**base, "normalized_shape": list(array.shape), "padded_shape": list(padding.padded_shape)})
         return
+    if "mean" in store:
+        raise ConfigError("a 3D latent is the unprojected posterior mean itself: `mean` is never stored twice "
+                          "(medlatent.config.latents_extract_slice drops it from latents.store for 3D)")
+    encoder = _MeanAndLogvar(model) if "logvar" in store else model
     for item_id in item_ids:
         array, meta = reader.read(item_id)
-        latent, info = encode_volume(model, torch.from_numpy(array), spec["window"], spec["overlap"],
+        latent, info = encode_volume(encoder, torch.from_numpy(array), spec["window"], spec["overlap"],
                                      spec["blend"], spec["sw_batch_size"])
-        yield item_id, array, meta, latent.float().numpy(), {**base, **info}
+        latent = latent.float().numpy()
+        arrays = {"latent": latent[: model.latent_channels]}
+        if "logvar" in store:
+            arrays["logvar"] = latent[model.latent_channels:]
+        yield item_id, array, meta, arrays, {**base, "normalized_shape": list(array.shape), **info}
 
 
 def _check_shard(shard_path: Path, shard: str, rows: pd.DataFrame, reader: ShardReader) -> None:
@@ -162,22 +199,24 @@ def extract_shard(spec: dict, shard_path: str | Path, manifest: pd.DataFrame, we
         base = {"source": spec["source"], "modality": spec["modality"], "dims": spec["dims"],
                 "split": shard.split("-")[0], "model": spec["model"], "weights_sha256": weights_sha256,
                 "demo_weights": bool(model.is_demo)}
-        counts = {"input_float32_bytes": 0, "latent_float16_bytes": 0}
+        counts = {"input_float32_bytes": 0, "latent_float16_bytes": 0, "stored_float16_bytes": 0}
         shapes: set[tuple[int, ...]] = set()
         if item_ids:
             with atomic_path(tar_path) as temporary, open(temporary, "wb") as stream, \
                     wds.TarWriter(stream, user=TAR_OWNER, group=TAR_OWNER, mode=TAR_MODE, encoder=False,
                                   mtime=TAR_MTIME) as writer:
-                for item_id, array, meta, latent, encoding in encode_items(model, reader, item_ids, spec, torch.device(device)):
-                    stored = latent.astype(LATENT_DTYPE)
-                    if not np.isfinite(stored).all():
-                        raise InputError(shard_path, f"item {item_id}: latent not finite in float16 (max |z| "
-                                         f"{float(np.abs(latent).max()):.3g})", "check the model weights")
-                    meta = sample_meta(meta, {**base, "item_id": item_id}, encoding, stored.shape)
+                for item_id, array, meta, arrays, encoding in encode_items(model, reader, item_ids, spec, torch.device(device)):
+                    stored = {name: values.astype(LATENT_DTYPE) for name, values in arrays.items()}
+                    for name, values in stored.items():
+                        if not np.isfinite(values).all():
+                            raise InputError(shard_path, f"item {item_id}: {name} not finite in float16 (max |value| "
+                                             f"{float(np.abs(arrays[name]).max()):.3g})", "check the model weights")
+                    meta = sample_meta(meta, {**base, "item_id": item_id}, encoding, stored["latent"].shape)
                     writer.write(sample_record(item_id, stored, meta, sample_labels(rows.loc[item_id])))
                     counts["input_float32_bytes"] += array.size * 4
-                    counts["latent_float16_bytes"] += stored.nbytes
-                    shapes.add(stored.shape)
+                    counts["latent_float16_bytes"] += stored["latent"].nbytes
+                    counts["stored_float16_bytes"] += sum(values.nbytes for values in stored.values())
+                    shapes.add(stored["latent"].shape)
         elif tar_path.exists():  # the shard used to have items: its old tar must not be indexed
             tar_path.unlink()
         part = {
@@ -189,6 +228,7 @@ def extract_shard(spec: dict, shard_path: str | Path, manifest: pd.DataFrame, we
             "latent_shapes": sorted(list(shape) for shape in shapes),
             "rejected": dict(sorted(reader.rejected.items())), "weights_sha256": weights_sha256,
             "demo_weights": bool(model.is_demo), "demo_data": bool(reader.meta.get("demo", False)),
+            "projected": model.projection is not None, "stored": ["latent", *spec["store"]],
             "normalize": reader.meta.get("normalize"),
             "encoding": {key: spec[key] for key in ("window", "overlap", "blend") if key in spec},
             "device": torch.device(device).type,

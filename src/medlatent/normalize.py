@@ -44,19 +44,24 @@ def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
     return np.asarray(scaled, dtype=np.float32), {"window": [float(lo), float(hi)], "output_range": [lo_out, hi_out]}
 
 
+def resize_2d(image: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarray:
+    """A 2D float32 image resized to `shape` with torch `mode` (also how decoding maps back)."""
+    # antialias when shrinking, as a radiologist's viewer does; only the smooth kernels take it
+    antialias = (shape[0] < image.shape[0] or shape[1] < image.shape[1]) and mode in ("bilinear", "bicubic")
+    smooth = {} if mode in ("nearest", "area") else {"align_corners": False}
+    resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None],
+                            size=tuple(shape), mode=mode, antialias=antialias, **smooth)
+    return resized[0, 0].numpy()
+
+
 def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
     scaled, intensity = scale_intensity(array, spec)
     target_h, target_w = spec["size"]
     height, width = scaled.shape
     scale = min(target_h / height, target_w / width)
     resized_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-    mode = spec["interpolation"]
-    # antialias when shrinking, as a radiologist's viewer does; only the smooth kernels take it
-    antialias = scale < 1 and mode in ("bilinear", "bicubic")
-    smooth = {} if mode in ("nearest", "area") else {"align_corners": False}
-    resized = F.interpolate(torch.from_numpy(scaled)[None, None], size=resized_shape, mode=mode, antialias=antialias, **smooth)
     lo_out, hi_out = spec["output_range"]
-    resized = np.clip(resized[0, 0].numpy(), lo_out, hi_out)  # bicubic overshoots
+    resized = np.clip(resize_2d(scaled, resized_shape, spec["interpolation"]), lo_out, hi_out)  # bicubic overshoots
     pad_top = (target_h - resized_shape[0]) // 2
     pad_left = (target_w - resized_shape[1]) // 2
     pads = ((pad_top, target_h - resized_shape[0] - pad_top), (pad_left, target_w - resized_shape[1] - pad_left))

@@ -1,4 +1,4 @@
-"""extract-latents, index-latents, verify, dvc-setup, publish: latent datasets and their sharing."""
+"""extract-latents, index-latents, verify, decode, dvc-setup, publish: latent datasets, decoding, sharing."""
 
 from __future__ import annotations
 
@@ -32,6 +32,17 @@ def verify(args: argparse.Namespace) -> None:
     from ..latent_verify import verify_dataset
 
     print(json.dumps(verify_dataset(args.dataset_dir), indent=1, sort_keys=True))
+
+
+def decode(args: argparse.Namespace) -> None:
+    import torch
+
+    from ..decode import decode_dataset
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    written = decode_dataset(args.dataset, args.out, split=args.split, fmt=args.format, intensity=args.intensity,
+                             workdir=args.workdir, weights=args.weights, device=device)
+    print(f"{len(written)} images in {args.out}")
 
 
 def dvc_setup(args: argparse.Namespace) -> None:
@@ -72,6 +83,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("verify", help="check a latent dataset's shards and card against its index.json")
     parser.add_argument("dataset_dir", help="data/latents/<model>/<source> (e.g. after dvc import / dvc pull)")
     parser.set_defaults(run=verify)
+
+    parser = commands.add_parser("decode", help="a latent dataset back to images on each item's own grid")
+    parser.add_argument("dataset", help="data/latents/<model>/<source> (or its index.json)")
+    parser.add_argument("--out", required=True, help="receives <split>/<item_id>.png or .nii.gz")
+    parser.add_argument("--split", choices=("train", "val", "test"), help="default: every split with samples")
+    parser.add_argument("--format", choices=("nifti", "png"), help="default: png for 2D, nifti for 3D")
+    parser.add_argument("--intensity", choices=("model", "source"), default="model",
+                        help="model: the decoder's scale (output_range); source: mapped back through the "
+                             "normalization's intensity window (NIfTI only)")
+    parser.add_argument("--workdir", default=".", help="the workflow directory holding results/models/<model>/stage2.pt")
+    parser.add_argument("--weights", help="the model's weights file instead (its sha256 must match the index)")
+    parser.add_argument("--device", help="torch device; default cuda when available, else cpu")
+    parser.set_defaults(run=decode)
 
     parser = commands.add_parser("dvc-setup", help="idempotent: dvc init, link cache, the configured remote")
     parser.add_argument("--root", default=".", help="the git repository root")
