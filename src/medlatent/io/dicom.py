@@ -21,7 +21,7 @@ import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 from pydicom.pixels.utils import get_expected_length
 from pydicom.sequence import Sequence
@@ -55,7 +55,7 @@ IMAGE_BITS_ALLOCATED = frozenset({8, 16, 32})
 #: is refused before anything of that size is allocated.
 MAX_SAMPLES = 2**29
 #: Header values that a malformed element (wrong VR, bad bytes) turns into these on conversion.
-_HEADER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, NotImplementedError, zlib.error)
+_HEADER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, NotImplementedError, zlib.error, BytesLengthException)
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -227,7 +227,10 @@ def _decode(ds: Dataset, path: Path, frame: int | None = None) -> np.ndarray:
         raise InputError(path, f"cannot decode {transfer_syntax.name} ({transfer_syntax}): no decoding plugin installed", f"install one of: {missing}")
     try:
         return pixel_array(ds, index=frame, as_rgb=True)  # as_rgb: YBR_FULL/_422 -> RGB
-    except Exception as error:  # noqa: BLE001 - plugins raise many types; all mean 'corrupt data'
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # noqa: BLE001 - plugins raise many types, all meaning 'corrupt data';
+        # pylibjpeg-rle's Rust code panics on some corrupt streams, a BaseException (pyo3).
         # Of the plugins only the GPL-licensed libjpeg decodes 12-bit JPEG Extended.
         fix = JPEG12_FIX if transfer_syntax == JPEGExtended12Bit and int(ds.BitsStored) > 8 else REWRITE_FIX
         raise InputError(path, f"undecodable {transfer_syntax.name} pixel data ({type(error).__name__}: {error})", fix) from None
