@@ -18,6 +18,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
+    HTJ2KLossless,
     JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -67,6 +68,17 @@ def test_each_transfer_syntax_decodes_like_its_twin(syntax):
     encoded, reference = TWINS[syntax]
     assert io.read_header(real_file(encoded)).transfer_syntax == syntax
     np.testing.assert_array_equal(grey(encoded), grey(reference))
+
+
+def test_htj2k_syntax_reaches_the_openjpeg_decoder(tmp_path):
+    """No HT-coded file ships offline (pydicom's HTJ2K test files are download-only): the
+    J2K codestream of a real file, filed under HTJ2K Lossless, must reach a decoder that reads
+    it (openjpeg decodes Part 1 and Part 15 code-blocks alike) and equal its twin."""
+    ds = pydicom.dcmread(real_file("MR_small_jp2klossless.dcm"))
+    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
+    ds.save_as(tmp_path / "htj2k.dcm")
+    assert io.read_header(tmp_path / "htj2k.dcm").transfer_syntax == HTJ2KLossless
+    np.testing.assert_array_equal(io.read_image(tmp_path / "htj2k.dcm").array, grey("MR_small.dcm"))
 
 
 def test_jpeg_ls_near_lossless_stays_within_its_bound():
