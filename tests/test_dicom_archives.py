@@ -23,6 +23,7 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
+    JPEGLossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
@@ -98,6 +99,40 @@ def test_jpeg_lossless_8_bit_and_16_bit_grey():
         assert (header.transfer_syntax, header.photometric) == (JPEGLosslessSV1, "MONOCHROME2")
         image = grey(name)
         assert image.shape == header.shape and 0 <= image.min() < image.max() < 2**bits
+
+
+def gdcm_transcode(source: Path, target: Path, syntax: str) -> Path:
+    """GDCM's own encoder (not ours) writes `source` in transfer syntax `syntax`."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(source))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(target))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    return target
+
+
+@pytest.mark.parametrize("syntax", [JPEGLossless, JPEGLosslessSV1], ids=["process14", "process14_sv1"])
+def test_jpeg_lossless_written_by_gdcm_decodes_to_its_source(tmp_path, syntax):
+    path = gdcm_transcode(real_file("MR_small.dcm"), tmp_path / "mr.dcm", syntax)
+    assert io.read_header(path).transfer_syntax == syntax
+    np.testing.assert_array_equal(io.read_image(path).array, grey("MR_small.dcm"))
+
+
+def test_8_bit_jpeg_extended_written_by_gdcm_is_close_to_its_source(tmp_path):
+    source = "JPGLosslessP14SV1_1s_1f_8b.dcm"  # 8-bit ultrasound
+    path = gdcm_transcode(real_file(source), tmp_path / "us.dcm", "1.2.840.10008.1.2.4.51")
+    assert io.read_header(path).transfer_syntax == "1.2.840.10008.1.2.4.51"
+    error = io.read_image(path).array - grey(source)
+    assert 0 < np.abs(error).mean() < 2 and np.abs(error).max() < 64  # lossy, but the same image
 
 
 def test_deflated_dataset_is_read_and_its_truncation_refused(tmp_path):
