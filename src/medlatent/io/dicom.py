@@ -1,4 +1,4 @@
-"""DICOM: single images (X-ray, mammography) and directories of slices (CT/MR series).
+"""DICOM: single images (X-ray, mammography), multi-frame files and directories of slices (CT/MR series).
 
 pydicom 3 decodes the pixel data through its plugins (gdcm, pyjpegls, pylibjpeg-openjpeg,
 pylibjpeg-rle, Pillow: README lists which covers which transfer syntax), then the display
@@ -168,9 +168,9 @@ def _frame_view(ds: Dataset, index: int) -> Dataset:
     groups = (PIXEL_DATA, SHARED_GROUPS, PER_FRAME_GROUPS)
     view = Dataset()
     view.file_meta = ds.file_meta
-    for element in ds:
-        if element.tag not in groups:
-            view.add(element)
+    for tag in ds.keys():  # keys, not elements: iterating would load the deferred pixel data
+        if tag not in groups:
+            view.add(ds[tag])
     for keyword, item in (("SharedFunctionalGroupsSequence", 0), ("PerFrameFunctionalGroupsSequence", index)):
         sequence = ds.get(keyword)
         if not isinstance(sequence, Sequence) or len(sequence) <= item:
