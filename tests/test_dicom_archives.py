@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -275,9 +276,15 @@ def test_lossless_twins_normalize_to_identical_arrays(tmp_path):
 
 def test_colour_can_be_rejected_per_source(tmp_path):
     root = copy_files(["SC_rgb.dcm", "OBXXXX1A.dcm", "SC_ybr_full_uncompressed.dcm", "MR_small.dcm"], tmp_path / "raw")
+    rgb = pydicom.dcmread(root / "SC_rgb.dcm").pixel_array
+    Image.fromarray(rgb).save(root / "colour.png")
+    Image.fromarray(rgb[..., 0]).convert("LA").save(root / "grey_alpha.png")  # grey with alpha: not colour
     result = run_source(root, tmp_path / "out", source_spec("grey_only", 2, colour="reject"))
-    assert (result["report"]["kept"], result["report"]["rejected_by_category"]) == (1, {"filtered_colour": 3})
+    assert (result["report"]["kept"], result["report"]["rejected_by_category"]) == (2, {"filtered_colour": 4})
     assert set(result["rejected"]["reason"]) == {f"colour image ({p}) and curation.colour is reject" for p in ("RGB", "PALETTE COLOR", "YBR_FULL")}
+    png = io.read_image(root / "colour.png")
+    assert png.meta["colour_rule"] == "mean_rgb"
+    np.testing.assert_allclose(png.array, grey("SC_rgb.dcm"), atol=1e-4)  # one rule for PNG and DICOM
 
 
 # ---- multi-frame

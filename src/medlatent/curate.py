@@ -4,8 +4,8 @@ Items are 2D images or 3D volumes (a NIfTI/NPY file, a directory of DICOM slices
 Enhanced CT/MR multi-frame DICOM file). In a 2D source a multi-frame file is rejected, unless
 `curation.frames: each` keeps each frame as an item of its own. Colour images become grey by
 `io.types.COLOUR_RULE` (recorded in the manifest's `colour_rule`), or are rejected where
-`curation.colour: reject`. Each kept item gets a stable dot-free `item_id`, a salted `patient_key`, a patient-level split and
-a split-pure shard. Outputs:
+`curation.colour: reject`. Each kept item gets a stable dot-free `item_id`, a salted
+`patient_key`, a patient-level split and a split-pure shard. Outputs:
 - manifest.parquet: one row per kept item, PHI-free (no paths, no raw ids, no dates);
 - rejected.parquet: one row per rejected file: file_key, category, reason;
 - report.json: counts per filter; found == kept + rejected;
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd

@@ -33,9 +33,9 @@ class HeaderInfo:
     """What curation needs to keep or reject an item, read without decoding pixels.
 
     `shape` follows the array `read_image` returns: (H, W) in 2D, voxel axes (i, j, k) in 3D;
-    `spacing` is in mm along those axes. `frames` counts the frames of a multi-frame DICOM file
-    (read as a volume, or frame by frame in a 2D source). `patient_id` is the raw id: the caller hashes it and
-    must never store it.
+    `spacing` is in mm along those axes. `frames` counts the frames of a multi-frame DICOM
+    file (read as a volume, or frame by frame in a 2D source). `patient_id` is the raw id: the
+    caller hashes it and must never store it.
     """
 
     kind: str
