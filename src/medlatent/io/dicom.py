@@ -164,13 +164,14 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, ...] | None:
 def _frame_view(ds: Dataset, index: int) -> Dataset:
     """Frame `index` as one flat dataset: the top-level tags, overridden by the values of the
     shared, then the per-frame functional groups (plane position, orientation, pixel measures,
-    rescale, VOI) of an Enhanced multi-frame file. Pixel data stays in `ds`."""
+    rescale, VOI) of an Enhanced multi-frame file; `ds` itself when it has none. Pixel data
+    stays in `ds`."""
+    if SHARED_GROUPS not in ds and PER_FRAME_GROUPS not in ds:
+        return ds
     groups = (PIXEL_DATA, SHARED_GROUPS, PER_FRAME_GROUPS)
-    view = Dataset()
+    # Elements as read (converted lazily, deferred ones left on disk): copying is cheap.
+    view = Dataset({tag: ds.get_item(tag, keep_deferred=True) for tag in ds.keys() if tag not in groups})
     view.file_meta = ds.file_meta
-    for tag in ds.keys():  # keys, not elements: iterating would load the deferred pixel data
-        if tag not in groups:
-            view.add(ds[tag])
     for keyword, item in (("SharedFunctionalGroupsSequence", 0), ("PerFrameFunctionalGroupsSequence", index)):
         sequence = ds.get(keyword)
         if not isinstance(sequence, Sequence) or len(sequence) <= item:
