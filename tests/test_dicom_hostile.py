@@ -84,6 +84,11 @@ def write_corpus(folder: Path) -> dict[str, str]:
         mutations[saved(ds, folder / f"huge_{stem}.dcm").name] = "Rows and Columns 65535"
         (folder / f"empty_{stem}.dcm").write_bytes(original[: pixel_data.value_tell - 4] + bytes(4))  # length 0, nothing after
         mutations[f"empty_{stem}.dcm"] = "zero-length pixel data"
+    for keyword, other in (("RescaleSlope", "RescaleIntercept"), ("RescaleIntercept", "RescaleSlope")):
+        ds = pydicom.dcmread(native)  # text where a number belongs, met only when the rescale is applied
+        ds.add_new(keyword, "LO", "not a number")
+        ds.add_new(other, "DS", "1")
+        mutations[saved(ds, folder / f"text_{keyword}.dcm").name] = f"{keyword} not a number"
     for tag in [t for t in pydicom.dcmread(native).keys() if t.group == 0x0028]:
         ds = pydicom.dcmread(native)
         del ds[tag]
@@ -106,7 +111,7 @@ def test_every_mutated_file_is_kept_or_rejected_with_a_reason(corpus, tmp_path):
     assert report["found"] == report["kept"] + report["rejected"] == len(mutations)
     assert result["rejected"]["reason"].str.len().min() > 10
     assert result["counts"]["items"] + result["counts"]["failed"] == report["kept"]
-    assert all(len(reason) > 10 for reason in result["failed"].values())
+    assert all(len(reason) > 10 for reason in result["failed"].values()), result["failed"]
 
     outcome = {}
     files = result["files"].set_index("path")
@@ -120,6 +125,7 @@ def test_every_mutated_file_is_kept_or_rejected_with_a_reason(corpus, tmp_path):
         assert "empty pixel data" in outcome[f"empty_{stem}.dcm"] or "without pixel data" in outcome[f"empty_{stem}.dcm"]
     assert "pixel data shorter than expected" in outcome["Rows_MR_small.dcm"]
     assert "without Rows" in outcome["missing_0010.dcm"] and "without BitsStored" in outcome["missing_0101.dcm"]
+    assert all("malformed DICOM header" in outcome[f"text_{k}.dcm"] for k in ("RescaleSlope", "RescaleIntercept"))
     assert outcome["missing_0030.dcm"] == "kept"  # PixelSpacing is optional in a 2D image
     end_of_pixels = tag_boundaries(real_file(NATIVE))[-1]
     for name, mutation in mutations.items():

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,6 +60,15 @@ MAX_SAMPLES = 2**29
 _HEADER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, NotImplementedError, zlib.error, BytesLengthException)
 
 
+@contextmanager
+def _header_values(path: Path) -> Iterator[None]:
+    """Header values that fail to convert or to apply (wrong VR, bad bytes) become an InputError."""
+    try:
+        yield
+    except _HEADER_ERRORS as error:
+        raise InputError(path, f"malformed DICOM header ({type(error).__name__}: {error})", REWRITE_FIX) from None
+
+
 def looks_like_dicom(path: Path) -> bool:
     """A .dcm/.dicom name, or the 'DICM' magic after the 128-byte preamble."""
     if path.suffix.lower() in DICOM_SUFFIXES:
@@ -90,11 +101,9 @@ def _open(path: Path, *, pixels: bool) -> Dataset:
     for keyword in REQUIRED_PIXEL_TAGS:
         if keyword not in ds:
             raise InputError(path, f"DICOM image without {keyword} (0028,xxxx image pixel tags)", REWRITE_FIX)
-    try:
+    with _header_values(path):
         _check_pixel_module(ds, path)
         _check_pixel_length(ds, path)
-    except _HEADER_ERRORS as error:
-        raise InputError(path, f"malformed DICOM header ({type(error).__name__}: {error})", REWRITE_FIX) from None
     return ds
 
 
@@ -186,7 +195,7 @@ def _frame_view(ds: Dataset, index: int) -> Dataset:
 def _header(ds: Dataset, path: Path, kind: str = "dicom") -> HeaderInfo:
     """The header; a multi-frame file is a volume (dims 3) whose spacing is known when its
     frames carry plane geometry."""
-    try:
+    with _header_values(path):
         rows, columns, frames = int(ds.Rows), int(ds.Columns), _frames(ds)
         header = HeaderInfo(
             kind=kind,
@@ -204,8 +213,6 @@ def _header(ds: Dataset, path: Path, kind: str = "dicom") -> HeaderInfo:
             series_uid=_text(ds, "SeriesInstanceUID"),
             frames=frames,
         )
-    except _HEADER_ERRORS as error:
-        raise InputError(path, f"malformed DICOM header ({type(error).__name__}: {error})", REWRITE_FIX) from None
     if frames == 1:
         return header
     try:
@@ -316,7 +323,9 @@ def read_image(path: Path, frame: int | None = None) -> LoadedImage:
     if frame is not None and not 0 <= frame < header.frames:
         raise InputError(path, f"frame {frame} requested from a file of {header.frames} frames", "re-run curation: the files changed since")
     view = _frame_view(ds, frame or 0)
-    array, colour = _grey_plane(_decode(ds, path, frame if header.frames > 1 else None), view, path)
+    stored = _decode(ds, path, frame if header.frames > 1 else None)
+    with _header_values(path):  # rescale, VOI and palette tags are first used here
+        array, colour = _grey_plane(stored, view, path)
     meta = image_meta(replace(header, dims=2, shape=array.shape))
     if colour:
         meta["colour_rule"] = COLOUR_RULE
@@ -330,7 +339,8 @@ def _read_multiframe_volume(ds: Dataset, path: Path, header: HeaderInfo) -> Load
     order, affine, spacing = _series_geometry(views, path)
     _require_grey(views[0], path)
     stored = _decode(ds, path)
-    volume = _volume([(stored[k], views[k]) for k in order])
+    with _header_values(path):
+        volume = _volume([(stored[k], views[k]) for k in order])
     return LoadedImage(volume, affine, spacing, image_meta(header, affine))
 
 
@@ -345,10 +355,8 @@ def _series_files(directory: Path) -> list[Path]:
 def _series_geometry(slices: list[Dataset], directory: Path) -> tuple[list[int], np.ndarray, tuple[float, float, float]]:
     """Slice order along the normal, the RAS affine and the voxel spacing of a series (or of
     the frame views of a multi-frame file)."""
-    try:
+    with _header_values(directory):
         return _stack_geometry(slices, directory)
-    except _HEADER_ERRORS as error:
-        raise InputError(directory, f"malformed geometry tags ({type(error).__name__}: {error})", REWRITE_FIX) from None
 
 
 def _stack_geometry(slices: list[Dataset], directory: Path) -> tuple[list[int], np.ndarray, tuple[float, float, float]]:
@@ -411,4 +419,6 @@ def read_series(directory: Path) -> LoadedImage:
         path = Path(ds.filename)
         _require_grey(ds, path)
         planes.append((_decode(ds, path), ds))
-    return LoadedImage(_volume(planes), affine, header.spacing, image_meta(header, affine))
+    with _header_values(directory):
+        volume = _volume(planes)
+    return LoadedImage(volume, affine, header.spacing, image_meta(header, affine))
