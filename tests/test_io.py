@@ -12,6 +12,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.encaps import encapsulate
+from pydicom.pixels import get_decoder
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
 from medlatent import io
@@ -283,7 +284,7 @@ def test_pixel_data_shorter_than_the_header_says(tmp_path, stored):
     _refused(path, r"pixel data shorter than expected \(2560 of 5120 bytes\)")
 
 
-def test_missing_decoder_names_the_transfer_syntax_and_the_plugin(tmp_path, stored):
+def test_missing_decoder_names_the_transfer_syntax_and_the_plugin(tmp_path, stored, monkeypatch):
     path = tmp_path / "jpegls.dcm"
     write_dicom(path, stored, xray_attrs("jpegls"))
     ds = pydicom.dcmread(path)
@@ -291,8 +292,13 @@ def test_missing_decoder_names_the_transfer_syntax_and_the_plugin(tmp_path, stor
     ds.file_meta.TransferSyntaxUID = JPEGLSLossless
     ds.save_as(path)
     assert io.read_header(path).transfer_syntax == JPEGLSLossless
+    decoder = get_decoder(JPEGLSLossless)  # as installed without gdcm and pyjpegls
+    monkeypatch.setattr(decoder, "_available", {})
+    monkeypatch.setattr(decoder, "_unavailable", {"pyjpegls": ("numpy", "pyjpegls")})
     error = _refused(path, "JPEG-LS Lossless")
     assert "no decoding plugin" in error.reason and "pyjpegls" in error.fix
+    monkeypatch.undo()
+    assert "undecodable JPEG-LS Lossless" in _refused(path, "JPEG-LS Lossless").reason  # plugin present: the data is bad
 
 
 def test_corrupt_jpeg2000_data_is_undecodable(tmp_path, stored):

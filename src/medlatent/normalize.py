@@ -92,9 +92,10 @@ def normalize_3d(array: np.ndarray, affine: np.ndarray | None, spec: dict) -> tu
     return np.asarray(image[0], dtype=np.float32), out_affine, transform
 
 
-def normalize_item(path: Path, spec: dict) -> tuple[np.ndarray, dict]:
-    """Read and normalize one item; returns the array and its allow-listed attributes."""
-    loaded = io.read_image(path)
+def normalize_item(path: Path, spec: dict, frame: int | None = None) -> tuple[np.ndarray, dict]:
+    """Read and normalize one item (one `frame` of a multi-frame file if given); returns the
+    array and its allow-listed attributes."""
+    loaded = io.read_image(path, frame=frame)
     attrs = {"original_shape": list(loaded.array.shape), **loaded.meta}
     if spec["dims"] == 2:
         array, transform = normalize_2d(loaded.array, spec)
@@ -113,12 +114,14 @@ def normalize_item(path: Path, spec: dict) -> tuple[np.ndarray, dict]:
 def normalize_shard(spec: dict, shard: str, manifest: pd.DataFrame, files_index: pd.DataFrame, root: Path, out: Path, demo: bool) -> dict:
     """Write one HDF5 shard; items that fail are recorded in the shard, never dropped silently."""
     rows = manifest[manifest["shard"] == shard]
-    paths = files_index.set_index("file_key")["path"]
+    files = files_index.set_index("file_key")
+    frames = files["frame"] if "frame" in files else pd.Series(pd.NA, index=files.index)
     counts = {"items": 0, "failed": 0}
     with ShardWriter(out, {"shard": shard, "normalize": spec, "demo": demo}) as writer:
         for row in tqdm(rows.itertuples(index=False), total=len(rows), desc=f"normalize {shard}", unit="item", mininterval=5):
             try:
-                array, attrs = normalize_item(root / paths[row.file_key], spec)
+                frame = frames[row.file_key]
+                array, attrs = normalize_item(root / files.at[row.file_key, "path"], spec, None if pd.isna(frame) else int(frame))
             except InputError as error:
                 writer.reject(row.item_id, error.reason)
                 log.warning("failed %s: %s", row.item_id, error.reason)

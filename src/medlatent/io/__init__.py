@@ -66,10 +66,19 @@ def read_header(path: Path) -> HeaderInfo:
     return _READERS[detect_kind(path)][0](path)
 
 
-def read_image(path: Path) -> LoadedImage:
-    """Decoded float32 image with geometry and allow-listed metadata; InputError if unusable."""
+def read_image(path: Path, frame: int | None = None) -> LoadedImage:
+    """Decoded float32 image with geometry and allow-listed metadata; InputError if unusable.
+
+    `frame` picks one frame of a multi-frame DICOM file as a 2D image; without it such a file
+    is read as one volume.
+    """
     path = Path(path)
-    return _READERS[detect_kind(path)][1](path)
+    kind = detect_kind(path)
+    if frame is not None:
+        if kind != "dicom":
+            raise InputError(path, f"frame {frame} requested from a {kind} file, which has no frames", "re-run curation: the files changed since")
+        return dicom.read_image(path, frame)
+    return _READERS[kind][1](path)
 
 
 __all__ = ["HeaderInfo", "LoadedImage", "detect_kind", "read_header", "read_image"]

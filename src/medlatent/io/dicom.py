@@ -1,15 +1,21 @@
-"""DICOM: single images (X-ray, mammography) and directories of slices (CT/MR series).
+"""DICOM: single images (X-ray, mammography), multi-frame files and directories of slices (CT/MR series).
 
-pydicom 3 decodes the pixel data (RLE, JPEG, JPEG 2000 through the pylibjpeg plugins), then
-the display pipeline of the standard is applied in its order: modality LUT (rescale to e.g.
-HU), VOI LUT for projection radiography (window or LUT table), MONOCHROME1 inversion, so that
-bright always means dense. Series are ordered by position along the slice normal, never by
-file name, and get a RAS affine (DICOM patient space is LPS).
+pydicom 3 decodes the pixel data through its plugins (gdcm, pyjpegls, pylibjpeg-openjpeg,
+pylibjpeg-rle, Pillow: README lists which covers which transfer syntax), then the display
+pipeline of the standard is applied in its order: modality LUT (rescale to e.g. HU), VOI LUT
+for projection radiography (window or LUT table), MONOCHROME1 inversion, so that bright always
+means dense. Colour images (RGB, YBR_*, PALETTE COLOR) become grey by the mean of their RGB
+channels, as the MedVAE code does. Series, and the frames of an Enhanced CT/MR multi-frame
+file, are ordered by position along the slice normal, never by file name or frame number, and
+get a RAS affine (DICOM patient space is LPS).
 """
 
 from __future__ import annotations
 
 import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,13 +23,14 @@ import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 from pydicom.pixels.utils import get_expected_length
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGExtended12Bit
 
 from ..errors import InputError
-from .types import HeaderInfo, LoadedImage, image_meta
+from .types import COLOUR_RULE, GREY_PHOTOMETRICS, HeaderInfo, LoadedImage, colour_to_grey, image_meta
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 #: Modalities whose stored values need the VOI LUT to look like the image a reader sees.
@@ -31,11 +38,35 @@ PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX"})
 #: Header reads leave values above this size (the pixel data) on disk.
 HEADER_DEFER_SIZE = "16 KB"
 PIXEL_DATA = 0x7FE00010
+SHARED_GROUPS = 0x52009229
+PER_FRAME_GROUPS = 0x52009230
+#: Colour photometric interpretations that pydicom decodes to RGB (YBR_RCT/ICT: JPEG 2000).
+RGB_PHOTOMETRICS = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"})
 UNDEFINED_LENGTH = 0xFFFFFFFF
 #: Slice gaps may differ by this much (relative) before a series counts as inconsistent.
 SPACING_TOLERANCE = 0.05
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 REWRITE_FIX = "re-export or re-download the file; if it is corrupt at the source, exclude it"
+JPEG12_FIX = "12-bit JPEG Extended needs pylibjpeg-libjpeg (GPL-3.0, not installed by default): pip install 'medlatent[jpeg12]', or convert the file to a lossless syntax"
+#: Image Pixel module elements every decodable image needs (PS3.3 C.7.6.3).
+REQUIRED_PIXEL_TAGS = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation", "PhotometricInterpretation")
+#: Grey and colour images use 8, 16 or 32 bits a sample; 1 bit means a mask or an overlay.
+IMAGE_BITS_ALLOCATED = frozenset({8, 16, 32})
+#: Samples a file may hold (rows x columns x frames x samples): 2**29 is e.g. 1024 CT frames of
+#: 512x512, 2 GiB as float32. Checked before decoding, so that a header claiming 65535x65535
+#: is refused before anything of that size is allocated.
+MAX_SAMPLES = 2**29
+#: Header values that a malformed element (wrong VR, bad bytes) turns into these on conversion.
+_HEADER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, NotImplementedError, zlib.error, BytesLengthException)
+
+
+@contextmanager
+def _header_values(path: Path) -> Iterator[None]:
+    """Header values that fail to convert or to apply (wrong VR, bad bytes) become an InputError."""
+    try:
+        yield
+    except _HEADER_ERRORS as error:
+        raise InputError(path, f"malformed DICOM header ({type(error).__name__}: {error})", REWRITE_FIX) from None
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -53,7 +84,7 @@ def _open(path: Path, *, pixels: bool) -> Dataset:
         warnings.simplefilter("always")
         try:
             ds = pydicom.dcmread(path, defer_size=None if pixels else HEADER_DEFER_SIZE, force=True)
-        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as error:
+        except (InvalidDicomError, EOFError, OSError, *_HEADER_ERRORS) as error:
             raise InputError(path, f"not a readable DICOM file ({type(error).__name__}: {error})", REWRITE_FIX) from None
     ends_early = [w for w in caught if "end of file" in str(w.message).lower()]
     for caught_warning in caught:  # intercepted only to spot truncation: pass the others on
@@ -67,19 +98,50 @@ def _open(path: Path, *, pixels: bool) -> Dataset:
         # A bare dataset without file meta: the encoding pydicom found is its transfer syntax.
         implicit, little = ds.original_encoding
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-    for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
+    for keyword in REQUIRED_PIXEL_TAGS:
         if keyword not in ds:
-            raise InputError(path, f"DICOM image without {keyword}", REWRITE_FIX)
-    _check_pixel_length(ds, path)
+            raise InputError(path, f"DICOM image without {keyword} (0028,xxxx image pixel tags)", REWRITE_FIX)
+    with _header_values(path):
+        _check_pixel_module(ds, path)
+        _check_pixel_length(ds, path)
     return ds
 
 
+def _frames(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def _check_pixel_module(ds: Dataset, path: Path) -> None:
+    """Refuse image pixel values no radiograph or scan has, and sizes too large to decode."""
+    rows, columns, samples, frames = int(ds.Rows), int(ds.Columns), int(ds.SamplesPerPixel), _frames(ds)
+    bits_allocated, bits_stored = int(ds.BitsAllocated), int(ds.BitsStored)
+    if bits_allocated not in IMAGE_BITS_ALLOCATED:
+        raise InputError(path, f"BitsAllocated {bits_allocated}: not a grey-level or colour image (1 bit is a segmentation or overlay)", "exclude masks and overlays from the image folder")
+    if not 0 < bits_stored <= bits_allocated:
+        raise InputError(path, f"inconsistent header: BitsStored {bits_stored} with BitsAllocated {bits_allocated}", REWRITE_FIX)
+    if samples not in (1, 3) or int(ds.PixelRepresentation) not in (0, 1):
+        raise InputError(path, f"inconsistent header: SamplesPerPixel {samples}, PixelRepresentation {ds.PixelRepresentation}", REWRITE_FIX)
+    if min(rows, columns, frames) < 1:
+        raise InputError(path, f"empty image: {rows} rows, {columns} columns, {frames} frames", REWRITE_FIX)
+    if rows * columns * frames * samples > MAX_SAMPLES:
+        raise InputError(
+            path,
+            f"image too large to decode: {rows} rows x {columns} columns x {frames} frames x {samples} samples is over {MAX_SAMPLES} samples",
+            "check the header (a corrupt Rows/Columns/NumberOfFrames); split a huge multi-frame file into smaller ones",
+        )
+
+
 def _check_pixel_length(ds: Dataset, path: Path) -> None:
-    """Compare the bytes the pixel data element declares with the file and the image size."""
+    """Compare the bytes the pixel data element declares with the file and the image size.
+
+    A deflated dataset is inflated in memory, so its byte offsets are not offsets in the file:
+    zlib and pydicom's end-of-file warning catch its truncation instead.
+    """
+    transfer_syntax = ds.file_meta.TransferSyntaxUID
     element = ds.get_item(PIXEL_DATA, keep_deferred=True)
     if isinstance(element, RawDataElement):
         declared = element.length
-        if declared != UNDEFINED_LENGTH and element.value_tell + declared > path.stat().st_size:
+        if declared != UNDEFINED_LENGTH and not transfer_syntax.is_deflated and element.value_tell + declared > path.stat().st_size:
             raise InputError(
                 path,
                 f"truncated DICOM: pixel data should end at byte {element.value_tell + declared} but the file has {path.stat().st_size} bytes",
@@ -87,7 +149,8 @@ def _check_pixel_length(ds: Dataset, path: Path) -> None:
             )
     else:
         declared = len(element.value) if element.value is not None else 0
-    transfer_syntax = ds.file_meta.TransferSyntaxUID
+    if declared == 0:
+        raise InputError(path, "empty pixel data (zero-length element)", REWRITE_FIX)
     if not transfer_syntax.is_encapsulated and declared != UNDEFINED_LENGTH:
         expected = get_expected_length(ds)
         if declared < expected:
@@ -102,30 +165,66 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return str(value).strip() or None
 
 
-def _header(ds: Dataset, path: Path, kind: str = "dicom") -> HeaderInfo:
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise InputError(path, f"unsupported dims: multi-frame DICOM ({frames} frames)", "convert it to NIfTI (e.g. dcm2niix) or to single-frame slices")
+def _pixel_spacing(ds: Dataset) -> tuple[float, ...] | None:
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    return HeaderInfo(
-        kind=kind,
-        dims=2,
-        shape=(int(ds.Rows), int(ds.Columns)),
-        spacing=tuple(float(s) for s in spacing) if spacing else None,
-        modality=_text(ds, "Modality"),
-        photometric=_text(ds, "PhotometricInterpretation"),
-        bits_stored=int(ds.BitsStored) if "BitsStored" in ds else None,
-        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-        view_position=_text(ds, "ViewPosition"),
-        laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
-        presentation_intent=_text(ds, "PresentationIntentType"),
-        patient_id=_text(ds, "PatientID"),
-        series_uid=_text(ds, "SeriesInstanceUID"),
-    )
+    return tuple(float(s) for s in spacing) if spacing else None
 
 
-def _decode(ds: Dataset, path: Path) -> np.ndarray:
-    """The stored values, or an InputError naming the transfer syntax and the plugin to install."""
+def _frame_view(ds: Dataset, index: int) -> Dataset:
+    """Frame `index` as one flat dataset: the top-level tags, overridden by the values of the
+    shared, then the per-frame functional groups (plane position, orientation, pixel measures,
+    rescale, VOI) of an Enhanced multi-frame file; `ds` itself when it has none. Pixel data
+    stays in `ds`."""
+    if SHARED_GROUPS not in ds and PER_FRAME_GROUPS not in ds:
+        return ds
+    groups = (PIXEL_DATA, SHARED_GROUPS, PER_FRAME_GROUPS)
+    # Elements as read (converted lazily, deferred ones left on disk): copying is cheap.
+    view = Dataset({tag: ds.get_item(tag, keep_deferred=True) for tag in ds.keys() if tag not in groups})
+    view.file_meta = ds.file_meta
+    for keyword, item in (("SharedFunctionalGroupsSequence", 0), ("PerFrameFunctionalGroupsSequence", index)):
+        sequence = ds.get(keyword)
+        if not isinstance(sequence, Sequence) or len(sequence) <= item:
+            continue
+        for macro in sequence[item]:  # each functional group macro is a one-item sequence
+            if macro.VR == "SQ" and len(macro.value) == 1:
+                for element in macro.value[0]:
+                    view.add(element)
+    return view
+
+
+def _header(ds: Dataset, path: Path, kind: str = "dicom") -> HeaderInfo:
+    """The header; a multi-frame file is a volume (dims 3) whose spacing is known when its
+    frames carry plane geometry."""
+    with _header_values(path):
+        rows, columns, frames = int(ds.Rows), int(ds.Columns), _frames(ds)
+        header = HeaderInfo(
+            kind=kind,
+            dims=2,
+            shape=(rows, columns),
+            spacing=_pixel_spacing(_frame_view(ds, 0)),
+            modality=_text(ds, "Modality"),
+            photometric=_text(ds, "PhotometricInterpretation"),
+            bits_stored=int(ds.BitsStored),
+            transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+            view_position=_text(ds, "ViewPosition"),
+            laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
+            presentation_intent=_text(ds, "PresentationIntentType"),
+            patient_id=_text(ds, "PatientID"),
+            series_uid=_text(ds, "SeriesInstanceUID"),
+            frames=frames,
+        )
+    if frames == 1:
+        return header
+    try:
+        spacing = _series_geometry([_frame_view(ds, k) for k in range(frames)], path)[2]
+    except InputError:
+        spacing = None  # reading the volume raises the reason; a 2D source may still keep the frames
+    return replace(header, dims=3, shape=(columns, rows, frames), spacing=spacing)
+
+
+def _decode(ds: Dataset, path: Path, frame: int | None = None) -> np.ndarray:
+    """The stored values (all frames, or one), RGB for colour; or an InputError naming the
+    transfer syntax and the plugin to install."""
     transfer_syntax = ds.file_meta.TransferSyntaxUID
     try:
         decoder = get_decoder(transfer_syntax)
@@ -135,9 +234,14 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
         missing = "; ".join(decoder.missing_dependencies)
         raise InputError(path, f"cannot decode {transfer_syntax.name} ({transfer_syntax}): no decoding plugin installed", f"install one of: {missing}")
     try:
-        return ds.pixel_array
-    except Exception as error:  # noqa: BLE001 - plugins raise many types; all mean 'corrupt data'
-        raise InputError(path, f"undecodable {transfer_syntax.name} pixel data ({type(error).__name__}: {error})", REWRITE_FIX) from None
+        return pixel_array(ds, index=frame, as_rgb=True)  # as_rgb: YBR_FULL/_422 -> RGB
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # noqa: BLE001 - plugins raise many types, all meaning 'corrupt data';
+        # pylibjpeg-rle's Rust code panics on some corrupt streams, a BaseException (pyo3).
+        # Of the plugins only the GPL-licensed libjpeg decodes 12-bit JPEG Extended.
+        fix = JPEG12_FIX if transfer_syntax == JPEGExtended12Bit and int(ds.BitsStored) > 8 else REWRITE_FIX
+        raise InputError(path, f"undecodable {transfer_syntax.name} pixel data ({type(error).__name__}: {error})", fix) from None
 
 
 def _stored_range(ds: Dataset) -> np.ndarray:
@@ -157,37 +261,109 @@ def _display(stored: np.ndarray, ds: Dataset, *, voi: bool) -> np.ndarray:
     return values
 
 
+def _grey_plane(stored: np.ndarray, view: Dataset, path: Path) -> tuple[np.ndarray, bool]:
+    """One 2D plane as displayed grey values, and whether it was colour."""
+    photometric = _text(view, "PhotometricInterpretation")
+    if photometric == "PALETTE COLOR":
+        return colour_to_grey(apply_color_lut(stored, view)), True
+    if photometric in RGB_PHOTOMETRICS:  # YBR was converted to RGB by the decoding
+        return colour_to_grey(stored), True
+    if photometric not in GREY_PHOTOMETRICS:
+        raise InputError(path, f"unsupported photometric interpretation {photometric}", "only MONOCHROME1/2, RGB, YBR and PALETTE COLOR images are read")
+    voi = _text(view, "Modality") in PROJECTION_MODALITIES
+    array = _display(stored, view, voi=voi)
+    if photometric == "MONOCHROME1":
+        # Low values are white: mirror within the range the display pipeline can produce.
+        low, high = np.sort(_display(_stored_range(view), view, voi=voi))
+        array = low + high - array
+    return np.asarray(array, dtype=np.float32), False
+
+
+def _require_grey(view: Dataset, path: Path) -> None:
+    photometric = _text(view, "PhotometricInterpretation")
+    if photometric not in GREY_PHOTOMETRICS:
+        raise InputError(path, f"unsupported photometric interpretation {photometric} in a volume", "only greyscale (MONOCHROME1/2) series and multi-frame volumes are used")
+
+
+def _volume(planes: list[tuple[np.ndarray, Dataset]]) -> np.ndarray:
+    """Planes in slice order, in modality units (HU for CT): (rows, cols) each -> (i, j, k)."""
+    return np.stack([apply_modality_lut(stored, view).T for stored, view in planes], axis=-1).astype(np.float32)
+
+
+def frame_count(path: Path) -> int:
+    """NumberOfFrames read from the header alone; 1 when absent or unreadable (curation reads
+    the file again and records the reason)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return _frames(pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["NumberOfFrames"]))
+        except (InvalidDicomError, EOFError, OSError, *_HEADER_ERRORS):
+            return 1
+
+
+def frame_header(header: HeaderInfo) -> HeaderInfo:
+    """The header of one frame of a multi-frame file: a 2D (rows, columns) image."""
+    columns, rows = header.shape[:2]
+    spacing = (header.spacing[1], header.spacing[0]) if header.spacing else None
+    return replace(header, dims=2, shape=(rows, columns), spacing=spacing)
+
+
 def read_header(path: Path) -> HeaderInfo:
+    """Header of one DICOM file; pixel data is not read."""
     return _header(_open(path, pixels=False), path)
 
 
-def read_image(path: Path) -> LoadedImage:
+def read_image(path: Path, frame: int | None = None) -> LoadedImage:
+    """A single-frame image (2D), one `frame` of a multi-frame file (2D), or a whole
+    multi-frame file as a volume (3D, in modality units like a series)."""
     ds = _open(path, pixels=True)
     header = _header(ds, path)
-    if header.photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise InputError(path, f"unsupported photometric interpretation {header.photometric}", "only greyscale (MONOCHROME1/2) images are used; exclude colour captures")
-    voi = header.modality in PROJECTION_MODALITIES
-    array = _display(_decode(ds, path), ds, voi=voi)
-    if header.photometric == "MONOCHROME1":
-        # Low values are white: mirror within the range the display pipeline can produce.
-        low, high = np.sort(_display(_stored_range(ds), ds, voi=voi))
-        array = low + high - array
-    return LoadedImage(np.asarray(array, dtype=np.float32), None, header.spacing, image_meta(header))
+    if header.frames > 1 and frame is None:
+        return _read_multiframe_volume(ds, path, header)
+    if frame is not None and not 0 <= frame < header.frames:
+        raise InputError(path, f"frame {frame} requested from a file of {header.frames} frames", "re-run curation: the files changed since")
+    view = _frame_view(ds, frame or 0)
+    stored = _decode(ds, path, frame if header.frames > 1 else None)
+    with _header_values(path):  # rescale, VOI and palette tags are first used here
+        array, colour = _grey_plane(stored, view, path)
+    meta = image_meta(replace(header, dims=2, shape=array.shape))
+    if colour:
+        meta["colour_rule"] = COLOUR_RULE
+    if frame is not None:
+        meta["frame"] = frame
+    return LoadedImage(array, None, _pixel_spacing(view), meta)
+
+
+def _read_multiframe_volume(ds: Dataset, path: Path, header: HeaderInfo) -> LoadedImage:
+    views = [_frame_view(ds, k) for k in range(header.frames)]
+    order, affine, spacing = _series_geometry(views, path)
+    _require_grey(views[0], path)
+    stored = _decode(ds, path)
+    with _header_values(path):
+        volume = _volume([(stored[k], views[k]) for k in order])
+    return LoadedImage(volume, affine, spacing, image_meta(header, affine))
 
 
 def _series_files(directory: Path) -> list[Path]:
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.upper() != "DICOMDIR" and looks_like_dicom(p))
+    # A multi-frame file beside the slices is a volume of its own (curation lists it apart).
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.upper() != "DICOMDIR" and looks_like_dicom(p) and frame_count(p) == 1)
     if not files:
         raise InputError(directory, "empty series: the directory holds no DICOM slices", "point the source at a directory of DICOM slices")
     return files
 
 
 def _series_geometry(slices: list[Dataset], directory: Path) -> tuple[list[int], np.ndarray, tuple[float, float, float]]:
-    """Slice order along the normal, the RAS affine and the voxel spacing of a series."""
+    """Slice order along the normal, the RAS affine and the voxel spacing of a series (or of
+    the frame views of a multi-frame file)."""
+    with _header_values(directory):
+        return _stack_geometry(slices, directory)
+
+
+def _stack_geometry(slices: list[Dataset], directory: Path) -> tuple[list[int], np.ndarray, tuple[float, float, float]]:
     first = slices[0]
     for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
         if any(keyword not in ds for ds in slices):
-            raise InputError(directory, f"series without {keyword} on every slice: geometry unknown", "convert the series with dcm2niix and use the NIfTI")
+            raise InputError(directory, f"slices or frames without {keyword} on every one: geometry unknown", "convert the series with dcm2niix and use the NIfTI")
     orientation = np.array(first.ImageOrientationPatient, dtype=np.float64)
     if any(not np.allclose(np.array(ds.ImageOrientationPatient, dtype=np.float64), orientation, atol=1e-4) for ds in slices):
         raise InputError(directory, "slices of the series differ in ImageOrientationPatient", "split the directory into one series per orientation")
@@ -241,8 +417,8 @@ def read_series(directory: Path) -> LoadedImage:
     for index in order:
         ds = slices[index]
         path = Path(ds.filename)
-        if _text(ds, "PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
-            raise InputError(path, f"unsupported photometric interpretation {ds.PhotometricInterpretation} in a series", "only greyscale series are used")
-        planes.append(apply_modality_lut(_decode(ds, path), ds).T)  # (rows, cols) -> (i, j)
-    volume = np.stack(planes, axis=-1).astype(np.float32)
+        _require_grey(ds, path)
+        planes.append((_decode(ds, path), ds))
+    with _header_values(directory):
+        volume = _volume(planes)
     return LoadedImage(volume, affine, header.spacing, image_meta(header, affine))

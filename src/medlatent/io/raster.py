@@ -1,4 +1,4 @@
-"""PNG (8/16-bit) and JPEG radiographs through Pillow; colour is averaged to one channel."""
+"""PNG (8/16-bit) and JPEG radiographs through Pillow; colour becomes grey by `types.COLOUR_RULE`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
-from .types import HeaderInfo, LoadedImage, image_meta
+from .types import COLOUR_RULE, HeaderInfo, LoadedImage, colour_to_grey, image_meta
 
 _GREY_BITS = {"1": 1, "L": 8, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
 _FIX = "re-export the image as PNG or JPEG, or exclude the file"
@@ -24,7 +24,7 @@ def _open(path: Path) -> Image.Image:
 
 
 def _header(image: Image.Image) -> HeaderInfo:
-    grey = image.mode in _GREY_BITS
+    grey = image.mode in _GREY_BITS or image.mode == "LA"  # LA: grey with an alpha channel
     return HeaderInfo(
         kind="raster",
         dims=2,
@@ -47,10 +47,12 @@ def read_image(path: Path) -> LoadedImage:
         except (OSError, ValueError, SyntaxError) as error:
             raise InputError(path, f"truncated or corrupt {image.format} data ({error})", _FIX) from None
         header = _header(upright)
+        meta = image_meta(header)
         if upright.mode in _GREY_BITS:
             array = np.asarray(upright, dtype=np.float32)
         elif upright.mode == "LA":
             array = np.asarray(upright.getchannel("L"), dtype=np.float32)
         else:
-            array = np.asarray(upright.convert("RGB"), dtype=np.float32).mean(axis=-1)
-    return LoadedImage(np.ascontiguousarray(array, dtype=np.float32), None, None, image_meta(header))
+            array = colour_to_grey(np.asarray(upright.convert("RGB")))
+            meta["colour_rule"] = COLOUR_RULE
+    return LoadedImage(np.ascontiguousarray(array, dtype=np.float32), None, None, meta)

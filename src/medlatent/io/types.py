@@ -21,6 +21,11 @@ META_FIELDS = (
     "transfer_syntax",
     "presentation_intent",
 )
+#: Photometric interpretations of grey images; any other is colour.
+GREY_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})
+#: How colour becomes grey: the mean of the R, G and B channels, as the public MedVAE code
+#: averages RGB to one channel. Recorded in the meta of every image it was applied to.
+COLOUR_RULE = "mean_rgb"
 
 
 @dataclass(frozen=True)
@@ -28,8 +33,9 @@ class HeaderInfo:
     """What curation needs to keep or reject an item, read without decoding pixels.
 
     `shape` follows the array `read_image` returns: (H, W) in 2D, voxel axes (i, j, k) in 3D;
-    `spacing` is in mm along those axes. `patient_id` is the raw id: the caller hashes it and
-    must never store it.
+    `spacing` is in mm along those axes. `frames` counts the frames of a multi-frame DICOM
+    file (read as a volume, or frame by frame in a 2D source). `patient_id` is the raw id: the
+    caller hashes it and must never store it.
     """
 
     kind: str
@@ -45,6 +51,7 @@ class HeaderInfo:
     presentation_intent: str | None = None
     patient_id: str | None = None
     series_uid: str | None = None
+    frames: int = 1
 
 
 @dataclass
@@ -67,9 +74,21 @@ def image_meta(header: HeaderInfo, affine: np.ndarray | None = None) -> dict:
     fields = asdict(header)
     meta = {name: fields[name] for name in META_FIELDS if fields[name] not in (None, "")}
     meta["original_shape"] = [int(s) for s in header.shape]
+    if header.frames > 1:
+        meta["frames"] = header.frames
     if affine is not None:
         meta["original_orientation"] = "".join(nib.aff2axcodes(affine))
     return meta
+
+
+def is_colour(photometric: str | None) -> bool:
+    """Whether an image of this photometric interpretation is colour (RGB, YBR_*, PALETTE COLOR, ...)."""
+    return photometric is not None and photometric not in GREY_PHOTOMETRICS
+
+
+def colour_to_grey(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB -> grey by COLOUR_RULE, float32."""
+    return np.asarray(rgb, dtype=np.float32).mean(axis=-1, dtype=np.float32)
 
 
 def require_finite(array: np.ndarray, path: Path) -> np.ndarray:
