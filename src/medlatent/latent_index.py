@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text
-from .card import file_sha256
+from .card import file_sha256, weights_statement
 from .config import SPLITS
 from .errors import InputError
 
@@ -193,6 +193,7 @@ def build_card(index: dict) -> str:
         "",
         f"- Model weights sha256: `{index['weights_sha256']}`",
         f"- Model card sha256: `{index['model_card_sha256']}`",
+        *([f"- Model weights loaded: {index['model_weights']}"] if index.get("model_weights") else []),
         f"- Config sha256: `{index['config_sha256']}`",
         f"- Synthetic demo data: {_yes_no(index['demo_data'])}",
         "- Per-shard sha256 and sample counts: `index.json`.",
@@ -208,6 +209,7 @@ def write_dataset_files(spec: dict, part_paths: list[str | Path], card_path: str
     parts = read_parts(part_paths)
     _check_folder(dataset_dir, parts)
     index = build_index(spec, parts, file_sha256(card_path))
+    index["model_weights"] = weights_statement(json.loads(Path(card_path).read_text(encoding="utf-8")))
     write_text(dataset_dir / "index.json", json.dumps(index, indent=1, sort_keys=True) + "\n")
     write_text(dataset_dir / "_info.json", json.dumps(build_info(index), indent=1, sort_keys=True) + "\n")
     write_text(dataset_dir / "README.md", build_card(index))
