@@ -12,7 +12,7 @@ import pytest
 from hub_fixtures import COMMIT, fill_hub_cache
 from medlatent.errors import InputError, MedLatentError
 from medlatent.hub import resolve
-from medlatent.models.embedder import _hub_cache_files
+from medlatent.models.embedder import _hub_cache_files, _local_files
 from medlatent.models.perceptual import load_perceptual
 
 MEDVAE_FILE = "hf://stanfordmimi/MedVAE/model_weights/vae_4x_1c_2D.ckpt"
@@ -66,6 +66,7 @@ def test_embedder_and_lpips_inputs_resolve_hub_paths(hub_home, tmp_path):
     config, weights = _hub_cache_files(f"hf-hub:{repo}")
     assert (config.name, weights.name) == ("open_clip_config.json", "open_clip_pytorch_model.bin")
     assert config.parent.name == COMMIT
+    assert _local_files(resolve(f"hf://{repo}")) == (config, weights)  # `embedder.path: hf://OWNER/REPO`
     fill_hub_cache(hub_home, "someone/vgg", {"vgg16-397923af.pth": b"x"})  # found: the LPIPS heads are not
     with pytest.raises(MedLatentError, match="hf download someone/lpips vgg.pth"):
         load_perceptual({"kind": "lpips_vgg", "vgg_weights": "hf://someone/vgg/vgg16-397923af.pth",

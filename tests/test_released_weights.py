@@ -15,9 +15,9 @@ import torch
 from medlatent import cli
 from medlatent import config as mlconfig
 from medlatent.errors import InputError
-from medlatent.models.registry import PUBLISHED, load_model
+from medlatent.models.registry import PUBLISHED, build_medvae, load_model
 from medlatent.models.serialize import import_model
-from medlatent.sliding import encode_volume
+from medlatent.sliding import encode_volume, medvae_window
 from medvae_oracle import LORA_MODELS, RGB_MODELS, authors, file_name, model_entry, mvae, released_model, save_released
 from train_helpers import make_config, one_thread  # noqa: F401  (fixture)
 
@@ -92,3 +92,14 @@ def test_windowed_3d_extraction_with_the_medvae_rule_equals_the_authors_process_
     latent, info = encode_volume(ours, volume, "medvae", overlap=0.25, blend="gaussian")
     assert info["window"] == authors().extras.roi_size_calc(volume.shape) == [96, 16, 16] and info["windows"] == 3
     torch.testing.assert_close(latent[0], expected, atol=TOLERANCE, rtol=0)
+
+
+def test_medvae_window_rule_is_roi_size_calc_and_off_grid_windows_shrink_onto_the_latent_grid():
+    roi_size_calc = authors().extras.roi_size_calc
+    for shape in ([192, 16, 16], [160, 161, 320], [321, 400, 1000], [700, 20, 159], [176, 200, 96]):
+        assert medvae_window(shape) == roi_size_calc(shape), shape
+    tiny = build_medvae({"id": "tiny3d", "dims": 3, "f": 64, "latent_channels": 1, "ch": 8, "ch_mult": [1, 1, 1],
+                         "num_res_blocks": 1, "norm_groups": 4}).eval()
+    # 176 voxels: their window is 88, stride int(0.75 * 88) = 66, not a multiple of 4
+    latent, info = encode_volume(tiny, torch.zeros(176, 8, 8), "medvae", overlap=0.25)
+    assert info["medvae_window"] == [88, 8, 8] and info["window"] == [80, 8, 8] and latent.shape == (1, 44, 2, 2)

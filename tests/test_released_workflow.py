@@ -28,10 +28,11 @@ from workflow_helpers import REPO, planned_jobs, snakemake
 pytestmark = pytest.mark.workflow
 PRESET = REPO / "workflow" / "presets" / "medvae-released.yaml"
 FULL_CONFIG = REPO / "config.yaml"
-#: The README's 2D source with a released file that has LoRA pairs, RGB conv_in/out and a stage-2 head
-#: (the 3D import path is checked against the authors' code in test_released_weights; one source keeps
-#: this run short).
-MODELS = {"my_xrays": "f16_c3"}
+#: The README's 2D source (the 3D import and windows are checked against the authors' code in
+#: test_released_weights; one source keeps this run short) and two released files on it: one with
+#: LoRA pairs and RGB conv_in/out, one plain, both with a stage-2 head.
+SOURCE = "my_xrays"
+MODELS = ("f16_c3", "f64_c1")
 SMALL = {"size": [32, 32]}
 
 
@@ -56,13 +57,11 @@ def byo_run(tmp_path_factory):
     """Run `snakemake latents` once with the README sources, the preset and test-width released files."""
     root = tmp_path_factory.mktemp("byo")
     write_radiographs(root / "images" / "xrays")
-    sources = [entry for entry in readme_sources() if entry["id"] in MODELS]
-    for entry in sources:
-        entry["access"]["path"] = str(root / "images" / "xrays")
-        entry["normalize"] = SMALL
+    sources = [entry for entry in readme_sources() if entry["id"] == SOURCE]
+    sources[0].update(access={**sources[0]["access"], "path": str(root / "images" / "xrays")}, normalize=SMALL)
     (root / "my-sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
     authors_models, files, entries = {}, {}, []
-    for source_id, name in MODELS.items():
+    for name in MODELS:
         authors_models[name] = released_model(name, seed=3)
         files[RELEASED[name]] = save_released(authors_models[name], root / f"{name}.ckpt")
         entries.append(model_entry(name, f"hf://{RELEASED_REPO}/{RELEASED[name]}"))
@@ -79,18 +78,17 @@ def byo_run(tmp_path_factory):
 
 def test_readme_example_extracts_the_authors_latents(byo_run):
     root, _, authors_models, _ = byo_run
-    for source_id, name in MODELS.items():
-        dataset = root / "run" / "data" / "latents" / f"medvae_{name}" / source_id
-        normalized = {item: array for shard in sorted((root / "run" / "data" / "normalized" / source_id).glob("*.h5"))
-                      for item, array, _ in ShardReader(shard)}
+    normalized = {item: array for shard in sorted((root / "run" / "data" / "normalized" / SOURCE).glob("*.h5"))
+                  for item, array, _ in ShardReader(shard)}
+    for name in MODELS:
+        dataset = root / "run" / "data" / "latents" / f"medvae_{name}" / SOURCE
         samples = list(wds.WebDataset(shard_urls(dataset, "train"), shardshuffle=False))
         assert len(samples) == len(normalized) > 0
         latent, _, _ = decode_sample(samples[0])
         x = torch.from_numpy(normalized[samples[0]["__key__"]])[None, None]
-        x = x.repeat(1, 3, *[1] * (x.ndim - 2)) if name in RGB_MODELS else x
+        x = x.repeat(1, 3, 1, 1) if name in RGB_MODELS else x
         with torch.no_grad():
-            z, _, projected = authors_models[name](x, sample_posterior=False, decode=False)
-        expected = (projected if x.ndim == 4 else z)[0]
+            expected = authors_models[name](x, sample_posterior=False, decode=False)[2][0]  # 2D: projected
         # latents are stored as float16: compare at its precision (11 significant bits)
         torch.testing.assert_close(latent, expected, atol=2e-3, rtol=2e-3)
         card = (dataset / "README.md").read_text()
@@ -107,7 +105,8 @@ def test_pointing_one_model_at_another_file_reruns_only_its_jobs(byo_run):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_CACHE", str(cache))
         jobs = planned_jobs(snakemake(root / "run", "latents", "-n", configfile=[*configs[:-1], edited]).stdout)
-    assert jobs and {w.get("model") for rule, w in jobs if rule != "latents"} == {"medvae_f16_c3"}
+    assert {w.get("model") for rule, w in jobs if rule != "latents"} == {"medvae_f16_c3"}  # not medvae_f64_c1
+    assert {rule for rule, _ in jobs} == {"import_weights", "extract_latents", "index_latents", "latents"}
     assert not any(rule.startswith(("fetch", "curate", "normalize", "train")) for rule, _ in jobs)
 
 
