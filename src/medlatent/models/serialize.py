@@ -19,8 +19,7 @@ import torch
 from ..atomic import atomic_path
 from ..errors import InputError
 from .autoencoder import AutoencoderKL
-from .inflate import inflate_state_dict
-from .ldm_layout import AUTOENCODER_PREFIXES, FULL_MODEL_PREFIX, adapt_channels, load_strict, read_checkpoint
+from .ldm_layout import AUTOENCODER_PREFIXES, FULL_MODEL_PREFIX, fit_to_model, load_strict, read_checkpoint
 from .lora import RELEASED_LORA_SCALE, merge_lora_pairs, merged_state_dict
 from .projection import RELEASED_PROJECTION_KEYS, MedVAE, ProjectionHead, projection_tensors
 from .registry import MODEL_FORMAT, architecture, create_autoencoder, load_model
@@ -133,23 +132,15 @@ def import_ldm_checkpoint(path: str | Path, spec: dict[str, Any], is_demo: bool)
         raise InputError(path, f"{len(unused)} tensors of the file would not be used: {unused[:24]}"
                          f"{' ...' if len(unused) > 24 else ''}",
                          "point `weights:` at an LDM AutoencoderKL / MedVAE checkpoint, or remove those tensors")
-    weights = {key: v for key, v in merged.items() if key.startswith(AUTOENCODER_PREFIXES)}
     autoencoder = create_autoencoder(spec)
-    config = autoencoder.config
-    folded = adapt_channels(weights, config["in_channels"], config["out_channels"])
-    channels = [f"{name} {tuple(weights[key].shape)} -> {tuple(folded[key].shape)} ({how})"
-                for name, key, how in (("conv_in", "encoder.conv_in.weight", "summed over input channels"),
-                                       ("conv_out", "decoder.conv_out.weight", "averaged over output channels"))
-                if key in weights and folded[key].shape != weights[key].shape]
-    if autoencoder.spatial_dims == 3 and folded.get("encoder.conv_in.weight", torch.empty(0)).ndim == 4:
-        folded = inflate_state_dict(folded)
-        channels.append("2D kernels inflated to 3D (kernel centring)")
-    load_strict(autoencoder, folded, path)
+    fitted, changes = fit_to_model(autoencoder, {key: v for key, v in merged.items()
+                                                 if key.startswith(AUTOENCODER_PREFIXES)})
+    load_strict(autoencoder, fitted, path)
     projection, projection_origin = _projection_from_file(head, autoencoder, path)
     record = {"path": str(path), "layout": "ldm", "tensors": len(tensors), "projection": projection_origin,
               "lora": ({"merged_layers": len(lora_layers), "scale": RELEASED_LORA_SCALE,
                         "rule": "W + scale * lora_up @ lora_down"} if lora_layers else None),
-              "adapted": channels, "discarded": discarded}
+              "adapted": changes, "discarded": discarded}
     return MedVAE(autoencoder, projection, spec=spec, is_demo=is_demo), record
 
 
