@@ -125,11 +125,13 @@ def test_pointing_one_model_at_another_file_reruns_only_its_jobs(byo_run):
 def test_the_preset_with_the_readme_sources_plans_imports_and_no_training(tmp_path, monkeypatch):
     """The README command as written, the seven released files in the hub cache: a dry run."""
     cache = tmp_path / "hf-cache"
-    fill_hub_cache(cache, RELEASED_REPO, {path: b"not read by a dry run" for path in RELEASED.values()})
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     (tmp_path / "my-sources.yaml").write_text(yaml.safe_dump({"sources": readme_sources()}))
-    jobs = planned_jobs(snakemake(tmp_path / "run", "latents", "-n",
-                                  configfile=[FULL_CONFIG, PRESET, tmp_path / "my-sources.yaml"]).stdout)
+    configs = [FULL_CONFIG, PRESET, tmp_path / "my-sources.yaml"]
+    empty = snakemake(tmp_path / "run", "latents", "-n", configfile=configs, check=False)
+    assert empty.returncode != 0 and f"`hf download {RELEASED_REPO} model_weights/vae_" in empty.stdout + empty.stderr
+    fill_hub_cache(cache, RELEASED_REPO, {path: b"not read by a dry run" for path in RELEASED.values()})
+    jobs = planned_jobs(snakemake(tmp_path / "run", "latents", "-n", configfile=configs).stdout)
     preset = yaml.safe_load(PRESET.read_text())["models"]
     assert {w["model"] for rule, w in jobs if rule == "import_weights"} == {m["id"] for m in preset}
     by_file = {path: name for name, path in RELEASED.items()}
