@@ -353,9 +353,7 @@ def test_demo_embedder_is_frozen_seeded_labelled_and_passes_gradients():
 
 
 def test_biomedclip_without_weights_explains_what_to_do(tmp_path, monkeypatch):
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(MedLatentError, match="embedder.path.*kind: demo"):
         load_embedder({"kind": "biomedclip", "path": None,
                        "hub_id": "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"})

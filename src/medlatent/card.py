@@ -101,3 +101,19 @@ def write_card(path: str | Path, model: dict[str, Any], stages: dict[str, dict[s
     }
     write_text(path, json.dumps(card, indent=2, sort_keys=True) + "\n")
     return card
+
+
+def weights_statement(card: dict[str, Any]) -> str:
+    """One line of what a model's weights are: trained here, or imported and what of the file was used."""
+    origin = card.get("imported_from")
+    if not origin:
+        kind = card.get("weights")
+        return f"{kind} by this workflow (see the model card's stages)" if kind else "not stated by the model card"
+    parts = [f"imported from {origin.get('requested') or origin['path']} ({origin['layout']})"]
+    if origin.get("projection"):
+        parts.append(f"stage-2 projection {origin['projection']}")
+    if origin.get("lora"):
+        parts.append(f"LoRA merged into {origin['lora']['merged_layers']} layers ({origin['lora']['rule']})")
+    parts += origin.get("adapted") or []
+    parts += [f"discarded {count} tensors: {what}" for what, count in (origin.get("discarded") or {}).items()]
+    return "; ".join(parts)

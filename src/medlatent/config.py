@@ -607,4 +607,7 @@ def stage1_parent(config: dict, model_id: str) -> str:
 
 
 def imported_weights_path(config: dict, model_id: str) -> str:
-    return _model_entry(config, model_id)["weights"]
+    """The local file of a model's `weights:` (an `hf://` path resolves from the hub cache)."""
+    from .hub import resolve
+
+    return str(resolve(_model_entry(config, model_id)["weights"]))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text
-from .card import file_sha256
+from .card import file_sha256, weights_statement
 from .config import SPLITS, canonical_json
 from .errors import InputError
 
@@ -84,7 +84,7 @@ def _one(parts: list[dict], key: str, spec: dict):
     return parts[0][key] if parts else None
 
 
-def build_index(spec: dict, parts: list[dict], card_sha256: str) -> dict:
+def build_index(spec: dict, parts: list[dict], card_path: str | Path) -> dict:
     """index.json content: shards, counts, hashes, latent shape, licence, storage, provenance."""
     shapes = sorted({tuple(shape) for p in parts for shape in p["latent_shapes"]})
     weights = {p["weights_sha256"] for p in parts}
@@ -113,7 +113,8 @@ def build_index(spec: dict, parts: list[dict], card_sha256: str) -> dict:
         "encoding": {"method": "posterior_mean", **(parts[0]["encoding"] if parts else {})},
         "normalize": parts[0]["normalize"] if parts else None,
         "weights_sha256": weights.pop() if weights else None,
-        "model_card_sha256": card_sha256,
+        "model_card_sha256": file_sha256(card_path),
+        "model_weights": weights_statement(json.loads(Path(card_path).read_text(encoding="utf-8"))),
         "config_sha256": spec["config_sha256"],
         "demo_weights": any(p["demo_weights"] for p in parts),
         "demo_data": any(p["demo_data"] for p in parts),
@@ -222,6 +223,7 @@ def build_card(index: dict) -> str:
         "",
         f"- Model weights sha256: `{index['weights_sha256']}`",
         f"- Model card sha256: `{index['model_card_sha256']}`",
+        *([f"- Model weights loaded: {index['model_weights']}"] if index.get("model_weights") else []),
         f"- Config sha256: `{index['config_sha256']}`",
         f"- Synthetic demo data: {_yes_no(index['demo_data'])}",
         "- Per-shard sha256 and sample counts: `index.json`.",
@@ -281,7 +283,7 @@ def write_dataset_files(spec: dict, part_paths: list[str | Path], card_path: str
     dataset_dir.mkdir(parents=True, exist_ok=True)
     parts = read_parts(part_paths)
     _check_folder(dataset_dir, parts)
-    index = build_index(spec, parts, file_sha256(card_path))
+    index = build_index(spec, parts, card_path)
     for name, text in dataset_files(index).items():
         write_text(dataset_dir / name, text)
     log.info("%s: %d samples in %d shards", index["name"], index["num_samples"], len(index["shards"]))

@@ -15,6 +15,14 @@ context; `constant`: plain mean). The result is NOT the whole-volume latent: att
 GroupNorm statistics are global per pass, so a window's latent depends on what else is in
 the window. A volume that fits into one window is encoded in one pass, exactly as the whole
 volume; the windowed latent approaches it as windows grow.
+
+`latents.window: medvae` applies the public MedVAE rule (`medvae.utils.extras.roi_size_calc`
+as `MVAE` calls it): per volume, an axis longer than 160 voxels gets the window
+`size // 2**k` for the smallest k that brings it under 160; shorter axes are not windowed.
+With overlap 0.25 and gaussian blending this reproduces `MVAE._process_3d` (posterior mean)
+wherever that window and its stride fall on the latent grid; where they do not (the public
+code then stitches latents at fractional positions), the window is shrunk to the nearest
+size that does, and the shard's encoding record names both.
 """
 
 from __future__ import annotations
@@ -24,6 +32,29 @@ import torch
 from .config import BACKGROUND
 from .errors import ConfigError
 from .models.autoencoder import pad_to_multiple
+
+
+#: `MVAE(gpu_dim=160)`: the largest window side the public MedVAE code encodes in one pass.
+MEDVAE_GPU_DIM = 160
+MEDVAE_RULE = "medvae"
+
+
+def medvae_window(shape: list[int], target: int = MEDVAE_GPU_DIM) -> list[int]:
+    """`roi_size_calc` of the public MedVAE code: halve an axis longer than `target` until it is below."""
+    window = []
+    for size in shape:
+        power = 1
+        while size > target and size // power >= target:
+            power *= 2
+        window.append(size // power if size > target else size)
+    return window
+
+
+def on_grid(size: int, overlap: float, factor: int) -> int:
+    """The largest window <= size whose side and stride are multiples of `factor`."""
+    while size > factor and (size % factor or int(size * (1 - overlap)) % factor):
+        size -= 1
+    return size
 
 
 def check_window(window: list[int], overlap: float, factor: int) -> None:
@@ -36,20 +67,28 @@ def check_window(window: list[int], overlap: float, factor: int) -> None:
             f"on the latent grid (e.g. window 160 and overlap 0.25: stride 120)")
 
 
-def encode_volume(model: torch.nn.Module, volume: torch.Tensor, window: list[int], overlap: float,
+def encode_volume(model: torch.nn.Module, volume: torch.Tensor, window: list[int] | str, overlap: float,
                   blend: str = "gaussian", sw_batch_size: int = 1) -> tuple[torch.Tensor, dict]:
     """Latent (C, x, y, z) of one (X, Y, Z) volume, on the CPU; plus how it was encoded.
 
     The volume is padded at the end of each axis with the background value to a multiple of
     `model.downsample_factor` (as `encode_latent_padded` does); axes no longer than the
-    window are not windowed.
+    window are not windowed. `window` is voxels per axis or `"medvae"` (the public code's rule).
     """
     factor = model.downsample_factor
-    check_window(window, overlap, factor)
     device = next(model.parameters()).device
     padded, padding = pad_to_multiple(volume[None, None].to(device), factor)
-    roi = [min(size, n) for size, n in zip(window, padded.shape[2:])]
-    info = {"padded_shape": list(padding.padded_shape), "window": roi, "overlap": overlap, "blend": blend}
+    shape = list(padded.shape[2:])
+    rule = {}
+    if window == MEDVAE_RULE:
+        authors = medvae_window(shape)
+        window = [size if size == n else on_grid(size, overlap, factor) for size, n in zip(authors, shape)]
+        rule = {"rule": MEDVAE_RULE, **({"medvae_window": authors} if window != authors else {})}
+        check_window([size for size, n in zip(window, shape) if size < n], overlap, factor)  # whole axes: any size
+    else:
+        check_window(window, overlap, factor)
+    roi = [min(size, n) for size, n in zip(window, shape)]
+    info = {"padded_shape": list(padding.padded_shape), "window": roi, "overlap": overlap, "blend": blend, **rule}
     with torch.inference_mode():
         if roi == list(padded.shape[2:]):
             return model.encode_latent(padded)[0].cpu(), {**info, "windows": 1}

@@ -70,6 +70,7 @@ def train(args: argparse.Namespace) -> None:
 
 def import_weights(args: argparse.Namespace) -> None:
     from ..card import demo_reasons, file_sha256, write_card
+    from ..hub import is_hub_path
     from ..models.registry import save_model
     from ..models.serialize import import_model
 
@@ -78,6 +79,8 @@ def import_weights(args: argparse.Namespace) -> None:
     reasons = demo_reasons({"demo": args.spec["demo"]}, {}) + (["the weights file is marked demo"]
                                                                 if medvae.is_demo and not args.spec["demo"] else [])
     origin.update(sha256=file_sha256(args.weights), demo_reasons=reasons)
+    if is_hub_path(model.get("weights")):
+        origin["requested"] = model["weights"]  # `path` is where the hub cache held it
     save_model(args.out, medvae, embedder=None, steps=0)
     write_card(args.card, model, {}, weights=origin)
     log.info("imported %s from %s", model["id"], args.weights)

@@ -2,8 +2,8 @@
 
 ``load_embedder({kind: biomedclip, path, hub_id})`` builds only BiomedCLIP's IMAGE tower with
 open_clip (the text tower would need ``transformers`` and PubMedBERT files we never use) and
-loads its ``visual.*`` weights from a local directory / file, or from a Hugging Face hub cache
-that already holds them (``local_files_only``: nothing is ever downloaded).
+loads its ``visual.*`` weights from a local directory / file (or an ``hf://`` path), or from a
+Hugging Face hub cache that already holds them (``medlatent.hub``: nothing is ever downloaded).
 ``{kind: demo}`` is a small seeded random CNN, labelled as a stand-in everywhere it is named.
 
 Input handling follows the public MedVAE code: images in [-1, 1] are mapped to [0, 1] and
@@ -23,7 +23,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-from ..errors import MedLatentError
+from ..errors import InputError, MedLatentError
+from ..hub import SCHEME, resolve
 
 BIOMEDCLIP_HUB_ID = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -106,21 +107,18 @@ def _local_files(path: Path) -> tuple[Path, Path]:
 
 
 def _hub_cache_files(hub_id: str) -> tuple[Path, Path]:
-    """(config, weights) from the local Hugging Face cache only."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    repo_id = hub_id.removeprefix("hf-hub:")
+    """(config, weights) from the local Hugging Face cache only (``medlatent.hub``)."""
+    repo = f"{SCHEME}{hub_id.removeprefix('hf-hub:')}"
     try:
-        config = Path(hf_hub_download(repo_id, OPEN_CLIP_CONFIG, local_files_only=True))
-    except LocalEntryNotFoundError:
-        raise _missing_biomedclip(f"`embedder.path` is null and {repo_id} is not in the Hugging Face cache") from None
+        config = resolve(f"{repo}/{OPEN_CLIP_CONFIG}")
+    except InputError as error:
+        raise _missing_biomedclip(f"`embedder.path` is null and {error}") from None
     for name in OPEN_CLIP_WEIGHTS:
         try:
-            return config, Path(hf_hub_download(repo_id, name, local_files_only=True))
-        except LocalEntryNotFoundError:
+            return config, resolve(f"{repo}/{name}")
+        except InputError:
             continue
-    raise _missing_biomedclip(f"the Hugging Face cache holds {config} but no weights file of {repo_id}")
+    raise _missing_biomedclip(f"the Hugging Face cache holds {config} but no weights file of {repo}")
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -158,6 +156,6 @@ def load_embedder(spec: dict[str, Any]) -> Embedder:
                         is_demo=True)
     if kind == "biomedclip":
         path = spec.get("path")
-        files = _local_files(Path(path)) if path else _hub_cache_files(spec.get("hub_id") or BIOMEDCLIP_HUB_ID)
+        files = _local_files(resolve(path)) if path else _hub_cache_files(spec.get("hub_id") or BIOMEDCLIP_HUB_ID)
         return biomedclip_image_tower(*files)
     raise MedLatentError(f"unknown embedder kind {kind!r}: use `embedder: {{kind: biomedclip}}` or `{{kind: demo}}`")

@@ -95,12 +95,22 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: s
     model.load_state_dict(state_dict, strict=True)
 
 
+def fit_to_model(model: AutoencoderKL, state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Autoencoder weights made to fit ``model``: RGB folded to gray, 2D inflated for 3D; what changed."""
+    config = model.config
+    fitted = adapt_channels(state_dict, config["in_channels"], config["out_channels"])
+    changes = [f"{name} {tuple(state_dict[key].shape)} -> {tuple(fitted[key].shape)} ({how})"
+               for name, key, how in (("conv_in", "encoder.conv_in.weight", "summed over input channels"),
+                                      ("conv_out", "decoder.conv_out.weight", "averaged over output channels"))
+               if key in state_dict and fitted[key].shape != state_dict[key].shape]
+    if model.spatial_dims == 3 and fitted.get("encoder.conv_in.weight", torch.empty(0)).ndim == 4:
+        fitted = inflate_state_dict(fitted)
+        changes.append("2D kernels inflated to 3D (kernel centring)")
+    return fitted, changes
+
+
 def load_ldm_weights(model: AutoencoderKL, path: str | Path, trust_pickle: bool = False) -> AutoencoderKL:
     """Load an LDM-layout checkpoint into ``model`` (gray-adapted, inflated for 3D), strictly."""
-    state_dict = autoencoder_state_dict(read_checkpoint(path, trust_pickle))
-    config = model.config
-    state_dict = adapt_channels(state_dict, config["in_channels"], config["out_channels"])
-    if model.spatial_dims == 3 and state_dict.get("encoder.conv_in.weight", torch.empty(0)).ndim == 4:
-        state_dict = inflate_state_dict(state_dict)
+    state_dict, _ = fit_to_model(model, autoencoder_state_dict(read_checkpoint(path, trust_pickle)))
     load_strict(model, state_dict, path)
     return model

@@ -24,6 +24,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from ..errors import MedLatentError
+from ..hub import resolve
 from .embedder import FrozenModule
 from .ldm_layout import load_strict, read_checkpoint
 
@@ -112,13 +113,14 @@ class LPIPS(FrozenModule):
 
 def _local_file(spec: dict[str, Any], key: str) -> Path:
     value = spec.get(key)
-    if not value or not Path(value).is_file():
+    path = resolve(value) if value else None  # hf:// paths: from the hub cache, or an error saying how
+    if path is None or not path.is_file():
         raise MedLatentError(
             f"perceptual.{key} = {value!r} is not a local file. LPIPS needs the torchvision VGG16 "
             "ImageNet weights (vgg16-397923af.pth, `vgg_weights`) and the LPIPS v0.1 VGG heads "
             "(vgg.pth from the lpips package or taming-transformers, `lpips_weights`); set both paths "
             "in config.yaml, or use `perceptual: {kind: demo}` (random weights, labelled as a demo).")
-    return Path(value)
+    return path
 
 
 def load_perceptual(spec: dict[str, Any]) -> LPIPS:

@@ -5,6 +5,9 @@ conv1x1(64->C), added to z, then conv1x1(C->C). ``MedVAE.encode_latent`` returns
 projected posterior MEAN (the public code samples; the mean makes latent datasets
 deterministic). ``decode`` always decodes the UNPROJECTED latent, as the public code does:
 the projection only shapes what classifiers see.
+
+The released MedVAE checkpoints name the head's tensors ``channel_ds.{0,2,4}.*`` (the body)
+and ``channel_proj.*`` (the last 1x1 conv); ``RELEASED_PROJECTION_KEYS`` maps them onto ours.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from .autoencoder import AutoencoderKL, Padding, conv_nd
 CLASSIFICATION_SCALE = 4.6
 #: Hidden width of the projection head (published value).
 PROJECTION_WIDTH = 64
+#: Key prefixes of the head in the released checkpoints -> ours (same modules, same order).
+RELEASED_PROJECTION_KEYS = {"channel_ds.": "body.", "channel_proj.": "out.", "projection.": ""}
 
 
 class ProjectionHead(nn.Module):
@@ -38,6 +43,16 @@ class ProjectionHead(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.out(z + self.body(z))
+
+
+def projection_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The head's tensors of a checkpoint under ``ProjectionHead`` names (empty when it has none)."""
+    found = {}
+    for key, tensor in state_dict.items():
+        for theirs, ours in RELEASED_PROJECTION_KEYS.items():
+            if key.startswith(theirs):
+                found[ours + key[len(theirs):]] = tensor
+    return found
 
 
 class MedVAE(nn.Module):

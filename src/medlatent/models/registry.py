@@ -1,7 +1,8 @@
 """Model configurations are data: one builder turns a config entry into an ``AutoencoderKL``.
 
-timm-style: the six published MedVAE models are entries of ``PUBLISHED`` (documentation and
-tests), not six builders. ``create_autoencoder`` reads only the architecture keys of a
+timm-style: the six published MedVAE models (and the undocumented f16 C4 the authors also
+released) are entries of ``PUBLISHED`` (documentation and tests), not builders; ``RELEASED``
+names the file of each on the Hugging Face hub. ``create_autoencoder`` reads only the architecture keys of a
 ``models:`` entry (``dims, f, latent_channels, ch, ch_mult, num_res_blocks, norm_groups``) and
 checks that the compression factor ``f`` really is what ``ch_mult`` and ``dims`` give.
 ``save_model`` / ``load_model`` write and read the final weights file of a model
@@ -35,6 +36,20 @@ PUBLISHED: dict[str, dict[str, Any]] = {
     "f64_c4": {"dims": 2, "f": 64, "latent_channels": 4, "ch_mult": [1, 2, 4, 4]},
     "f64_c1_3d": {"dims": 3, "f": 64, "latent_channels": 1, "ch_mult": [1, 2, 4]},
     "f512_c1_3d": {"dims": 3, "f": 512, "latent_channels": 1, "ch_mult": [1, 2, 4, 4]},
+    # released but undocumented (vae_4x_4c_2D.ckpt): f16 by its name, ch_mult as the other f16 models
+    "f16_c4": {"dims": 2, "f": 16, "latent_channels": 4, "ch_mult": [1, 2, 4]},
+}
+
+#: The released checkpoints (hub repo ``RELEASED_REPO``, folder ``model_weights/``) by ``PUBLISHED`` name.
+RELEASED_REPO = "stanfordmimi/MedVAE"
+RELEASED: dict[str, str] = {
+    "f16_c1": "model_weights/vae_4x_1c_2D.ckpt",
+    "f16_c3": "model_weights/vae_4x_3c_2D.ckpt",
+    "f64_c1": "model_weights/vae_8x_1c_2D.ckpt",
+    "f64_c4": "model_weights/vae_8x_4c_2D.ckpt",
+    "f64_c1_3d": "model_weights/vae_4x_1c_3D.ckpt",
+    "f512_c1_3d": "model_weights/vae_8x_1c_3D.ckpt",
+    "f16_c4": "model_weights/vae_4x_4c_2D.ckpt",
 }
 
 
@@ -44,7 +59,7 @@ def compression_factor(dims: int, ch_mult: list[int]) -> int:
 
 
 def published_spec(name: str) -> dict[str, Any]:
-    """A full config entry for one of the six published models (``PUBLISHED`` keys)."""
+    """A full config entry for one of the published models (``PUBLISHED`` keys)."""
     if name not in PUBLISHED:
         raise ConfigError(f"unknown published model {name!r}; choose one of {sorted(PUBLISHED)}")
     return {"id": name, **DEFAULTS, **PUBLISHED[name]}
