@@ -107,9 +107,9 @@ def resample_3d(volume: np.ndarray, affine: np.ndarray, target_affine: np.ndarra
     # SpatialResample pads with zeros: shift so that zero is the background
     image = MetaTensor(torch.from_numpy(np.asarray(volume, dtype=np.float32) - background)[None],
                        affine=torch.as_tensor(affine, dtype=torch.float64))
-    resampled = SpatialResample(mode=mode, padding_mode="zeros", dtype=torch.float64)(
+    resampled = SpatialResample(mode=mode, padding_mode="zeros", dtype=torch.float32)(
         image, dst_affine=torch.as_tensor(target_affine, dtype=torch.float64), spatial_size=tuple(target_shape))
-    return (np.asarray(resampled[0], dtype=np.float64) + background).astype(np.float32)
+    return np.asarray(resampled[0], dtype=np.float32) + np.float32(background)
 
 
 def normalize_item(path: Path, spec: dict) -> tuple[np.ndarray, dict]:
