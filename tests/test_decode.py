@@ -4,6 +4,7 @@ to the model's own decode of the stored posterior mean, weights checked against 
 from __future__ import annotations
 
 import json
+import tarfile
 
 import nibabel as nib
 import numpy as np
@@ -114,21 +115,123 @@ def test_projected_dataset_without_the_stored_mean_names_latents_store(cxr, tmp_
         decode_dataset(dataset, tmp_path / "out", weights=cxr["weights"])
 
 
-@pytest.fixture(scope="module")
-def bodyct(tmp_path_factory) -> dict:
-    """Synthetic non-RAS body CT NIfTI, normalized to RAS at 2 mm into 32^3, as a 3D latent dataset."""
+def test_decoding_without_the_acquisition_grid_names_both_ways_out(cxr, tmp_path):
+    from medlatent.decode import original_grid
+
+    with pytest.raises(InputError, match="--grid normalized"):  # a 3D dataset extracted before original_affine
+        original_grid(np.zeros((4, 4, 4), np.float32), {"item_id": "old", "affine": np.eye(4).tolist()}, {}, "x.tar")
+    with pytest.raises(InputError, match="original pixels only"):
+        decode_dataset(cxr["dataset"], tmp_path / "out", grid="normalized", weights=cxr["weights"])
+    assert not (tmp_path / "out").exists()
+
+
+def _ct_dataset(tmp_path_factory, source_id: str, access: dict) -> dict:
+    """A demo CT source generated small, normalized to RAS at 2 mm into 32^3, as a 3D latent dataset."""
     from medlatent import config as mlconfig
     from conftest import DEMO_CONFIG, FULL_CONFIG
 
-    tmp = tmp_path_factory.mktemp("bodyct")
+    tmp = tmp_path_factory.mktemp(source_id)
     weights = tiny_model(tmp / "results" / "models" / "tiny" / "stage2.pt", dims=3, latent_channels=1)
-    built = demo_dataset(mlconfig.load(FULL_CONFIG, DEMO_CONFIG), "demo_bodyct", tmp, {"n_patients": 1}, weights,
-                         window=[32, 32, 32], store=["logvar"])
-    return {**built, "tmp": tmp, "weights": weights}
+    config = mlconfig.load(FULL_CONFIG, DEMO_CONFIG)
+    built = demo_dataset(config, source_id, tmp, access, weights, window=[32, 32, 32], store=["logvar"])
+    return {**built, "tmp": tmp, "weights": weights, "files": built["files_index"].set_index("item_id")["path"]}
 
 
-def test_3d_decode_is_nifti_with_the_items_own_affine_and_the_models_decode(bodyct):
-    written = decode_dataset(bodyct["dataset"], bodyct["tmp"] / "decoded", weights=bodyct["weights"])
+@pytest.fixture(scope="module")
+def bodyct(tmp_path_factory) -> dict:
+    """Synthetic body CT NIfTI files in three voxel orientations (LPS, LAS, ASL: the last permutes the axes)."""
+    return _ct_dataset(tmp_path_factory, "demo_bodyct", {"n_patients": 3})
+
+
+@pytest.fixture(scope="module")
+def headct(tmp_path_factory) -> dict:
+    """A synthetic head CT DICOM series (slices out of file order), as a 3D latent dataset."""
+    return _ct_dataset(tmp_path_factory, "demo_headct", {"n_patients": 1})
+
+
+def _nifti_source(path) -> tuple[np.ndarray, np.ndarray]:
+    """Volume and affine of a NIfTI file as nibabel reads them."""
+    image = nib.load(path)
+    return np.asarray(image.get_fdata(), dtype=np.float32), image.affine
+
+
+def _dicom_series_source(directory) -> tuple[np.ndarray, np.ndarray]:
+    """HU volume (column, row, slice) and RAS affine of a DICOM series from pydicom's attributes.
+
+    Voxel (i, j, k) sits at ImagePositionPatient of slice k + i * column spacing * row cosine
+    + j * row spacing * column cosine (DICOM PS3.3 C.7.6.2.1.1), in LPS: x and y flip for RAS.
+    """
+    slices = [pydicom.dcmread(path) for path in sorted(directory.iterdir())]
+    orientation = np.asarray(slices[0].ImageOrientationPatient, dtype=np.float64)
+    normal = np.cross(orientation[:3], orientation[3:])
+    slices.sort(key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, dtype=np.float64), normal)))
+    first, last = (np.asarray(ds.ImagePositionPatient, dtype=np.float64) for ds in (slices[0], slices[-1]))
+    row_spacing, column_spacing = (float(v) for v in slices[0].PixelSpacing)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1] = orientation[:3] * column_spacing, orientation[3:] * row_spacing
+    lps[:3, 2], lps[:3, 3] = (last - first) / (len(slices) - 1), first
+    volume = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in slices], -1)
+    return volume.transpose(1, 0, 2).astype(np.float32), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+CT_SOURCES = {"bodyct": _nifti_source, "headct": _dicom_series_source}
+
+
+@pytest.mark.parametrize("fixture", sorted(CT_SOURCES))
+def test_3d_decode_lands_on_each_source_files_own_grid_and_affine(fixture, request):
+    built = request.getfixturevalue(fixture)
+    out = built["tmp"] / "decoded"
+    assert cli.main(["decode", str(built["dataset"]), "--out", str(out), "--weights", str(built["weights"]),
+                     "--device", "cpu"]) == 0
+    metas = {meta["item_id"]: meta for split in ("train", "val", "test") if built["index"]["splits"][split]
+             for _, _, meta in load_latents(built["dataset"], split=split)}
+    orientations = set()
+    for item, meta in metas.items():
+        split = meta["split"]
+        source, affine = CT_SOURCES[fixture](built["raw"] / built["files"][item])
+        decoded = nib.load(out / split / f"{item}.nii.gz")
+        assert decoded.shape == source.shape == tuple(meta["original_shape"])
+        np.testing.assert_allclose(decoded.affine, affine, atol=1e-5)
+        np.testing.assert_allclose(meta["original_affine"], affine, atol=1e-5)
+        assert decoded.header["qform_code"] == decoded.header["sform_code"] == 1
+        orientations.add(nib.aff2axcodes(affine))
+    assert len(metas) == built["index"]["num_samples"] > 0 and ("R", "A", "S") not in orientations
+    assert len(orientations) == (3 if fixture == "bodyct" else 1)
+
+
+@pytest.mark.parametrize("fixture", sorted(CT_SOURCES))
+def test_resampling_the_normalized_input_back_reproduces_the_source_volume(fixture, request):
+    """The geometry decode uses, applied to the normalized input itself: it lines up with the source
+    volume (windowed as normalization did) better than with the grid flipped or moved half a voxel."""
+    from medlatent.normalize import resample_3d
+
+    built = request.getfixturevalue(fixture)
+    for item, (image, attrs) in _normalized_items(built).items():
+        source, _ = CT_SOURCES[fixture](built["raw"] / built["files"][item])
+        (low, high), (out_low, out_high) = (attrs["transform"]["intensity"][key] for key in ("window", "output_range"))
+        expected = np.clip((source - low) / (high - low), 0, 1) * (out_high - out_low) + out_low
+        interior = (slice(2, -2),) * 3  # the 2 mm grid's border voxels blend with the background
+
+        def error(affine):
+            back = resample_3d(image, np.asarray(attrs["affine"]), affine, attrs["original_shape"], "bilinear", out_low)
+            assert back.shape == source.shape
+            return float(np.abs(back - expected)[interior].mean()), back
+
+        affine = np.asarray(attrs["original_affine"])
+        best, back = error(affine)
+        assert np.corrcoef(back[interior].ravel(), expected[interior].ravel())[0, 1] > 0.95 and best < 0.1
+        for axis in range(3):
+            flip = np.array([[a, -1.0 if a == axis else 1.0] for a in range(3)])
+            assert best < error(affine @ nib.orientations.inv_ornt_aff(flip, source.shape))[0]
+            for half in (-0.5, 0.5):
+                moved = affine.copy()
+                moved[:3, 3] += affine[:3, axis] * half
+                assert best < error(moved)[0]
+
+
+def test_3d_decode_on_the_normalized_grid_is_the_models_decode_with_the_normalized_affine(bodyct):
+    written = decode_dataset(bodyct["dataset"], bodyct["tmp"] / "normalized_grid", grid="normalized",
+                             weights=bodyct["weights"])
     model = load_model(bodyct["weights"])
     normalized = _normalized_items(bodyct)
     stored = {meta["item_id"]: latent for split in ("train", "val", "test") if bodyct["index"]["splits"][split]
@@ -164,11 +267,18 @@ def test_3d_latent_larger_than_the_window_is_decoded_window_by_window(bodyct, tm
 
     index = json.loads((bodyct["dataset"] / "index.json").read_text())
     index["encoding"] = {**index["encoding"], "window": [24, 24, 24], "overlap": 0.5}  # latent window 12^3 of 16^3
+    split = min((s for s, n in index["splits"].items() if n), key=index["splits"].get)
+    shard = next(shard for shard in index["shards"] if shard["split"] == split)
+    index["shards"] = [shard]  # its first sample only: one item shows the windowing
     dataset = tmp_path / "windowed"
     dataset.mkdir()
     (dataset / "index.json").write_text(json.dumps(index))
-    for shard in index["shards"]:
-        (dataset / shard["file"]).symlink_to(bodyct["dataset"] / shard["file"])
+    with tarfile.open(bodyct["dataset"] / shard["file"]) as source, tarfile.open(dataset / shard["file"], "w") as tar:
+        members = source.getmembers()
+        item = members[0].name.split(".")[0]
+        for member in members:
+            if member.name.split(".")[0] == item:
+                tar.addfile(member, source.extractfile(member))
     seen = []
     real = MedVAE.decode
 
@@ -177,16 +287,14 @@ def test_3d_latent_larger_than_the_window_is_decoded_window_by_window(bodyct, tm
         return real(self, z)
 
     monkeypatch.setattr(MedVAE, "decode", recording)
-    split = min((s for s, n in index["splits"].items() if n), key=index["splits"].get)
-    written = decode_dataset(dataset, tmp_path / "out", split=split, weights=bodyct["weights"])
-    assert written and all(nib.load(path).shape == (32, 32, 32) for path in written)
-    assert set(seen) == {(12, 12, 12)} and len(seen) == 8 * len(written)  # stride 6: 2 windows per axis
+    written = decode_dataset(dataset, tmp_path / "out", split=split, grid="normalized", weights=bodyct["weights"])
+    assert written == [tmp_path / "out" / split / f"{item}.nii.gz"] and nib.load(written[0]).shape == (32, 32, 32)
+    assert set(seen) == {(12, 12, 12)} and len(seen) == 8  # stride 6: 2 windows per axis
     from monai.inferers import sliding_window_inference
 
     model = load_model(bodyct["weights"])
-    for latent, _, meta in load_latents(bodyct["dataset"], split=split):
-        with torch.inference_mode():  # how the public MedVAE code decodes 3D latents (MVAE.decode)
-            oracle = sliding_window_inference(latent[None], [12, 12, 12], 1, model.autoencoder.decode, overlap=0.5,
-                                              mode="gaussian")[0, 0]
-        decoded = np.asarray(nib.load(tmp_path / "out" / split / f"{meta['item_id']}.nii.gz").dataobj)
-        np.testing.assert_allclose(decoded, oracle.numpy(), atol=1e-5)
+    latent = next(latent for latent, _, meta in load_latents(bodyct["dataset"], split=split) if meta["item_id"] == item)
+    with torch.inference_mode():  # how the public MedVAE code decodes 3D latents (MVAE.decode)
+        oracle = sliding_window_inference(latent[None], [12, 12, 12], 1, model.autoencoder.decode, overlap=0.5,
+                                          mode="gaussian")[0, 0]
+    np.testing.assert_allclose(np.asarray(nib.load(written[0]).dataobj), oracle.numpy(), atol=1e-5)

@@ -10,10 +10,14 @@ Geometry, undone from each sample's meta.json:
   its downsampling), then to the resized image inside the letterbox (`pad_offset`,
   `resized_shape`), then resized to `original_shape` with the normalization's interpolation
   (`normalize.resize_2d`). PNG, or NIfTI with the affine diag(pixel spacing) when asked.
-- 3D: cropped to the normalized volume and written as NIfTI with the item's own affine (RAS
-  at the configured spacing), so it lies in world space where the source volume lies. The
-  acquisition grid itself is not restored: normalization keeps the source shape but not the
-  source affine. Latents larger than `latents.window / f` are decoded in overlapping windows
+- 3D: cropped to the normalized volume (RAS, the configured spacing and size; `affine`), then
+  resampled onto the item's acquisition grid (`original_shape`, `original_affine`: the affine
+  the reader gave, NIfTI's own or the DICOM series' geometry) with the normalization's
+  interpolation (`normalize.resample_3d`, MONAI `SpatialResample`; voxels outside the
+  normalized field of view get the background value), and written as NIfTI with that affine,
+  so it overlays the source volume voxel for voxel. `grid="normalized"` skips the resampling
+  and writes the normalized grid with its affine, to compare with the normalized inputs.
+  Latents larger than `latents.window / f` are decoded in overlapping windows
   (`sliding.encode_volume`, with the decoder as the windowed network), since the mid-block
   attention is quadratic in positions.
 
@@ -43,12 +47,13 @@ from .config import SPLITS
 from .errors import InputError
 from .latent_loader import check_stored, read_index, sample_array, shard_urls
 from .models import load_model
-from .normalize import resize_2d
+from .normalize import INTERPOLATION_3D, resample_3d, resize_2d
 from .sliding import encode_volume
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("nifti", "png")
+GRIDS = ("original", "normalized")
 INTENSITIES = ("model", "source")
 PNG_MAX = 65535
 
@@ -93,7 +98,7 @@ def _normalized_shape(meta: dict, source: str) -> list[int]:
 
 
 def decode_item(model: torch.nn.Module, z: torch.Tensor, meta: dict, index: dict, source: str) -> np.ndarray:
-    """float32 image of one sample on its output grid (2D: original pixels; 3D: normalized voxels)."""
+    """float32 image of one sample (2D: on its original pixels; 3D: on the normalized grid)."""
     device = next(model.parameters()).device
     normalized = _normalized_shape(meta, source)
     if index["dims"] == 2:
@@ -119,6 +124,18 @@ def decode_item(model: torch.nn.Module, z: torch.Tensor, meta: dict, index: dict
     return image[0, : normalized[0], : normalized[1], : normalized[2]].float().numpy()
 
 
+def original_grid(volume: np.ndarray, meta: dict, index: dict, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """A volume on the item's normalized grid resampled onto its acquisition grid, and that grid's affine."""
+    if "original_affine" not in meta:
+        raise InputError(source, f"item {meta.get('item_id')}: meta.json lacks original_affine (extracted before "
+                         "MedLatent kept the acquisition grid)",
+                         "re-normalize and re-extract the source, or pass --grid normalized")
+    original_affine = np.asarray(meta["original_affine"], dtype=np.float64)
+    background = meta["normalization"]["intensity"]["output_range"][0]
+    return resample_3d(volume, np.asarray(meta["affine"], dtype=np.float64), original_affine, meta["original_shape"],
+                       INTERPOLATION_3D[index["normalize"]["interpolation"]], background), original_affine
+
+
 def source_intensities(image: np.ndarray, meta: dict) -> np.ndarray:
     """Model-scale intensities mapped linearly back through the normalization's window."""
     (low, high), (out_low, out_high) = (meta["normalization"]["intensity"][key] for key in ("window", "output_range"))
@@ -136,15 +153,16 @@ def png_bytes(image: np.ndarray, output_range: list[float]) -> bytes:
     return buffer.getvalue()
 
 
-def nifti_bytes(image: np.ndarray, meta: dict) -> bytes:
-    """Gzipped NIfTI-1 of a 2D or 3D float32 image; 3D with the item's affine, 2D with its pixel spacing."""
+def pixel_affine(meta: dict) -> np.ndarray:
+    """The affine of a 2D image on its original pixels: diag(pixel spacing), 1 mm if unknown."""
+    spacing = meta.get("spacing") or [1.0, 1.0]
+    return np.diag([float(spacing[0]), float(spacing[1]), 1.0, 1.0])
+
+
+def nifti_bytes(image: np.ndarray, affine: np.ndarray) -> bytes:
+    """Gzipped NIfTI-1 of a 2D or 3D float32 image with `affine` as its qform and sform."""
     import nibabel as nib
 
-    if image.ndim == 3:
-        affine = np.asarray(meta["affine"], dtype=np.float64)
-    else:
-        spacing = meta.get("spacing") or [1.0, 1.0]
-        affine = np.diag([float(spacing[0]), float(spacing[1]), 1.0, 1.0])
     nifti = nib.Nifti1Image(np.ascontiguousarray(image, dtype=np.float32), affine)
     nifti.set_qform(affine, code=1)
     nifti.set_sform(affine, code=1)
@@ -159,17 +177,22 @@ def _samples(dataset: Path, split: str) -> Iterator[tuple[dict, str]]:
 
 
 def decode_dataset(dataset: str | Path, out: str | Path, *, split: str | None = None, fmt: str | None = None,
-                   intensity: str = "model", workdir: str | Path = ".", weights: str | Path | None = None,
-                   device: str = "cpu") -> list[Path]:
+                   intensity: str = "model", grid: str = "original", workdir: str | Path = ".",
+                   weights: str | Path | None = None, device: str = "cpu") -> list[Path]:
     """Decode every sample of `split` (default: all splits) to `out/<split>/<item_id>.png|.nii.gz`.
 
-    `fmt` defaults to png for 2D and nifti for 3D (3D has no png). Returns the written paths.
+    `fmt` defaults to png for 2D and nifti for 3D (3D has no png). `grid`: 3D volumes on each
+    item's acquisition grid ("original") or on the normalized grid ("normalized"); 2D images
+    always come back on their original pixels. Returns the written paths.
     """
     index_path = Path(dataset) / "index.json" if Path(dataset).is_dir() else Path(dataset)
     folder, index = read_index(index_path)
     fmt = fmt or ("png" if index["dims"] == 2 else "nifti")
-    if fmt not in FORMATS or intensity not in INTENSITIES:
-        raise ValueError(f"format must be one of {FORMATS} and intensity one of {INTENSITIES}")
+    if fmt not in FORMATS or intensity not in INTENSITIES or grid not in GRIDS:
+        raise ValueError(f"format must be one of {FORMATS}, intensity one of {INTENSITIES} and grid one of {GRIDS}")
+    if grid == "normalized" and index["dims"] == 2:
+        raise InputError(index_path, "2D images are decoded onto their original pixels only",
+                         "drop --grid normalized (it applies to 3D datasets)")
     if fmt == "png" and (index["dims"] == 3 or intensity != "model"):
         raise InputError(index_path, f"PNG holds 2D images on the model's scale, not {index['dims']}D / {intensity}",
                          "use --format nifti")
@@ -187,10 +210,16 @@ def decode_dataset(dataset: str | Path, out: str | Path, *, split: str | None = 
         for sample, url in _samples(folder, split_name):
             meta = json.loads(sample["meta.json"])
             image = decode_item(model, sample_array(sample, name), meta, index, url)
+            if index["dims"] == 2:
+                affine = pixel_affine(meta)
+            elif grid == "original":
+                image, affine = original_grid(image, meta, index, url)
+            else:
+                affine = np.asarray(meta["affine"], dtype=np.float64)
             if intensity == "source":
                 image = source_intensities(image, meta)
             suffix, payload = ((".png", png_bytes(image, meta["normalization"]["intensity"]["output_range"]))
-                               if fmt == "png" else (".nii.gz", nifti_bytes(image, meta)))
+                               if fmt == "png" else (".nii.gz", nifti_bytes(image, affine)))
             target = Path(out) / split_name / f"{meta['item_id']}{suffix}"
             with atomic_path(target) as temporary:
                 temporary.write_bytes(payload)

@@ -54,7 +54,8 @@ TAR_OWNER = "medlatent"
 TAR_MODE = 0o444
 
 #: Item attributes (from the normalized shard) that may appear in meta.json; nothing else does.
-ITEM_FIELDS = ("original_shape", "original_orientation", "spacing", "affine", "orientation", "view_position", "laterality")
+ITEM_FIELDS = ("original_shape", "original_orientation", "original_affine", "spacing", "affine", "orientation",
+               "view_position", "laterality")
 #: Allow-listed parts of the normalization record: crop/pad offsets, scales, intensity window.
 TRANSFORM_FIELDS = ("scale", "resized_shape", "pad_offset", "resampled_shape", "orientation")
 INTENSITY_FIELDS = ("window", "output_range")

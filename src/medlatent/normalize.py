@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 #: Axis labels of world space; with these "RAS" means the NIfTI/nibabel convention.
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
-_INTERPOLATION_3D = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bilinear", "area": "bilinear"}
+#: MONAI modes of the 3D resampling for the configured interpolation (no bicubic/area in 3D).
+INTERPOLATION_3D = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bilinear", "area": "bilinear"}
 
 
 def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
@@ -75,21 +76,40 @@ def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
     return out, transform
 
 
-def normalize_3d(array: np.ndarray, affine: np.ndarray | None, spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+def normalize_3d(array: np.ndarray, affine: np.ndarray, spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     from monai.data import MetaTensor  # imported here: MONAI loads all its submodules (seconds)
     from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing
 
     scaled, intensity = scale_intensity(array, spec)
-    image = MetaTensor(torch.from_numpy(scaled)[None], affine=torch.as_tensor(affine if affine is not None else np.eye(4)))
+    image = MetaTensor(torch.from_numpy(scaled)[None], affine=torch.as_tensor(affine))
     image = Orientation(axcodes="RAS", labels=RAS_LABELS)(image)
     if spec.get("spacing"):
-        image = Spacing(pixdim=spec["spacing"], mode=_INTERPOLATION_3D[spec["interpolation"]], padding_mode="border")(image)
+        image = Spacing(pixdim=spec["spacing"], mode=INTERPOLATION_3D[spec["interpolation"]], padding_mode="border")(image)
     resampled_shape = list(image.shape[1:])
     if spec.get("size"):
         image = ResizeWithPadOrCrop(spatial_size=spec["size"], value=spec["output_range"][0])(image)
     out_affine = np.asarray(image.affine, dtype=np.float64)
     transform = {"intensity": intensity, "orientation": "RAS", "resampled_shape": resampled_shape}
     return np.asarray(image[0], dtype=np.float32), out_affine, transform
+
+
+def resample_3d(volume: np.ndarray, affine: np.ndarray, target_affine: np.ndarray, target_shape: tuple[int, ...],
+                mode: str, background: float) -> np.ndarray:
+    """A float32 volume on the voxel grid (`target_affine`, `target_shape`) of the same world space.
+
+    The inverse of `normalize_3d`'s geometry (how decoding maps a volume back onto its
+    acquisition grid): MONAI `SpatialResample` with `mode` (INTERPOLATION_3D), voxels outside
+    the volume's field of view set to `background`.
+    """
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
+
+    # SpatialResample pads with zeros: shift so that zero is the background
+    image = MetaTensor(torch.from_numpy(np.asarray(volume, dtype=np.float32) - background)[None],
+                       affine=torch.as_tensor(affine, dtype=torch.float64))
+    resampled = SpatialResample(mode=mode, padding_mode="zeros", dtype=torch.float32)(
+        image, dst_affine=torch.as_tensor(target_affine, dtype=torch.float64), spatial_size=tuple(target_shape))
+    return np.asarray(resampled[0], dtype=np.float32) + np.float32(background)
 
 
 def normalize_item(path: Path, spec: dict, frame: int | None = None) -> tuple[np.ndarray, dict]:
@@ -101,7 +121,10 @@ def normalize_item(path: Path, spec: dict, frame: int | None = None) -> tuple[np
         array, transform = normalize_2d(loaded.array, spec)
         attrs["spacing"] = list(loaded.spacing) if loaded.spacing else None
     else:
-        array, affine, transform = normalize_3d(loaded.array, loaded.affine, spec)
+        # without a reader's geometry (e.g. .npy stacks) normalization takes voxels for 1 mm RAS
+        original_affine = loaded.affine if loaded.affine is not None else np.eye(4)
+        array, affine, transform = normalize_3d(loaded.array, original_affine, spec)
+        attrs["original_affine"] = np.asarray(original_affine, dtype=np.float64).tolist()
         attrs["affine"] = affine.tolist()
         attrs["spacing"] = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
         attrs["orientation"] = "RAS"

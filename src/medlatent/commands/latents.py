@@ -41,7 +41,7 @@ def decode(args: argparse.Namespace) -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     written = decode_dataset(args.dataset, args.out, split=args.split, fmt=args.format, intensity=args.intensity,
-                             workdir=args.workdir, weights=args.weights, device=device)
+                             grid=args.grid, workdir=args.workdir, weights=args.weights, device=device)
     print(f"{len(written)} images in {args.out}")
 
 
@@ -92,6 +92,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--intensity", choices=("model", "source"), default="model",
                         help="model: the decoder's scale (output_range); source: mapped back through the "
                              "normalization's intensity window (NIfTI only)")
+    parser.add_argument("--grid", choices=("original", "normalized"), default="original",
+                        help="3D: original: each item's acquisition grid and affine; normalized: the model's "
+                             "input grid (RAS, configured spacing and size)")
     parser.add_argument("--workdir", default=".", help="the workflow directory holding results/models/<model>/stage2.pt")
     parser.add_argument("--weights", help="the model's weights file instead (its sha256 must match the index)")
     parser.add_argument("--device", help="torch device; default cuda when available, else cpu")
