@@ -41,7 +41,7 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
 
 bench: $(STAMP)
-	python -m medlatent.bench --out bench-results/bench.json
+	python benchmarks/bench.py --out bench-results/bench.json
 
 lint: $(STAMP)
 	snakemake --lint

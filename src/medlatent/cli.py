@@ -11,8 +11,8 @@ import importlib
 import logging
 import sys
 
-from .commands import MODULES
-from .errors import MedLatentError
+from medlatent.commands import MODULES
+from medlatent.core.errors import MedLatentError
 
 log = logging.getLogger("medlatent")
 

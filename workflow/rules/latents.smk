@@ -1,5 +1,5 @@
 # Latent datasets: each model on every source of its dims (any role), one job per shard.
-# Why part records: see the docstring of medlatent.latents.
+# Why part records: see the docstring of medlatent.latents.extract.
 
 
 rule extract_latents:

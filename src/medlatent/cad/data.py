@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..config import BACKGROUND, SPLITS
-from ..errors import ConfigError, InputError
-from ..io.h5 import ShardReader
+from medlatent.config import BACKGROUND, SPLITS
+from medlatent.core.errors import ConfigError, InputError
+from medlatent.io.h5 import ShardReader
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def read_latent_dataset(dataset_dir: str | Path, item_ids: set[str]) -> tuple[di
     """Latents of the wanted items (all splits) by item id; demo-weights flag; items rejected upstream."""
     import webdataset as wds
 
-    from ..latent_loader import decode_sample, read_index, shard_urls
+    from medlatent.latents.loader import decode_sample, read_index, shard_urls
 
     _, index = read_index(dataset_dir)
     latents: dict[str, torch.Tensor] = {}
@@ -244,9 +244,9 @@ def read_latent_dataset(dataset_dir: str | Path, item_ids: set[str]) -> tuple[di
 def load_autoencoder(method: dict, weights: str | Path | None) -> torch.nn.Module:
     """The autoencoder of a `medvae`/`slicewise` method (MedVAE weights file) or an `external` one
     (LDM-layout checkpoint, made gray on load), in eval mode on the CPU."""
-    from ..models import load_model
-    from ..models.ldm_layout import load_ldm_weights
-    from ..models.registry import create_autoencoder
+    from medlatent.models import load_model
+    from medlatent.models.ldm_layout import load_ldm_weights
+    from medlatent.models.registry import create_autoencoder
 
     if method["kind"] == "external":
         external = method["external"]

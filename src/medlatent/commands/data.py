@@ -7,21 +7,21 @@ import json
 import logging
 from pathlib import Path
 
-from . import bool_arg, json_arg
+from medlatent.commands import bool_arg, json_arg
 
 log = logging.getLogger("medlatent")
 
 
 def fetch(args: argparse.Namespace) -> None:
-    from ..sources.fetch import fetch_source
+    from medlatent.fetch import fetch_source
 
     receipt = fetch_source(args.spec, Path(args.receipt).parent, seed=args.seed)
     log.info("fetched %s: %d files", args.spec["id"], len(receipt["files"]))
 
 
 def curate(args: argparse.Namespace) -> None:
-    from ..config import patient_salt
-    from ..curate import CurationOutputs, curate as run_curation
+    from medlatent.config import patient_salt
+    from medlatent.curate.run import CurationOutputs, curate as run_curation
 
     receipt = json.loads(Path(args.receipt).read_text(encoding="utf-8"))
     raw_root = Path(args.receipt).resolve().parents[1]
@@ -33,7 +33,7 @@ def curate(args: argparse.Namespace) -> None:
 def normalize(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from ..normalize import normalize_shard
+    from medlatent.normalize.run import normalize_shard
 
     receipt = json.loads(Path(args.receipt).read_text(encoding="utf-8"))
     normalize_shard(

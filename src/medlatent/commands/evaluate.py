@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import json_arg
+from medlatent.commands import json_arg
 
 log = logging.getLogger("medlatent")
 
@@ -22,10 +22,10 @@ DEMO_NOTE = ("Demo: synthetic data with planted findings and small random-initia
 
 @contextmanager
 def _job_device(threads: int, gpus: int) -> Iterator:
-    """The torch device of a job: the GPUs medlatent.gpus grants it (locked for the job), else the CPU."""
+    """The torch device of a job: the GPUs medlatent.core.gpus grants it (locked for the job), else the CPU."""
     import torch
 
-    from ..gpus import granted
+    from medlatent.core.gpus import granted
 
     torch.set_num_threads(max(1, threads))
     with granted(gpus) as grant:
@@ -34,20 +34,20 @@ def _job_device(threads: int, gpus: int) -> Iterator:
 
 
 def _provenance(spec: dict, frame) -> str:
-    from ..report import _flag, stamp
+    from medlatent.report.tables import _flag, stamp
 
     return stamp(spec["config_hash"], spec["demo"], _flag(frame, "demo_weights"), what="config slice")
 
 
 def cad_train(args: argparse.Namespace) -> None:
-    from ..cad.train import run_cad
+    from medlatent.cad.run import run_cad
 
     with _job_device(args.threads, args.gpus) as device:
         run_cad(args.spec, args.manifest, args.shards, args.model_input, args.out, device)
 
 
 def cad_table(args: argparse.Namespace) -> None:
-    from ..report import cad_display, cad_table as build, write_table
+    from medlatent.report.tables import cad_display, cad_table as build, write_table
 
     table = build([json.loads(Path(p).read_text(encoding="utf-8")) for p in args.metrics])
     classifiers = ", ".join(sorted(table["classifier"].unique())) if len(table) else "n/a"
@@ -64,8 +64,8 @@ def cad_table(args: argparse.Namespace) -> None:
 def recon(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from ..atomic import atomic_path
-    from ..evaluate.recon import evaluate_image_type
+    from medlatent.core.atomic import atomic_path
+    from medlatent.evaluate.recon import evaluate_image_type
 
     weights = dict(pair.split("=", 1) for pair in args.weights)
     with _job_device(args.threads, args.gpus) as device:
@@ -79,7 +79,7 @@ def recon(args: argparse.Namespace) -> None:
 def recon_table(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from ..report import recon_display, recon_table as build, segmenter_label, write_table
+    from medlatent.report.tables import recon_display, recon_table as build, segmenter_label, write_table
 
     per_item = pd.concat([pd.read_csv(p) for p in args.per_item], ignore_index=True)
     table = build(per_item)
@@ -96,8 +96,8 @@ def recon_table(args: argparse.Namespace) -> None:
 
 
 def efficiency(args: argparse.Namespace) -> None:
-    from ..atomic import write_text
-    from ..evaluate.efficiency import efficiency_rows
+    from medlatent.core.atomic import write_text
+    from medlatent.evaluate.efficiency import efficiency_rows
 
     with _job_device(args.threads, args.gpus) as device:
         rows = efficiency_rows(args.spec, device)
@@ -107,7 +107,7 @@ def efficiency(args: argparse.Namespace) -> None:
 def efficiency_table(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from ..report import efficiency_display, storage_table, write_table
+    from medlatent.report.tables import efficiency_display, storage_table, write_table
 
     timing = pd.DataFrame(json.loads(Path(args.timing).read_text(encoding="utf-8"))["rows"])
     device = timing["device"].iloc[0] if len(timing) else "n/a"
@@ -129,7 +129,7 @@ def efficiency_table(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    from ..report import build_report
+    from medlatent.report.tables import build_report
 
     tables = {Path(p).stem: Path(p) for p in args.tables}
     build_report(args.spec, tables, Path(args.cad_csv), Path(args.efficiency_csv), args.panels, args.curation,
@@ -143,7 +143,7 @@ def _command(commands: argparse._SubParsersAction, name: str, help_text: str, ru
     parser.add_argument("--spec", type=json_arg, required=True, help="the job's config slice (JSON)")
     if device:
         parser.add_argument("--threads", type=int, default=1)
-        parser.add_argument("--gpus", type=int, default=0, help="GPUs to lock for the job (medlatent.gpus); 0: CPU")
+        parser.add_argument("--gpus", type=int, default=0, help="GPUs to lock for the job (medlatent.core.gpus); 0: CPU")
     for output in outputs:
         parser.add_argument(f"--{output}", required=True)
     parser.set_defaults(run=run)

@@ -7,14 +7,14 @@ import json
 import os
 from pathlib import Path
 
-from . import json_arg
+from medlatent.commands import json_arg
 
 
 def extract(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from ..gpus import granted
-    from ..latents import extract_shard
+    from medlatent.core.gpus import granted
+    from medlatent.latents.extract import extract_shard
 
     with granted(args.gpus) as grant:
         os.environ.update(grant.environment())  # before CUDA starts: this job sees only its devices
@@ -23,13 +23,13 @@ def extract(args: argparse.Namespace) -> None:
 
 
 def index(args: argparse.Namespace) -> None:
-    from ..latent_index import write_dataset_files
+    from medlatent.latents.index import write_dataset_files
 
     write_dataset_files(args.spec, args.parts, args.card, args.dataset_dir)
 
 
 def verify(args: argparse.Namespace) -> None:
-    from ..latent_verify import verify_dataset
+    from medlatent.latents.verify import verify_dataset
 
     print(json.dumps(verify_dataset(args.dataset_dir), indent=1, sort_keys=True))
 
@@ -37,7 +37,7 @@ def verify(args: argparse.Namespace) -> None:
 def decode(args: argparse.Namespace) -> None:
     import torch
 
-    from ..decode import decode_dataset
+    from medlatent.latents.decode import decode_dataset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     written = decode_dataset(args.dataset, args.out, split=args.split, fmt=args.format, intensity=args.intensity,
@@ -46,8 +46,8 @@ def decode(args: argparse.Namespace) -> None:
 
 
 def dvc_setup(args: argparse.Namespace) -> None:
-    from ..config import load, publish_slice
-    from ..publish import dvc_setup as setup
+    from medlatent.config import load, publish_slice
+    from medlatent.publish.dvc import dvc_setup as setup
 
     root = Path(args.root)
     config = load(*(root / file for file in args.configfile))
@@ -55,8 +55,8 @@ def dvc_setup(args: argparse.Namespace) -> None:
 
 
 def publish(args: argparse.Namespace) -> None:
-    from ..atomic import write_text
-    from ..publish import publish as run_publish
+    from medlatent.core.atomic import write_text
+    from medlatent.publish.dvc import publish as run_publish
 
     receipt = run_publish(Path(args.root), args.spec)
     write_text(args.receipt, json.dumps(receipt, indent=1, sort_keys=True) + "\n")
@@ -70,7 +70,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", required=True, help="results/models/<model>/stage2.pt")
     parser.add_argument("--dataset-dir", required=True, help="data/latents/<model>/<source>; receives <shard>.tar")
     parser.add_argument("--part", required=True, help="the part record to write (the job's declared output)")
-    parser.add_argument("--gpus", type=int, default=0, help="GPUs to lock for the job (medlatent.gpus); 0: CPU")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs to lock for the job (medlatent.core.gpus); 0: CPU")
     parser.set_defaults(run=extract)
 
     parser = commands.add_parser("index-latents", help="index.json, _info.json and README.md of a latent dataset")

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import ConfigError, CredentialsError
+from medlatent.core.errors import ConfigError, CredentialsError
 
 UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
@@ -35,7 +35,7 @@ def expected(source: dict) -> list[str]:
 
 def manual_root(source: dict, root: Path) -> Path:
     """Where a manual source is placed: access.path (default data/manual/<id>) relative to the repository root."""
-    from ..sources.fetch.manual import manual_path
+    from medlatent.fetch.manual import manual_path
 
     return root / manual_path(source)
 
@@ -45,8 +45,8 @@ def presence(source: dict, raw_dir: Path, root: Path) -> tuple[str, int | None]:
 
     A receipt lists every file with its size, so large sources are not walked.
     """
-    from ..sources.fetch.manual import has_expected
-    from ..sources.fetch.receipt import RECEIPT
+    from medlatent.fetch.manual import has_expected
+    from medlatent.fetch.receipt import RECEIPT
 
     receipt = raw_dir / RECEIPT
     if receipt.is_file():
@@ -62,7 +62,7 @@ def presence(source: dict, raw_dir: Path, root: Path) -> tuple[str, int | None]:
 
 def credentials_hint(access: dict) -> str:
     """What to set for missing credentials: the message names variables and files, never a value."""
-    from ..sources import credentials
+    from medlatent.fetch import credentials
 
     try:
         credentials.require(access)
@@ -72,14 +72,14 @@ def credentials_hint(access: dict) -> str:
 
 
 def _load(args: argparse.Namespace) -> tuple[dict, Path]:
-    from ..config import load
+    from medlatent.config import load
 
     root = Path(args.root)
     return load(*(root / file for file in args.configfile)), root
 
 
 def list_sources(args: argparse.Namespace) -> None:
-    from ..sources import credentials
+    from medlatent.fetch import credentials
 
     if args.source:
         raise ConfigError(f"`medlatent sources` takes no source id (got {args.source!r}); to check one: medlatent sources check {args.source}")
@@ -103,8 +103,8 @@ def list_sources(args: argparse.Namespace) -> None:
 
 
 def check_source(args: argparse.Namespace) -> None:
-    from ..config import source as configured_source
-    from ..sources.fetch import manual
+    from medlatent.config import source as configured_source
+    from medlatent.fetch import manual
 
     if not args.source:
         raise ConfigError("usage: medlatent sources check ID (the id of a source with access.method manual)")

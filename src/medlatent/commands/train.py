@@ -1,6 +1,6 @@
 """train-stage1, train-stage2-2d, train-stage2-3d, import-weights, gpu-run: the model half.
 
-A training command first takes its GPUs (`medlatent.gpus`: disjoint devices for concurrent
+A training command first takes its GPUs (`medlatent.core.gpus`: disjoint devices for concurrent
 local jobs, SLURM's own devices inside a SLURM job, the CPU when there are none); on more
 than one it re-runs itself under torchrun, one process per GPU, and the children (which
 find RANK in their environment) train.
@@ -13,8 +13,8 @@ import logging
 import os
 from pathlib import Path
 
-from ..errors import MedLatentError
-from . import json_arg
+from medlatent.core.errors import MedLatentError
+from medlatent.commands import json_arg
 
 log = logging.getLogger("medlatent")
 
@@ -29,7 +29,7 @@ STAGES = {
 def _train_here(args: argparse.Namespace, context) -> None:
     import torch
 
-    from ..train import ddp, loop
+    from medlatent.train import ddp, loop
 
     torch.set_num_threads(max(1, args.threads // context.world))
     job = loop.Job(
@@ -47,9 +47,9 @@ def _train_here(args: argparse.Namespace, context) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    from .. import gpus
-    from ..train import ddp
-    from ..train.data import processes_for
+    from medlatent.core import gpus
+    from medlatent.train import ddp
+    from medlatent.train.data import processes_for
 
     if ddp.launched_by_torchrun():  # a child of the launch below: its devices are already set
         _train_here(args, ddp.setup())
@@ -69,10 +69,10 @@ def train(args: argparse.Namespace) -> None:
 
 
 def import_weights(args: argparse.Namespace) -> None:
-    from ..card import demo_reasons, file_sha256, write_card
-    from ..hub import is_hub_path
-    from ..models.registry import save_model
-    from ..models.serialize import import_model
+    from medlatent.models.card import demo_reasons, file_sha256, write_card
+    from medlatent.core.hub import is_hub_path
+    from medlatent.models.registry import save_model
+    from medlatent.models.serialize import import_model
 
     model = args.spec["model"]
     medvae, origin = import_model(args.weights, model, is_demo=args.spec["demo"])
@@ -87,7 +87,7 @@ def import_weights(args: argparse.Namespace) -> None:
 
 
 def gpu_run(args: argparse.Namespace) -> None:
-    from ..gpus import run_with_gpus
+    from medlatent.core.gpus import run_with_gpus
 
     command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
     if not command:

@@ -6,7 +6,7 @@ import argparse
 
 
 def unlock_stale(args: argparse.Namespace) -> None:
-    from ..workdir import unlock_if_stale
+    from medlatent.core.workdir import unlock_if_stale
 
     message = unlock_if_stale(args.directory)
     if message:

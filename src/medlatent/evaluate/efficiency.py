@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from ..cad.data import method_shape
-from ..cad.models import build_classifier
-from ..config import CAD_IN_CHANNELS
+from medlatent.cad.data import method_shape
+from medlatent.cad.classifiers import build_classifier
+from medlatent.config import CAD_IN_CHANNELS
 
 log = logging.getLogger(__name__)
 

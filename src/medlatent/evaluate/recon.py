@@ -25,9 +25,9 @@ import torch
 from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from ..cad.data import ShardStore, fit, load_autoencoder, method_shape, reconstruct, resize
-from ..errors import InputError
-from .segsim import segsim_dice
+from medlatent.cad.data import ShardStore, fit, load_autoencoder, method_shape, reconstruct, resize
+from medlatent.core.errors import InputError
+from medlatent.evaluate.segsim import segsim_dice
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from medlatent.core.errors import ConfigError
 
 
 def threshold_segment(volume: torch.Tensor, thresholds: list[float]) -> torch.Tensor:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import InputError
-from . import dicom, nifti, npy, raster
-from .types import HeaderInfo, LoadedImage
+from medlatent.core.errors import InputError
+from medlatent.io import dicom, nifti, npy, raster
+from medlatent.io.types import HeaderInfo, LoadedImage
 
 _RASTER_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 _NPY_MAGIC = b"\x93NUMPY"

@@ -29,8 +29,8 @@ from pydicom.pixels.utils import get_expected_length
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGExtended12Bit
 
-from ..errors import InputError
-from .types import COLOUR_RULE, GREY_PHOTOMETRICS, HeaderInfo, LoadedImage, colour_to_grey, image_meta
+from medlatent.core.errors import InputError
+from medlatent.io.types import COLOUR_RULE, GREY_PHOTOMETRICS, HeaderInfo, LoadedImage, colour_to_grey, image_meta
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 #: Modalities whose stored values need the VOI LUT to look like the image a reader sees.

@@ -14,8 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..atomic import atomic_path
-from ..errors import InputError
+from medlatent.core.atomic import atomic_path
+from medlatent.core.errors import InputError
 
 FORMAT_VERSION = 1
 

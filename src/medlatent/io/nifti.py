@@ -10,8 +10,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..errors import InputError
-from .types import HeaderInfo, LoadedImage, image_meta, require_finite
+from medlatent.core.errors import InputError
+from medlatent.io.types import HeaderInfo, LoadedImage, image_meta, require_finite
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _READ_ERRORS = (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, gzip.BadGzipFile, zlib.error)

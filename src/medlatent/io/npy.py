@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from .types import HeaderInfo, LoadedImage, image_meta, require_dims, require_finite
+from medlatent.core.errors import InputError
+from medlatent.io.types import HeaderInfo, LoadedImage, image_meta, require_dims, require_finite
 
 _FIX = "re-export the array with numpy.save (numeric dtype, no pickled objects)"
 

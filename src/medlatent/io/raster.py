@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import InputError
-from .types import COLOUR_RULE, HeaderInfo, LoadedImage, colour_to_grey, image_meta
+from medlatent.core.errors import InputError
+from medlatent.io.types import COLOUR_RULE, HeaderInfo, LoadedImage, colour_to_grey, image_meta
 
 _GREY_BITS = {"1": 1, "L": 8, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
 _FIX = "re-export the image as PNG or JPEG, or exclude the file"

@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..errors import InputError
+from medlatent.core.errors import InputError
 
 #: The only header fields an image's `meta` may carry downstream: none of them is PHI.
 META_FIELDS = (

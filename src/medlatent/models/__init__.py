@@ -1,5 +1,5 @@
 """Autoencoders, their losses' frozen networks, and the one loader of final weights."""
 
-from .registry import load_model
+from medlatent.models.registry import load_model
 
 __all__ = ["load_model"]

@@ -3,7 +3,7 @@
 ``load_embedder({kind: biomedclip, path, hub_id})`` builds only BiomedCLIP's IMAGE tower with
 open_clip (the text tower would need ``transformers`` and PubMedBERT files we never use) and
 loads its ``visual.*`` weights from a local directory / file (or an ``hf://`` path), or from a
-Hugging Face hub cache that already holds them (``medlatent.hub``: nothing is ever downloaded).
+Hugging Face hub cache that already holds them (``medlatent.core.hub``: nothing is ever downloaded).
 ``{kind: demo}`` is a small seeded random CNN, labelled as a stand-in everywhere it is named.
 
 Input handling follows the public MedVAE code: images in [-1, 1] are mapped to [0, 1] and
@@ -23,8 +23,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-from ..errors import InputError, MedLatentError
-from ..hub import SCHEME, resolve
+from medlatent.core.errors import InputError, MedLatentError
+from medlatent.core.hub import SCHEME, resolve
 
 BIOMEDCLIP_HUB_ID = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -107,7 +107,7 @@ def _local_files(path: Path) -> tuple[Path, Path]:
 
 
 def _hub_cache_files(hub_id: str) -> tuple[Path, Path]:
-    """(config, weights) from the local Hugging Face cache only (``medlatent.hub``)."""
+    """(config, weights) from the local Hugging Face cache only (``medlatent.core.hub``)."""
     repo = f"{SCHEME}{hub_id.removeprefix('hf-hub:')}"
     try:
         config = resolve(f"{repo}/{OPEN_CLIP_CONFIG}")
@@ -133,7 +133,7 @@ def biomedclip_image_tower(config_path: Path, weights_path: Path) -> Embedder:
     """BiomedCLIP's image tower (open_clip, vision config only) with its released weights."""
     from open_clip.model import _build_vision_tower
 
-    from .ldm_layout import load_strict
+    from medlatent.models.ldm_layout import load_strict
 
     config = json.loads(config_path.read_text(encoding="utf-8"))
     model_cfg, preprocess = config["model_cfg"], config.get("preprocess_cfg", {})

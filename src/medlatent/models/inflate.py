@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .autoencoder import AutoencoderKL
+from medlatent.models.autoencoder import AutoencoderKL
 
 
 def inflate_kernel(weight: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
-from .autoencoder import AutoencoderKL
-from .inflate import inflate_state_dict
+from medlatent.core.errors import InputError
+from medlatent.models.autoencoder import AutoencoderKL
+from medlatent.models.inflate import inflate_state_dict
 
 AUTOENCODER_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 FULL_MODEL_PREFIX = "first_stage_model."

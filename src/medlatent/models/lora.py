@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from .autoencoder import AutoencoderKL
+from medlatent.models.autoencoder import AutoencoderKL
 
 #: The scale lora_diffusion applies to ``up(down(x))``; the public MedVAE code keeps the default.
 RELEASED_LORA_SCALE = 1.0

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from ..errors import MedLatentError
-from ..hub import resolve
-from .embedder import FrozenModule
-from .ldm_layout import load_strict, read_checkpoint
+from medlatent.core.errors import MedLatentError
+from medlatent.core.hub import resolve
+from medlatent.models.embedder import FrozenModule
+from medlatent.models.ldm_layout import load_strict, read_checkpoint
 
 #: End indices (exclusive) of the five LPIPS stages in ``vgg16().features`` and their widths.
 VGG_STAGE_ENDS = (4, 9, 16, 23, 30)

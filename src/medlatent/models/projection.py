@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .autoencoder import AutoencoderKL, Padding, conv_nd
+from medlatent.models.autoencoder import AutoencoderKL, Padding, conv_nd
 
 #: Latents are divided by this empirical scale before classification (public MedVAE code).
 CLASSIFICATION_SCALE = 4.6

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from ..atomic import save_torch
-from ..errors import ConfigError, InputError
-from .autoencoder import AutoencoderKL
-from .ldm_layout import load_strict
-from .lora import merged_state_dict
-from .projection import MedVAE, ProjectionHead
+from medlatent.core.atomic import save_torch
+from medlatent.core.errors import ConfigError, InputError
+from medlatent.models.autoencoder import AutoencoderKL
+from medlatent.models.ldm_layout import load_strict
+from medlatent.models.lora import merged_state_dict
+from medlatent.models.projection import MedVAE, ProjectionHead
 
 MODEL_FORMAT = "medlatent-model/1"
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
-from ..atomic import save_torch
-from ..errors import InputError
-from .autoencoder import AutoencoderKL
-from .ldm_layout import AUTOENCODER_PREFIXES, FULL_MODEL_PREFIX, fit_to_model, load_strict, read_checkpoint
-from .lora import RELEASED_LORA_SCALE, merge_lora_pairs, merged_state_dict
-from .projection import RELEASED_PROJECTION_KEYS, MedVAE, ProjectionHead, projection_tensors
-from .registry import MODEL_FORMAT, architecture, create_autoencoder, load_model
+from medlatent.core.atomic import save_torch
+from medlatent.core.errors import InputError
+from medlatent.models.autoencoder import AutoencoderKL
+from medlatent.models.ldm_layout import AUTOENCODER_PREFIXES, FULL_MODEL_PREFIX, fit_to_model, load_strict, read_checkpoint
+from medlatent.models.lora import RELEASED_LORA_SCALE, merge_lora_pairs, merged_state_dict
+from medlatent.models.projection import RELEASED_PROJECTION_KEYS, MedVAE, ProjectionHead, projection_tensors
+from medlatent.models.registry import MODEL_FORMAT, architecture, create_autoencoder, load_model
 
 STAGE1_FORMAT = "medlatent-stage1/1"
 LOSS_PREFIX = "loss."

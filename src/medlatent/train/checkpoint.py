@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import save_torch
+from medlatent.core.atomic import save_torch
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..atomic import atomic_path
+from medlatent.core.atomic import atomic_path
 
 #: Terms drawn in the PNG, in this order, when a stage logs them.
 PLOTTED = ("total", "rec_l1", "perceptual", "kl", "embed", "g_adv", "d_loss")

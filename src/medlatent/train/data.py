@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..config import BACKGROUND
-from ..errors import ConfigError, InputError
-from ..io.h5 import ShardReader
+from medlatent.config import BACKGROUND
+from medlatent.core.errors import ConfigError, InputError
+from medlatent.io.h5 import ShardReader
 
 
 @dataclass(frozen=True)

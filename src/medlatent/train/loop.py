@@ -39,20 +39,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..card import demo_reasons, stage_record, write_card
-from ..config import canonical_json
-from ..errors import ConfigError
-from ..models.embedder import load_embedder
-from ..models.inflate import inflate_model
-from ..models.ldm_layout import load_ldm_weights
-from ..models.lora import apply_lora
-from ..models.perceptual import load_perceptual
-from ..models.projection import MedVAE, ProjectionHead
-from ..models.registry import architecture, create_autoencoder, save_model
-from ..models.serialize import load_autoencoder, save_autoencoder
-from . import checkpoint, curves, ddp
-from .data import CropDataset, MicroBatches, crop_size, index_shards, micro_batch, train_loader, validation_loader
-from .losses import Stage1Loss, last_layer_parameter, stage2_loss
+from medlatent.models.card import demo_reasons, stage_record, write_card
+from medlatent.config import canonical_json
+from medlatent.core.errors import ConfigError
+from medlatent.models.embedder import load_embedder
+from medlatent.models.inflate import inflate_model
+from medlatent.models.ldm_layout import load_ldm_weights
+from medlatent.models.lora import apply_lora
+from medlatent.models.perceptual import load_perceptual
+from medlatent.models.projection import MedVAE, ProjectionHead
+from medlatent.models.registry import architecture, create_autoencoder, save_model
+from medlatent.models.serialize import load_autoencoder, save_autoencoder
+from medlatent.train import checkpoint, curves, ddp
+from medlatent.train.data import CropDataset, MicroBatches, crop_size, index_shards, micro_batch, train_loader, validation_loader
+from medlatent.train.losses import Stage1Loss, last_layer_parameter, stage2_loss
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from monai.networks.nets import PatchDiscriminator
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from ..models.autoencoder import AutoencoderKL, DiagonalGaussian
-from ..models.embedder import Embedder
-from ..models.perceptual import LPIPS, slice_batches
-from ..models.projection import CLASSIFICATION_SCALE
+from medlatent.models.autoencoder import AutoencoderKL, DiagonalGaussian
+from medlatent.models.embedder import Embedder
+from medlatent.models.perceptual import LPIPS, slice_batches
+from medlatent.models.projection import CLASSIFICATION_SCALE
 
 log = logging.getLogger(__name__)
 

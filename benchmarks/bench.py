@@ -1,0 +1,66 @@
+"""`make bench`: speed and memory figures of every stage, written to one JSON + Markdown file.
+
+Each stage contributes a `run() -> dict` (bench_normalize, bench_train, bench_latents,
+bench_eval); a stage whose module is missing or fails is reported as such, not skipped
+silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+STAGES = ("bench_normalize", "bench_train", "bench_latents", "bench_eval")
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
+
+
+def to_markdown(results: dict) -> str:
+    lines = ["# MedLatent benchmarks", "", f"Machine: `{json.dumps(results['machine'])}`", ""]
+    for stage, figures in results["stages"].items():
+        lines += [f"## {stage}", "", "```json", json.dumps(figures, indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench-results/bench.json")
+    parser.add_argument("--stages", nargs="*", default=list(STAGES))
+    args = parser.parse_args(argv)
+    results = {"machine": machine(), "stages": {}}
+    failed = False
+    for stage in args.stages:
+        started = time.perf_counter()
+        try:
+            figures = importlib.import_module(stage).run()
+        except Exception:  # noqa: BLE001 - a broken stage is reported in the results file
+            figures = {"error": traceback.format_exc(limit=5)}
+            failed = True
+        figures["wall_s"] = round(time.perf_counter() - started, 2)
+        results["stages"][stage] = figures
+        print(f"{stage}: {json.dumps(figures, sort_keys=True)[:400]}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(to_markdown(results), encoding="utf-8")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

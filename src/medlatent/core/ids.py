@@ -1,0 +1,66 @@
+"""Stable identifiers: item ids, salted patient keys, patient-level splits and shards.
+
+Everything is a pure function of (config, file path, patient id), so adding items to a
+source never moves an existing item to another split or shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+from medlatent.config import SPLITS
+
+_NOT_KEY_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _unit_interval(text: str) -> float:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def file_key(relative_path: str) -> str:
+    """16 hex chars naming a file or series directory under the raw root."""
+    return hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:16]
+
+
+def item_id(source_id: str, key: str) -> str:
+    """`<source>_<file key>` with every character outside [A-Za-z0-9_-] replaced.
+
+    No dots: WebDataset splits a sample's file names at the first dot.
+    """
+    return f"{_NOT_KEY_SAFE.sub('-', source_id)}_{key}"
+
+
+def patient_key(salt: str, source_id: str, raw_patient_id: str) -> str:
+    """HMAC-SHA256 of the raw id: linkable within an installation, never reversible."""
+    message = f"{source_id}\x00{raw_patient_id}".encode("utf-8")
+    return hmac.new(salt.encode("utf-8"), message, hashlib.sha256).hexdigest()[:20]
+
+
+def patient_split(seed: int, key: str, fractions: dict[str, float]) -> str:
+    """Deterministic split of a patient: all of a patient's items land together."""
+    u = _unit_interval(f"split\x00{seed}\x00{key}")
+    edge = 0.0
+    for split in SPLITS:
+        edge += fractions[split]
+        if u < edge:
+            return split
+    return next(s for s in reversed(SPLITS) if fractions[s] > 0)
+
+
+def shard_of(item: str, split: str, n_shards: int) -> str:
+    index = int(_unit_interval("shard\x00" + item) * n_shards)
+    return f"{split}-{index:03d}"
+
+
+PROVIDED_SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}

@@ -1,0 +1,290 @@
+"""The dataset-level files of a latent dataset: `index.json`, timm's `_info.json`, the card.
+
+Built from the per-shard part records of the extraction jobs (see `medlatent.latents.extract`): they
+name the tars that exist (empty shards have none) and their sha256, which is checked here
+against the files. Nothing time- or machine-dependent goes in, so republishing unchanged
+latents gives byte-identical files (and DVC sees no new version).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from medlatent.core.atomic import write_text
+from medlatent.models.card import file_sha256, weights_statement
+from medlatent.config import SPLITS, canonical_json
+from medlatent.core.errors import InputError
+
+#: Format tag of the per-shard part records extract_latents writes for index_latents.
+PART_FORMAT = "medlatent-latent-part/1"
+#: Latents are stored as float16: half the bytes, ample precision for posterior means.
+LATENT_DTYPE = np.float16
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = "medlatent-latents/1"
+INDEX_FILES = ("index.json", "_info.json", "README.md")
+
+
+def read_parts(paths: list[str | Path]) -> list[dict]:
+    """Part records in shard order (train, val, test; then shard number)."""
+    parts = []
+    for path in paths:
+        part = json.loads(Path(path).read_text(encoding="utf-8"))
+        if part.get("format") != PART_FORMAT:
+            raise InputError(path, f"not a {PART_FORMAT} part record", "delete it and rerun its extract_latents job")
+        parts.append(part)
+    return sorted(parts, key=lambda p: (SPLITS.index(p["split"]), p["shard"]))
+
+
+def _check_folder(dataset_dir: Path, parts: list[dict]) -> None:
+    """Every recorded tar present and unchanged; leftovers of killed or outdated jobs removed."""
+    expected = {p["tar"] for p in parts if p["tar"]} | set(INDEX_FILES)
+    for path in sorted(dataset_dir.iterdir()):
+        if path.name not in expected and (path.suffix == ".tar" or path.name.endswith(".tmp")):
+            log.warning("removing %s: no extraction job of the current configuration made it", path)
+            path.unlink()
+    for part in parts:
+        if part["tar"] and file_sha256(dataset_dir / part["tar"]) != part["sha256"]:
+            raise InputError(dataset_dir / part["tar"], "differs from the sha256 its extraction job recorded",
+                             f"delete data/latent_parts/{part['model']}/{part['source']}/{part['shard']}.json and rerun")
+
+
+def storage(parts: list[dict]) -> dict:
+    """Bytes of the float32 normalized images vs their float16 latents, theoretical and on disk.
+
+    theoretical = float32 input bytes / float16 classifier-latent bytes (the compression of
+    the model, f x 2 / C); payload = float32 input bytes / float16 bytes of every stored
+    array (the latent plus what `latents.store` keeps: each extra array costs one latent);
+    measured = float32 input bytes / tar bytes (the payload plus tar and npy headers,
+    meta.json and labels.json: per-sample overhead of a few KiB, negligible for full-size
+    images, visible on tiny demo images).
+    """
+    keys = ("input_float32_bytes", "latent_float16_bytes", "stored_float16_bytes", "normalized_bytes")
+    figures = {key: sum(p[key] for p in parts) for key in keys}
+    figures["tar_bytes"] = sum(p["bytes"] for p in parts)
+    if figures["latent_float16_bytes"]:
+        figures["theoretical_ratio"] = round(figures["input_float32_bytes"] / figures["latent_float16_bytes"], 4)
+        figures["payload_ratio"] = round(figures["input_float32_bytes"] / figures["stored_float16_bytes"], 4)
+        figures["measured_ratio"] = round(figures["input_float32_bytes"] / figures["tar_bytes"], 4)
+        figures["measured_over_payload"] = round(figures["measured_ratio"] / figures["payload_ratio"], 4)
+    return figures
+
+
+def _one(parts: list[dict], key: str, spec: dict):
+    """A fact every part record must agree on (None without parts)."""
+    values = {canonical_json(p[key]) for p in parts}
+    if len(values) > 1:
+        raise InputError(f"data/latent_parts/{spec['model']}/{spec['source']}", f"shards disagree on {key!r}",
+                         "rerun the extract_latents jobs of this dataset")
+    return parts[0][key] if parts else None
+
+
+def build_index(spec: dict, parts: list[dict], card_path: str | Path) -> dict:
+    """index.json content: shards, counts, hashes, latent shape, licence, storage, provenance."""
+    shapes = sorted({tuple(shape) for p in parts for shape in p["latent_shapes"]})
+    weights = {p["weights_sha256"] for p in parts}
+    if len(weights) > 1:
+        raise InputError(f"data/latent_parts/{spec['model']}/{spec['source']}", "shards were encoded with different weights",
+                         "rerun the extract_latents jobs of this dataset")
+    projected = _one(parts, "projected", spec)
+    return {
+        "format": INDEX_FORMAT,
+        "name": f"{spec['model']}/{spec['source']}",
+        "model": spec["model"],
+        "source": spec["source"],
+        "source_name": spec["source_name"],
+        "modality": spec["modality"],
+        "anatomy": spec["anatomy"],
+        "dims": spec["dims"],
+        "shards": [{"file": p["tar"], "split": p["split"], "num_samples": p["num_samples"], "sha256": p["sha256"],
+                    "bytes": p["bytes"]} for p in parts if p["tar"]],
+        "splits": {split: sum(p["num_samples"] for p in parts if p["split"] == split) for split in SPLITS},
+        "num_samples": sum(p["num_samples"] for p in parts),
+        "rejected_items": sorted(item for p in parts for item in p["rejected"]),
+        "latent": {"dtype": LATENT_DTYPE.__name__, "shape": list(shapes[0]) if len(shapes) == 1 else None,
+                   "shapes": [list(s) for s in shapes], "channels_first": True,
+                   "projected": projected, "classification_scale": spec["classification_scale"],
+                   "stored": _one(parts, "stored", spec)},
+        "encoding": {"method": "posterior_mean", **(parts[0]["encoding"] if parts else {})},
+        "normalize": parts[0]["normalize"] if parts else None,
+        "weights_sha256": weights.pop() if weights else None,
+        "model_card_sha256": file_sha256(card_path),
+        "model_weights": weights_statement(json.loads(Path(card_path).read_text(encoding="utf-8"))),
+        "config_sha256": spec["config_sha256"],
+        "demo_weights": any(p["demo_weights"] for p in parts),
+        "demo_data": any(p["demo_data"] for p in parts),
+        "license": spec["license"],
+        "storage": storage(parts),
+        "files": {"info": "_info.json", "card": "README.md"},
+    }
+
+
+def build_info(index: dict) -> dict:
+    """`_info.json` as timm's WebDataset reader reads it (timm/data/readers/reader_wds.py)."""
+    splits = {}
+    for split in SPLITS:
+        shards = [s for s in index["shards"] if s["split"] == split]
+        if shards:
+            splits[split] = {"name": split, "num_samples": sum(s["num_samples"] for s in shards),
+                             "filenames": [s["file"] for s in shards],
+                             "shard_lengths": [s["num_samples"] for s in shards]}
+    return {"name": index["name"], "splits": splits}
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def build_card(index: dict) -> str:
+    """README.md of the dataset: what it is, how to load it, its licence and its storage."""
+    licence, store, latent = index["license"], index["storage"], index["latent"]
+    shape = "x".join(map(str, latent["shape"])) if latent["shape"] else "varies per volume: " + ", ".join(
+        "x".join(map(str, s)) for s in latent["shapes"])
+    demo = ("**Demo weights: yes.** These latents come from small random-initialised demo networks trained "
+            "for seconds on synthetic data; they carry no learned meaning and only exercise the pipeline."
+            if index["demo_weights"] else "Demo weights: no (trained MedVAE weights; sha256 below).")
+    lines = [
+        f"# Latent dataset {index['model']} / {index['source']}",
+        "",
+        f"Deterministic latents (posterior means{', after the stage-2 projection' if latent['projected'] else ''}) "
+        f"of model `{index['model']}` on the normalized images of `{index['source']}` ({index['source_name']}; "
+        f"{index['modality']}, {index['dims']}D). One WebDataset sample per image: `latent.npy` "
+        f"({latent['dtype']}, channels first), `meta.json` (geometry, normalization, provenance; no patient "
+        f"information) and `labels.json`.",
+        "",
+        demo,
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from medlatent import load_latents",
+        f"for latent, labels, meta in load_latents(\"data/latents/{index['model']}/{index['source']}\", split=\"train\"):",
+        "    ...  # latent: float32 tensor (C, h, w) or (C, d, h, w)",
+        "```",
+        "",
+        "`_info.json` lists splits, shard files and sample counts in the layout of timm's WebDataset reader.",
+        "",
+        *_classifier_lines(latent),
+        "",
+        *_decode_lines(index),
+        "",
+        "## Licence",
+        "",
+        f"- Source licence: **{licence['name']}**",
+        f"- Sharing derived data allowed: {_yes_no(licence.get('share_derived', False))}"
+        + (f" (permission recorded: {licence['permission']})" if licence.get("permission") else ""),
+        f"- Commercial use: {_yes_no(licence.get('commercial', False))}",
+    ]
+    if licence.get("notes"):
+        lines.append(f"- Notes: {licence['notes']}")
+    lines += [
+        "",
+        "## Contents",
+        "",
+        "| split | samples | shards |",
+        "|---|---|---|",
+        *(f"| {split} | {index['splits'][split]} | {sum(1 for s in index['shards'] if s['split'] == split)} |"
+          for split in SPLITS),  # SPLITS order: the index read back from JSON has its keys sorted
+        "",
+        f"Latent shape: {shape}. Items that failed normalization (absent): {len(index['rejected_items'])}.",
+        "",
+        "## Storage",
+        "",
+    ]
+    if "theoretical_ratio" in store:
+        extras = [name for name in latent["stored"] if name != "latent"]
+        lines += [
+            f"- Normalized images as float32: {store['input_float32_bytes']:,} bytes; latents as float16: "
+            f"{store['latent_float16_bytes']:,} bytes.",
+            f"- Theoretical storage ratio (float32 image bytes / float16 latent bytes): {store['theoretical_ratio']:.2f}.",
+        ]
+        if extras:
+            lines.append(
+                f"- Also stored (`latents.store`): {', '.join(f'`{name}.npy`' for name in extras)}, "
+                f"{store['stored_float16_bytes'] - store['latent_float16_bytes']:,} bytes as float16 (one latent's "
+                f"bytes each); payload ratio (float32 image bytes / float16 bytes of all stored arrays): "
+                f"{store['payload_ratio']:.2f}.")
+        lines += [
+            f"- Measured storage ratio (float32 image bytes / tar bytes on disk): {store['measured_ratio']:.2f} "
+            f"({100 * store['measured_over_payload']:.1f}% of the payload ratio; the rest is tar and npy headers, "
+            "meta.json and labels.json).",
+            f"- The normalized HDF5 shards (gzip) take {store['normalized_bytes']:,} bytes.",
+        ]
+    else:
+        lines.append("- Empty dataset: no samples.")
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"- Model weights sha256: `{index['weights_sha256']}`",
+        f"- Model card sha256: `{index['model_card_sha256']}`",
+        *([f"- Model weights loaded: {index['model_weights']}"] if index.get("model_weights") else []),
+        f"- Config sha256: `{index['config_sha256']}`",
+        f"- Synthetic demo data: {_yes_no(index['demo_data'])}",
+        "- Per-shard sha256 and sample counts: `index.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _classifier_lines(latent: dict) -> list[str]:
+    projected = "yes (stage-2 projection)" if latent["projected"] else "no (the posterior mean itself)"
+    return [
+        "## Classifiers",
+        "",
+        f"- Latents projected: {projected}.",
+        f"- Classification scale: {latent['classification_scale']} (a classifier sees the latent averaged over "
+        "channels and divided by it; `evaluation.cad.latent_scale`, 4.6 in the public MedVAE code).",
+        "- Both are in `index.json` under `latent` (`projected`, `classification_scale`).",
+    ]
+
+
+def _decode_lines(index: dict) -> list[str]:
+    latent = index["latent"]
+    if latent["stored"] is None:  # an empty dataset
+        return []
+    described = {"mean": "`mean.npy` (the unprojected posterior mean, what the decoder decodes)",
+                 "logvar": "`logvar.npy` (the posterior log-variance, to resample)"}
+    extras = [described[name] for name in latent["stored"] if name != "latent"]
+    lines = [
+        "## Stored arrays and decoding",
+        "",
+        f"Per sample beside `latent.npy` (`latents.store`): {', '.join(extras) if extras else 'nothing'}.",
+        "",
+    ]
+    if latent["projected"] and "mean" not in latent["stored"]:
+        return lines + ["Not decodable: the latents are projected (not invertible) and the unprojected mean was not "
+                        "stored; set `latents.store: [mean]` and rerun the extraction to decode."]
+    return lines + [
+        "Back to images, on the normalized intensity scale of the model (see the project README):",
+        "",
+        "```",
+        f"medlatent decode data/latents/{index['model']}/{index['source']} --out decoded/ "
+        f"--format {'png' if index['dims'] == 2 else 'nifti'}",
+        "```",
+    ]
+
+
+def dataset_files(index: dict) -> dict[str, str]:
+    """The text of each of `INDEX_FILES` for an index: what is written, and what `verify` expects."""
+    return {"index.json": json.dumps(index, indent=1, sort_keys=True) + "\n",
+            "_info.json": json.dumps(build_info(index), indent=1, sort_keys=True) + "\n",
+            "README.md": build_card(index)}
+
+
+def write_dataset_files(spec: dict, part_paths: list[str | Path], card_path: str | Path, dataset_dir: str | Path) -> dict:
+    """Check the tars against the part records and write index.json, _info.json and README.md."""
+    dataset_dir = Path(dataset_dir)
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    parts = read_parts(part_paths)
+    _check_folder(dataset_dir, parts)
+    index = build_index(spec, parts, card_path)
+    for name, text in dataset_files(index).items():
+        write_text(dataset_dir / name, text)
+    log.info("%s: %d samples in %d shards", index["name"], index["num_samples"], len(index["shards"]))
+    return index

@@ -1,0 +1,156 @@
+"""Modality-specific intensity and geometry normalization into the model's input range.
+
+2D: intensity to [0, 1] (min-max within percentiles), aspect-preserving resize to fit the
+configured size, pad with the background value. 3D: reorient to RAS, resample to the
+configured spacing, intensity (CT: HU window; MRI: percentile scaling), optional centre
+pad/crop. MONAI transforms do the 3D geometry (orientation, spacing); the 2D path is a plain
+resize and pad in torch/numpy because importing MONAI costs seconds per job and 2D shards are
+many. The parameters of every step are recorded so a latent can be mapped back to the
+original grid.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from medlatent import io
+from medlatent.core.errors import InputError
+from medlatent.io.h5 import ShardWriter
+
+log = logging.getLogger(__name__)
+
+#: Axis labels of world space; with these "RAS" means the NIfTI/nibabel convention.
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+#: MONAI modes of the 3D resampling for the configured interpolation (no bicubic/area in 3D).
+INTERPOLATION_3D = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bilinear", "area": "bilinear"}
+
+
+def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
+    """Map intensities to spec['output_range']; returns the array and the mapping used."""
+    lo_out, hi_out = spec["output_range"]
+    if spec["modality"] == "ct":
+        lo, hi = spec["hu_window"]
+    else:
+        lo, hi = (float(v) for v in np.percentile(array, spec["percentiles"]))
+    if hi <= lo:
+        raise InputError("<array>", f"constant image (intensity window {lo}..{hi} is empty)", "drop the image or check its decoding")
+    scaled = np.clip((array - lo) / (hi - lo) * (hi_out - lo_out) + lo_out, lo_out, hi_out)
+    return np.asarray(scaled, dtype=np.float32), {"window": [float(lo), float(hi)], "output_range": [lo_out, hi_out]}
+
+
+def resize_2d(image: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarray:
+    """A 2D float32 image resized to `shape` with torch `mode` (also how decoding maps back)."""
+    # antialias when shrinking, as a radiologist's viewer does; only the smooth kernels take it
+    antialias = (shape[0] < image.shape[0] or shape[1] < image.shape[1]) and mode in ("bilinear", "bicubic")
+    smooth = {} if mode in ("nearest", "area") else {"align_corners": False}
+    resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None],
+                            size=tuple(shape), mode=mode, antialias=antialias, **smooth)
+    return resized[0, 0].numpy()
+
+
+def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
+    scaled, intensity = scale_intensity(array, spec)
+    target_h, target_w = spec["size"]
+    height, width = scaled.shape
+    scale = min(target_h / height, target_w / width)
+    resized_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    lo_out, hi_out = spec["output_range"]
+    resized = np.clip(resize_2d(scaled, resized_shape, spec["interpolation"]), lo_out, hi_out)  # bicubic overshoots
+    pad_top = (target_h - resized_shape[0]) // 2
+    pad_left = (target_w - resized_shape[1]) // 2
+    pads = ((pad_top, target_h - resized_shape[0] - pad_top), (pad_left, target_w - resized_shape[1] - pad_left))
+    out = np.pad(resized, pads, constant_values=lo_out).astype(np.float32)
+    transform = {
+        "intensity": intensity,
+        "scale": scale,
+        "resized_shape": list(resized_shape),
+        "pad_offset": [pad_top, pad_left],
+    }
+    return out, transform
+
+
+def normalize_3d(array: np.ndarray, affine: np.ndarray, spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    from monai.data import MetaTensor  # imported here: MONAI loads all its submodules (seconds)
+    from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing
+
+    scaled, intensity = scale_intensity(array, spec)
+    image = MetaTensor(torch.from_numpy(scaled)[None], affine=torch.as_tensor(affine))
+    image = Orientation(axcodes="RAS", labels=RAS_LABELS)(image)
+    if spec.get("spacing"):
+        image = Spacing(pixdim=spec["spacing"], mode=INTERPOLATION_3D[spec["interpolation"]], padding_mode="border")(image)
+    resampled_shape = list(image.shape[1:])
+    if spec.get("size"):
+        image = ResizeWithPadOrCrop(spatial_size=spec["size"], value=spec["output_range"][0])(image)
+    out_affine = np.asarray(image.affine, dtype=np.float64)
+    transform = {"intensity": intensity, "orientation": "RAS", "resampled_shape": resampled_shape}
+    return np.asarray(image[0], dtype=np.float32), out_affine, transform
+
+
+def resample_3d(volume: np.ndarray, affine: np.ndarray, target_affine: np.ndarray, target_shape: tuple[int, ...],
+                mode: str, background: float) -> np.ndarray:
+    """A float32 volume on the voxel grid (`target_affine`, `target_shape`) of the same world space.
+
+    The inverse of `normalize_3d`'s geometry (how decoding maps a volume back onto its
+    acquisition grid): MONAI `SpatialResample` with `mode` (INTERPOLATION_3D), voxels outside
+    the volume's field of view set to `background`.
+    """
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
+
+    # SpatialResample pads with zeros: shift so that zero is the background
+    image = MetaTensor(torch.from_numpy(np.asarray(volume, dtype=np.float32) - background)[None],
+                       affine=torch.as_tensor(affine, dtype=torch.float64))
+    resampled = SpatialResample(mode=mode, padding_mode="zeros", dtype=torch.float32)(
+        image, dst_affine=torch.as_tensor(target_affine, dtype=torch.float64), spatial_size=tuple(target_shape))
+    return np.asarray(resampled[0], dtype=np.float32) + np.float32(background)
+
+
+def normalize_item(path: Path, spec: dict, frame: int | None = None) -> tuple[np.ndarray, dict]:
+    """Read and normalize one item (one `frame` of a multi-frame file if given); returns the
+    array and its allow-listed attributes."""
+    loaded = io.read_image(path, frame=frame)
+    attrs = {"original_shape": list(loaded.array.shape), **loaded.meta}
+    if spec["dims"] == 2:
+        array, transform = normalize_2d(loaded.array, spec)
+        attrs["spacing"] = list(loaded.spacing) if loaded.spacing else None
+    else:
+        # without a reader's geometry (e.g. .npy stacks) normalization takes voxels for 1 mm RAS
+        original_affine = loaded.affine if loaded.affine is not None else np.eye(4)
+        array, affine, transform = normalize_3d(loaded.array, original_affine, spec)
+        attrs["original_affine"] = np.asarray(original_affine, dtype=np.float64).tolist()
+        attrs["affine"] = affine.tolist()
+        attrs["spacing"] = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
+        attrs["orientation"] = "RAS"
+    if not np.isfinite(array).all():
+        raise InputError(path, "non-finite values after normalization", "check the source image for NaN/Inf")
+    attrs["transform"] = transform
+    return array, attrs
+
+
+def normalize_shard(spec: dict, shard: str, manifest: pd.DataFrame, files_index: pd.DataFrame, root: Path, out: Path, demo: bool) -> dict:
+    """Write one HDF5 shard; items that fail are recorded in the shard, never dropped silently."""
+    rows = manifest[manifest["shard"] == shard]
+    files = files_index.set_index("file_key")
+    frames = files["frame"] if "frame" in files else pd.Series(pd.NA, index=files.index)
+    counts = {"items": 0, "failed": 0}
+    with ShardWriter(out, {"shard": shard, "normalize": spec, "demo": demo}) as writer:
+        for row in tqdm(rows.itertuples(index=False), total=len(rows), desc=f"normalize {shard}", unit="item", mininterval=5):
+            try:
+                frame = frames[row.file_key]
+                array, attrs = normalize_item(root / files.at[row.file_key, "path"], spec, None if pd.isna(frame) else int(frame))
+            except InputError as error:
+                writer.reject(row.item_id, error.reason)
+                log.warning("failed %s: %s", row.item_id, error.reason)
+                counts["failed"] += 1
+                continue
+            writer.add(row.item_id, array, {**attrs, "split": row.split})
+            counts["items"] += 1
+    log.info("normalized %s: %d items, %d failed", shard, counts["items"], counts["failed"])
+    return counts

@@ -1,0 +1,56 @@
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medlatent.normalize.run import normalize_2d, normalize_3d, scale_intensity
+
+SPEC_2D = {"modality": "xray", "dims": 2, "size": [64, 64], "intensity": "minmax", "percentiles": [0.0, 100.0],
+           "output_range": [-1.0, 1.0], "interpolation": "bicubic"}
+SPEC_CT = {"modality": "ct", "dims": 3, "hu_window": [-1000.0, 1000.0], "spacing": [2.0, 2.0, 2.0], "size": None,
+           "output_range": [-1.0, 1.0], "interpolation": "bilinear"}
+
+
+def test_2d_keeps_aspect_and_pads_with_background():
+    image = np.random.default_rng(0).uniform(100, 4000, size=(96, 48)).astype(np.float32)
+    out, transform = normalize_2d(image, SPEC_2D)
+    assert out.shape == (64, 64)
+    assert transform["resized_shape"] == [64, 32] and transform["pad_offset"] == [0, 16]
+    assert np.all(out[:, :16] == -1.0) and np.all(out[:, 48:] == -1.0)
+    assert out.min() >= -1.0 and out.max() <= 1.0
+
+
+def test_ct_hu_window_maps_known_values():
+    hu = np.array([[-2000.0, -1000.0], [0.0, 1000.0]], dtype=np.float32)
+    scaled, mapping = scale_intensity(hu, SPEC_CT)
+    np.testing.assert_allclose(scaled, [[-1.0, -1.0], [0.0, 1.0]])
+    assert mapping["window"] == [-1000.0, 1000.0]
+
+
+def test_constant_image_is_refused():
+    from medlatent.core.errors import InputError
+
+    with pytest.raises(InputError, match="constant image"):
+        scale_intensity(np.ones((8, 8), np.float32), SPEC_2D)
+
+
+def test_non_ras_volume_ends_up_ras_at_the_configured_spacing():
+    # LPS orientation: x and y axes point the other way; 1 x 1 x 4 mm voxels.
+    affine = np.diag([-1.0, -1.0, 4.0, 1.0])
+    volume = np.full((40, 40, 10), -1000.0, dtype=np.float32)
+    volume[2:6, 30:34, 1:3] = 1000.0  # bright marker near voxel-x low, voxel-y high
+    out, out_affine, transform = normalize_3d(volume, affine, SPEC_CT)
+    assert nib.aff2axcodes(out_affine) == ("R", "A", "S")
+    np.testing.assert_allclose(np.linalg.norm(out_affine[:3, :3], axis=0), [2.0, 2.0, 2.0])
+    assert out.shape == (20, 20, 19)  # MONAI keeps the span between voxel centres: 9 * 4 mm / 2 + 1
+    # world position of the marker is preserved: compare its centre before and after
+    marker_world = affine @ np.array([3.5, 31.5, 1.5, 1.0])
+    index = np.argwhere(out > 0.5).mean(axis=0)
+    found_world = out_affine @ np.array([*index, 1.0])
+    np.testing.assert_allclose(found_world[:3], marker_world[:3], atol=2.5)
+
+
+def test_3d_size_pads_with_background():
+    spec = {**SPEC_CT, "spacing": None, "size": [16, 16, 16]}
+    out, _, _ = normalize_3d(np.zeros((8, 8, 8), np.float32), np.eye(4), spec)
+    assert out.shape == (16, 16, 16)
+    assert out[0, 0, 0] == -1.0 and out[8, 8, 8] == 0.0
