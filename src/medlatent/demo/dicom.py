@@ -21,8 +21,6 @@ PHI_KEYWORDS = (
     "InstitutionName",
     "AccessionNumber",
 )
-
-
 INSTITUTION = "SYNTHETIC GENERAL HOSPITAL"
 
 

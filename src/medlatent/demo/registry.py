@@ -19,12 +19,9 @@ from medlatent.demo.nifti import nifti_volume
 from medlatent.demo.xray import cxr_dicom, xray_png
 
 LABELS_FILE = "labels.csv"
-
-
 #: Label-table patient ids shorter than this are dataset-assigned case numbers (MRNet's
 #: "0042"), not PHI, and would match unrelated text when searched for.
 MIN_PHI_ID_LENGTH = 6
-
 
 GENERATORS: dict[str, Callable[[dict, Path, np.random.Generator, int], list[dict]]] = {
     "cxr_dicom": cxr_dicom,
