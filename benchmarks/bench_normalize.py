@@ -14,7 +14,7 @@ import numpy as np
 from medlatent import io
 from medlatent.io.h5 import ShardWriter
 from medlatent.normalize.run import normalize_item
-from medlatent.demo.synthetic import generate
+from medlatent.demo.registry import generate
 
 #: One 2D and one 3D demo source, as in workflow/demo/config.yaml but larger images.
 CASES = {

@@ -12,7 +12,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from medlatent import io
 from medlatent.core.errors import ConfigError, InputError
-from medlatent.demo.synthetic import GENERATORS, generate, phi_strings
+from medlatent.demo.registry import GENERATORS, generate, phi_strings
 
 #: Small sources, one per generator, big enough for the learnability checks.
 SPECS = {

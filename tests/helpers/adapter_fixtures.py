@@ -16,7 +16,8 @@ import pandas as pd
 from PIL import Image
 from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation, DigitalMammographyXRayImageStorageForProcessing, generate_uid
 
-from medlatent.demo.synthetic import write_ct_series, write_dicom
+from medlatent.demo.ct import write_ct_series
+from medlatent.demo.dicom import write_dicom
 
 RNG = np.random.default_rng(0)
 

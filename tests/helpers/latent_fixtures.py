@@ -111,7 +111,7 @@ def demo_dataset(demo_config: dict, source_id: str, tmp_path: Path, access: dict
     from medlatent.latents.index import write_dataset_files
     from medlatent.latents.extract import extract_shard
     from medlatent.normalize.run import normalize_shard
-    from medlatent.demo.synthetic import generate
+    from medlatent.demo.registry import generate
 
     raw, normalized, dataset = tmp_path / "raw", tmp_path / "normalized" / source_id, tmp_path / "latents" / source_id
     entry = mlconfig.source(demo_config, source_id)

@@ -18,7 +18,9 @@ from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittle
 from medlatent import io
 from medlatent.core.errors import InputError
 from medlatent.io.types import META_FIELDS
-from medlatent.demo.synthetic import generate, phi_strings, write_ct_series, write_dicom
+from medlatent.demo.ct import write_ct_series
+from medlatent.demo.dicom import write_dicom
+from medlatent.demo.registry import generate, phi_strings
 
 TOP_12BIT = 4095
 

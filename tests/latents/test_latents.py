@@ -247,7 +247,7 @@ def test_verify_names_every_tampered_truncated_missing_or_edited_file(built, tmp
 def test_no_phi_from_synthetic_dicom_headers_reaches_the_dataset(demo_config, tmp_path):
     """Real synthetic DICOMs (patient names, ids, dates in their headers) through curate,
     normalize and extraction: none of their PHI is in any file of the latent dataset."""
-    from medlatent.demo.synthetic import phi_strings
+    from medlatent.demo.registry import phi_strings
 
     built = demo_dataset(demo_config, "demo_cxr", tmp_path, {"n_patients": 6, "images_per_patient": 2},
                          tiny_model(tmp_path / "model" / "stage2.pt"))

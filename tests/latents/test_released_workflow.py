@@ -22,7 +22,7 @@ from hub_fixtures import fill_hub_cache
 from medlatent.io.h5 import ShardReader
 from medlatent.latents.loader import decode_sample, shard_urls
 from medlatent.models.registry import RELEASED, RELEASED_REPO, architecture, published_spec
-from medlatent.demo.synthetic import write_dicom
+from medlatent.demo.dicom import write_dicom
 from medvae_oracle import RGB_MODELS, model_entry, released_model, save_released
 from workflow_helpers import REPO, planned_jobs, snakemake
 

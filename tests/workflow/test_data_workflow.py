@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from medlatent import config as mlconfig
-from medlatent.demo.synthetic import phi_strings
+from medlatent.demo.registry import phi_strings
 from workflow_helpers import DEMO_CONFIG, REPO, edited_demo_config, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow

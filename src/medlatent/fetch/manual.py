@@ -3,7 +3,7 @@
 The fetch checks that `access.path` (default data/manual/<id>) holds at least one file
 matching any of the `access.expect` glob patterns, and otherwise stops with the steps to
 obtain the data: where to apply, what to download, where to put it. Steps come from
-../shared/sources.yaml (hosts and access routes as of that survey); a source not listed here
+docs/sources.md (hosts and access routes recorded there); a source not listed here
 gets generic steps built from its `access.url`, or its own `access.steps` list.
 """
 

@@ -1,4 +1,4 @@
-"""Method `synthetic`: generate the embedded demo data (medlatent.demo.synthetic)."""
+"""Method `synthetic`: generate the embedded demo data (medlatent.demo)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 def fetch(source: dict, raw_dir: Path, *, seed: int) -> Path:
     """Write the generated files into raw_dir/files, replacing any earlier attempt whole."""
-    from medlatent.demo.synthetic import generate
+    from medlatent.demo.registry import generate
 
     files = raw_dir / "files"
     staging = raw_dir / ".files.generating"

@@ -1,8 +1,8 @@
 """AMOS 2022: the CT volumes only, one patient per case; segmentation masks are not images.
 
-Release layout (Zenodo 7262581, ../shared/sources.yaml): amos22/{imagesTr,imagesVa,imagesTs}/amos_<id>.nii.gz,
+Release layout (Zenodo 7262581, docs/sources.md): amos22/{imagesTr,imagesVa,imagesTs}/amos_<id>.nii.gz,
 masks in labelsTr/labelsVa. Cases with id <= 500 are CT, the others MRI (AMOS' own numbering, as
-sources.yaml records it; the metadata sheet is not needed to tell them apart).
+docs/sources.md records it; the metadata sheet is not needed to tell them apart).
 """
 
 from __future__ import annotations

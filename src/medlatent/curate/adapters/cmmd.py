@@ -4,7 +4,7 @@ Release layout: the TCIA collection CMMD as series folders of DICOM files (our t
 <SeriesInstanceUID>/1-1.dcm), plus CMMD_clinicaldata_revision.xlsx, downloaded separately from
 the collection page, one row per breast: ID1 (patient, = DICOM PatientID), LeftRight (L/R, =
 DICOM ImageLaterality), abnormality (calcification / mass / both), classification (Benign /
-Malignant). Names from ../shared/sources.yaml; a CSV export of the sheet is read too.
+Malignant). Names from docs/sources.md; a CSV export of the sheet is read too.
 Labels: malignancy = classification is Malignant; calcification = abnormality is calcification
 or both. The 80/20 patient split is config (`split.fractions`).
 """

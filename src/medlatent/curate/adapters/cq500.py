@@ -1,9 +1,9 @@
 """CQ500: head fracture by majority of the three readers, one plain series per study.
 
-Release layout (qure.ai, ../shared/sources.yaml): CQ500-CT-<n>.zip holding
+Release layout (qure.ai, docs/sources.md): CQ500-CT-<n>.zip holding
 `CQ500CT<n> CQ500CT<n>/Unknown Study/<series name>/CT*.dcm`, and reads.csv with `name`
 (CQ500-CT-<n>) and per reader R1/R2/R3 columns such as `R1:Fracture` (0/1).
-fracture = at least two of R1:Fracture, R2:Fracture, R3:Fracture (sources.yaml: aggregation
+fracture = at least two of R1:Fracture, R2:Fracture, R3:Fracture (docs/sources.md: aggregation
 unverified). A study holds several reconstructions (thin, bone kernel, contrast); the paper
 does not say which it used, so ours is one plain soft-tissue series per study: the first by
 name without BONE, THIN, CONTRAST or 0.625 in it (the first of all if every name has one).

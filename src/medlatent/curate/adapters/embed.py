@@ -3,8 +3,8 @@
 Release layout (Emory-HITI/EMBED_Open_Data README): <cohort>/<patient>/<study>/<SOPInstanceUID>.dcm
 and tables/EMBED_OpenData_metadata.csv, one row per file: empi_anon (patient), anon_dicom_path,
 FinalImageType (2D, C-view), ViewPosition, ImageLateralityFinal, spot_mag (1: spot compression or
-magnification view). The FFDM filter FinalImageType == 2D and spot_mag == 0 is the one
-../shared/sources.yaml proposes (MedVAE's own filter is unverified).
+magnification view). The FFDM filter FinalImageType == 2D and spot_mag == 0 is the one the
+EMBED documentation proposes (docs/sources.md; MedVAE's own filter is unverified).
 """
 
 from __future__ import annotations

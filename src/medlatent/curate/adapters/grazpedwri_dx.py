@@ -2,7 +2,7 @@
 
 Release layout (figshare 14825193): images_part1..4.zip of <filestem>.png and dataset.csv, one row
 per image: filestem, patient_id, laterality, projection, fracture_visible, metal, cast (markers:
-1 or blank). Column names from ../shared/sources.yaml (3rd-party code). MedVAE removes the
+1 or blank). Column names from docs/sources.md (3rd-party code). MedVAE removes the
 samples with metal hardware and casts (sec 4.4); the 75/25 patient split is config.
 """
 

@@ -3,7 +3,7 @@
 Release layout (PhysioNet mimic-cxr-jpg/2.1.0; the DICOM release mimic-cxr/2.0.0 is the same
 with .dcm): files/pXX/p<subject_id>/s<study_id>/<dicom_id>.jpg, mimic-cxr-2.0.0-metadata.csv.gz
 (dicom_id, subject_id, ViewPosition: PA, AP, LATERAL, LL, ...) and mimic-cxr-2.0.0-split.csv.gz
-(dicom_id, split: train / validate / test). Names from ../shared/sources.yaml; the split values
+(dicom_id, split: train / validate / test). Names from docs/sources.md; the split values
 from the MIMIC-CXR-JPG PhysioNet project page. Which views are kept is config (`curation.views`).
 """
 

@@ -1,6 +1,6 @@
 """MRNet: ACL and meniscal tears per exam, all three planes, with the provided train/valid split.
 
-Release layout (MRNet-v1.0, ../shared/sources.yaml): {train,valid}/{axial,coronal,sagittal}/<case>.npy
+Release layout (MRNet-v1.0, docs/sources.md): {train,valid}/{axial,coronal,sagittal}/<case>.npy
 and {train,valid}-{acl,meniscus}.csv beside those folders, no header, rows `case,label`. Labels:
 acl, meniscus and acl_or_meniscus (the single "ACL/meniscal tear" task of the paper's Table 1).
 MRNet's own test set is hidden, so its public validation set is the held-out test split, as in

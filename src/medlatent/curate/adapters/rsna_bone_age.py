@@ -1,7 +1,7 @@
 """RSNA Pediatric Bone Age: 20 one-year bone-age classes, the provided training/validation split.
 
 Release layout: boneage-training-dataset.csv (id, boneage [months], male) with the images in
-boneage-training-dataset/<id>.png (../shared/sources.yaml), and the validation set's
+boneage-training-dataset/<id>.png (docs/sources.md), and the validation set's
 `Validation Dataset.csv` (Image ID, male, Bone Age (months)) with its images in
 boneage-validation-dataset-1/ and -2/ (names as the RSNA release ships them; the columns as
 3rd-party code reads them: dataset-ninja/rsna-bone-age src/convert.py). The paper's split is

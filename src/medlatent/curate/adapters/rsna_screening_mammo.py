@@ -1,6 +1,6 @@
 """RSNA Screening Mammography (Kaggle rsna-breast-cancer-detection): patient, view and side per image.
 
-Release layout (../shared/sources.yaml): train.csv (patient_id, image_id, laterality, view, cancer,
+Release layout (docs/sources.md): train.csv (patient_id, image_id, laterality, view, cancer,
 ...) and train_images/<patient_id>/<image_id>.dcm. No image is dropped: the sources survey gives
 no MedVAE filter for this set; `curation.views` can add one.
 """

@@ -7,9 +7,9 @@ by its subject (neuro-ml/amid verse.py reads the ids the same way). The split is
 folder: training 80 / validation 40 / test 40 series, the paper's 50/25/25.
 Fracture labels: the per-vertebra Genant grades of Löffler et al. 2020 (OSF https://osf.io/nqjyw/)
 are not inside the image archives, and the name and columns of that sheet are unverified
-(sources.yaml). This adapter reads them from `verse19_fracture_grades.csv` in the source root,
+(docs/sources.md). This adapter reads them from `verse19_fracture_grades.csv` in the source root,
 columns verse_id (e.g. verse004), vertebra (label as in the centroid JSON), genant_grade (0-3);
-fracture = any vertebra of the series with grade >= 1 (sources.yaml; aggregation unverified).
+fracture = any vertebra of the series with grade >= 1 (docs/sources.md; aggregation unverified).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """VinDr-Mammo: BI-RADS per breast (5 classes) and the provided training/test split.
 
-Release layout (PhysioNet vindr-mammo/1.0.0, ../shared/sources.yaml): images/<study_id>/<image_id>.dicom
+Release layout (PhysioNet vindr-mammo/1.0.0, docs/sources.md): images/<study_id>/<image_id>.dicom
 and breast-level_annotations.csv, one row per image: study_id, image_id, laterality, view_position,
 breast_birads ('BI-RADS 1' .. 'BI-RADS 5'), split (training / test). The published BI-RADS text is
 kept as the label: sorted, it is the class order. The release has no patient id; one study is
