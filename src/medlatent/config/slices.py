@@ -62,11 +62,13 @@ TRAIN_STAGES = ("stage1", "stage2")
 
 
 def fetch_slice(config: dict, source_id: str) -> dict:
+    """fetch_source: the source's id, modality, dims and access block."""
     entry = source(config, source_id)
     return {"id": entry["id"], "modality": entry["modality"], "dims": entry["dims"], "access": entry["access"]}
 
 
 def curate_slice(config: dict, source_id: str) -> dict:
+    """curate_source: the source's curation, split and shard settings, the run seed, the decode check."""
     entry = source(config, source_id)
     return {
         "id": entry["id"],
