@@ -79,12 +79,11 @@ def _load(args: argparse.Namespace) -> tuple[dict, Path]:
 
 
 def list_sources(args: argparse.Namespace) -> None:
+    from medlatent.config import data_dir, sources
     from medlatent.fetch import credentials
 
     if args.source:
         raise ConfigError(f"`medlatent sources` takes no source id (got {args.source!r}); to check one: medlatent sources check {args.source}")
-    from medlatent.config import data_dir, sources
-
     config, root = _load(args)
     raw = root / data_dir(config) / "raw"
     header = ("id", "method", "credentials", "local", "size")
