@@ -1,6 +1,6 @@
 # MedLatent: fetch -> curate -> normalize -> train -> latents -> CAD/evaluate -> report -> publish.
 # Thin on purpose: the logic lives in src/medlatent, the numbers in config.yaml, the defaults
-# in workflow/schemas/config.schema.yaml.
+# in the schema shipped with the package (src/medlatent/config/schema.yaml).
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -18,11 +18,6 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
-wildcard_constraints:
-    source=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    shard=r"(train|val|test)-\d{3}",
-
-
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/curate.smk"
 include: "workflow/rules/normalize.smk"
@@ -36,10 +31,10 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        curation_reports,
-        normalized_shards,
-        model_weights,
-        latent_indexes,
+        get_curation_reports,
+        get_normalized_shards,
+        get_model_weights,
+        get_latent_indexes,
         f"{RESULTS}/report/summary.md",
     default_target: True
 
@@ -47,18 +42,18 @@ rule all:
 # Stage targets: `snakemake data` (fetch -> curate -> normalize), `models`, `latents`.
 rule data:
     input:
-        curation_reports,
-        normalized_shards,
+        get_curation_reports,
+        get_normalized_shards,
     localrule: True
 
 
 rule models:
     input:
-        model_weights,
+        get_model_weights,
     localrule: True
 
 
 rule latents:
     input:
-        latent_indexes,
+        get_latent_indexes,
     localrule: True

@@ -70,13 +70,3 @@ def test_shards_are_split_pure(demo_config):
     # a random split with no validation fraction plans no validation shard; a provided split keeps it
     assert mlconfig.shard_ids(mlconfig.source(demo_config, "demo_mammo")) == ["train-000", "test-000"]
     assert mlconfig.shard_ids(mlconfig.source(demo_config, "demo_knee")) == ["train-000", "val-000", "test-000"]
-
-
-def test_salt_file_is_created_once(tmp_path, monkeypatch):
-    project = {"salt_env": "MEDLATENT_TEST_SALT", "salt": None}
-    monkeypatch.delenv("MEDLATENT_TEST_SALT", raising=False)
-    first = mlconfig.patient_salt(project, tmp_path)
-    assert first == mlconfig.patient_salt(project, tmp_path)
-    assert (tmp_path / ".patient_salt").stat().st_mode & 0o077 == 0
-    monkeypatch.setenv("MEDLATENT_TEST_SALT", "from-env")
-    assert mlconfig.patient_salt(project, tmp_path) == "from-env"

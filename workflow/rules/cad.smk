@@ -5,18 +5,14 @@
 rule cad_train:
     """Train and test one CAD classifier: one task, one input method, one seed."""
     input:
-        unpack(cad_inputs),
+        unpack(get_cad_inputs),
     output:
         f"{RESULTS}/cad/{{task}}/{{method}}/seed{{seed}}/metrics.json",
     params:
-        spec=cad_spec,
-    wildcard_constraints:
-        task=EVAL_ID,
-        method=EVAL_ID,
-        seed=r"\d+",
-    threads: config["evaluation"]["cad"]["num_workers"] + 1
+        spec=get_cad_spec,
+    threads: mlconfig.cad_train_resources(config)["threads"]
     resources:
-        gpu=config["evaluation"]["cad"]["gpus"],
+        gpu=mlconfig.cad_train_resources(config)["gpu"],
     log:
         "logs/cad/{task}/{method}/seed{seed}.log",
     benchmark:
@@ -32,12 +28,12 @@ rule cad_train:
 rule cad_table:
     """AUROC, accuracy and macro-F1 per (task, method): mean +- std over seeds."""
     input:
-        cad_metrics,
+        get_cad_metrics,
     output:
         csv=report(f"{RESULTS}/tables/cad.csv", caption="../report/cad_table.rst", category="1. Downstream CAD"),
         md=report(f"{RESULTS}/tables/cad.md", caption="../report/cad_table.rst", category="1. Downstream CAD"),
     params:
-        spec=table_spec("cad"),
+        spec=get_table_spec("cad"),
     log:
         "logs/cad/table.log",
     benchmark:

@@ -1,83 +1,152 @@
-# Helpers shared by all workflow/rules/*.smk: config validation and params slices.
+# Helpers shared by all workflow/rules/*.smk, in DAG order. Configuration is read only through
+# medlatent.config; every function a rule directive calls is named get_*.
 import re
-
-from snakemake.utils import validate
 
 from medlatent import config as mlconfig
 
+# ----------------------------------------------------------------------------- setup
+# Defaults from the schema shipped in the package, then the checks a schema cannot make.
+mlconfig.validate(config)
 
-validate(config, "../schemas/config.schema.yaml", set_default=True)
-mlconfig.check_references(config)
-
-DATA = config["paths"]["data"]
-RESULTS = config["paths"]["results"]
+DATA = mlconfig.data_dir(config)
+RESULTS = mlconfig.results_dir(config)
 ENV = "../../envs/medlatent.yaml"
+ID = mlconfig.id_pattern()
 
 
-def slice_param(slicer):
-    """A params function: the rule's config slice as canonical JSON for the CLI."""
+wildcard_constraints:
+    source=ID,
+    shard=mlconfig.shard_pattern(),
+    model=ID,
+    task=ID,
+    method=ID,
+    seed=r"\d+",
+    image_type=ID,
+
+
+def get_slice(slicer):
+    """params: a per-source config slice as canonical JSON for the CLI."""
     return lambda wildcards: mlconfig.canonical_json(slicer(config, wildcards.source))
 
 
-def curation_reports(wildcards):
+# ----------------------------------------------------------------------------- fetch, curate, normalize
+
+
+def get_curation_reports(wildcards):
     return expand(f"{DATA}/curated/{{source}}/report.json", source=mlconfig.source_ids(config))
 
 
-def normalized_shards(wildcards):
-    return [
-        f"{DATA}/normalized/{source}/{shard}.h5"
-        for source, shard in mlconfig.all_source_shards(config)
-    ]
+def get_normalized_shards(wildcards):
+    return [f"{DATA}/normalized/{source}/{shard}.h5" for source, shard in mlconfig.all_source_shards(config)]
 
 
-def latents_param(slicer):
-    """A params function: a (model, source) config slice as canonical JSON for the CLI."""
+def _source_shards(source_id, splits):
+    """Normalized shards of a source restricted to some splits."""
+    shards = mlconfig.shard_ids(mlconfig.source(config, source_id))
+    return [f"{DATA}/normalized/{source_id}/{shard}.h5" for shard in shards if shard.split("-")[0] in splits]
+
+
+# ----------------------------------------------------------------------------- train
+# The model ids each way of making stage2.pt serves (2D, 3D, imported released `weights`).
+def _model_pattern(ids):
+    """Wildcard constraint matching exactly these model ids (and nothing when there are none)."""
+    return "|".join(re.escape(i) for i in ids) if ids else "(?!)"
+
+
+MODELS_2D = _model_pattern(mlconfig.trained_models(config, 2))
+MODELS_3D = _model_pattern(mlconfig.trained_models(config, 3))
+MODELS_IMPORTED = _model_pattern(mlconfig.imported_models(config))
+
+
+def get_train_spec(stage):
+    """params: the model's training slice of `stage` as canonical JSON."""
+    return lambda wildcards: mlconfig.canonical_json(mlconfig.train_slice(config, wildcards.model, stage))
+
+
+def get_train_resource(stage, key):
+    """resources / threads of a training job (gpu, mem_mb, runtime, threads)."""
+    return lambda wildcards: mlconfig.train_resources(config, wildcards.model, stage)[key]
+
+
+def get_training_shards(split):
+    """The `split` shards of every training source of the model's dims."""
+
+    def shards(wildcards):
+        dims = mlconfig.model_dims(config, wildcards.model)
+        return [f"{DATA}/normalized/{s}/{shard}.h5" for s, shard in mlconfig.training_shards(config, dims, split)]
+
+    return shards
+
+
+def get_training_manifests(wildcards):
+    dims = mlconfig.model_dims(config, wildcards.model)
+    return [f"{DATA}/curated/{s}/manifest.parquet" for s in mlconfig.training_sources(config, dims)]
+
+
+def get_parent_stage1(wildcards):
+    """The stage-1 weights stage 2 starts from: the model's own (2D) or its inflate_from model's (3D)."""
+    return f"{RESULTS}/models/{mlconfig.stage1_parent(config, wildcards.model)}/stage1.pt"
+
+
+def get_imported_weights(wildcards):
+    return mlconfig.imported_weights_path(config, wildcards.model)
+
+
+def get_import_spec(wildcards):
+    return mlconfig.canonical_json(mlconfig.import_weights_slice(config, wildcards.model))
+
+
+def get_model_weights(wildcards):
+    """Final weights of every model, trained or imported."""
+    return [_model_weights(model_id) for model_id in mlconfig.model_ids(config)]
+
+
+def _model_weights(model_id):
+    return f"{RESULTS}/models/{model_id}/stage2.pt"
+
+
+# ----------------------------------------------------------------------------- latents
+
+
+def get_latents_spec(slicer):
+    """params: a (model, source) config slice as canonical JSON for the CLI."""
     return lambda wildcards: mlconfig.canonical_json(slicer(config, wildcards.model, wildcards.source))
 
 
-def latent_dataset_dir(wildcards):
+def get_latent_dataset_dir(wildcards):
     return f"{DATA}/latents/{wildcards.model}/{wildcards.source}"
 
 
-def latent_parts(wildcards):
+def get_latent_parts(wildcards):
     """Part records of every shard of the source (empty shards too: they write no tar)."""
     shards = mlconfig.shard_ids(mlconfig.source(config, wildcards.source))
     return [f"{DATA}/latent_parts/{wildcards.model}/{wildcards.source}/{shard}.json" for shard in shards]
 
 
-def latent_indexes(wildcards):
+def get_latent_indexes(wildcards):
     return [f"{DATA}/latents/{model}/{source}/index.json" for model, source in mlconfig.latent_pairs(config)]
 
 
-def published_indexes(wildcards):
+# ----------------------------------------------------------------------------- publish
+
+
+def get_published_indexes(wildcards):
     datasets = mlconfig.publish_slice(config)["datasets"]
     return [f"{DATA}/latents/{d['model']}/{d['source']}/index.json" for d in datasets]
 
 
-def publish_spec(wildcards):
+def get_publish_spec(wildcards):
     return mlconfig.canonical_json(mlconfig.publish_slice(config))
 
 
-# ----------------------------------------------------------------------------- evaluation: CAD, reconstruction, efficiency, report
-
-EVAL_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+# ----------------------------------------------------------------------------- CAD
 
 
-def eval_weights(model_id):
-    return f"{RESULTS}/models/{model_id}/stage2.pt"
-
-
-def eval_shards(source_id, splits):
-    """Normalized shards of a source restricted to some splits (CAD reads train + test only)."""
-    shards = mlconfig.shard_ids(mlconfig.source(config, source_id))
-    return [f"{DATA}/normalized/{source_id}/{shard}.h5" for shard in shards if shard.split("-")[0] in splits]
-
-
-def cad_spec(wildcards):
+def get_cad_spec(wildcards):
     return mlconfig.canonical_json(mlconfig.cad_slice(config, wildcards.task, wildcards.method, int(wildcards.seed)))
 
 
-def cad_inputs(wildcards):
+def get_cad_inputs(wildcards):
     """Manifest (labels, splits); shards for image-based methods; latent index or autoencoder weights."""
     task = mlconfig.cad_task(config, wildcards.task)
     method = mlconfig.cad_method(config, wildcards.task, wildcards.method)
@@ -85,23 +154,28 @@ def cad_inputs(wildcards):
     if method["kind"] == "medvae":
         inputs["model"] = f"{DATA}/latents/{method['model']}/{task['source']}/index.json"
     else:
-        inputs["shards"] = eval_shards(task["source"], ("train", "test"))
+        inputs["shards"] = _source_shards(task["source"], ("train", "test"))
     if method["kind"] == "slicewise":
-        inputs["model"] = eval_weights(method["model"])
+        inputs["model"] = _model_weights(method["model"])
     elif method["kind"] == "external":
         inputs["model"] = method["external"]["weights"]
     return inputs
 
 
-def cad_metrics(wildcards):
-    return [f"{RESULTS}/cad/{task}/{method}/seed{seed}/metrics.json" for task, method, seed in mlconfig.cad_jobs(config)]
+def get_cad_metrics(wildcards):
+    return [
+        f"{RESULTS}/cad/{task}/{method}/seed{seed}/metrics.json" for task, method, seed in mlconfig.cad_jobs(config)
+    ]
 
 
-def table_spec(table):
+def get_table_spec(table):
     return lambda wildcards: mlconfig.canonical_json(mlconfig.evaluation_table_slice(config, table))
 
 
-def recon_spec(wildcards):
+# ----------------------------------------------------------------------------- evaluate: reconstruction, efficiency
+
+
+def get_recon_spec(wildcards):
     return mlconfig.canonical_json(mlconfig.recon_slice(config, wildcards.image_type))
 
 
@@ -112,89 +186,35 @@ def _recon_weights(image_type):
         if method["kind"] == "external":
             weights[method["id"]] = method["external"]["weights"]
         elif method["kind"] != "interpolation":
-            weights[method["model"]] = eval_weights(method["model"])
+            weights[method["model"]] = _model_weights(method["model"])
     return weights
 
 
-def recon_inputs(wildcards):
+def get_recon_inputs(wildcards):
     spec = mlconfig.recon_slice(config, wildcards.image_type)
-    shards = [path for source in spec["sources"] for path in eval_shards(source, (spec["split"],))]
+    shards = [path for source in spec["sources"] for path in _source_shards(source, (spec["split"],))]
     return {"shards": shards, "weights": sorted(set(_recon_weights(wildcards.image_type).values()))}
 
 
-def recon_weights_arg(wildcards):
+def get_recon_weights_arg(wildcards):
     return " ".join(f"{key}={path}" for key, path in sorted(_recon_weights(wildcards.image_type).items()))
 
 
-def recon_outputs(kind):
+def get_recon_outputs(kind):
     name = {"per_item": "per_item.csv", "panels": "panels.npz"}[kind]
     return lambda wildcards: [f"{RESULTS}/recon/{t}/{name}" for t in mlconfig.image_types(config)]
 
 
-def efficiency_spec(wildcards):
+def get_efficiency_spec(wildcards):
     return mlconfig.canonical_json(mlconfig.efficiency_slice(config))
 
 
-def report_spec(wildcards):
+# ----------------------------------------------------------------------------- report
+
+
+def get_report_spec(wildcards):
     return mlconfig.canonical_json(mlconfig.report_slice(config))
 
 
-def report_weights(wildcards):
-    return [eval_weights(model["id"]) for model in config["models"]]
-
-
-def report_config_hash(wildcards):
+def get_report_config_hash(wildcards):
     return mlconfig.config_hash(config)
-
-
-# ----------------------------------------------------------------------------- training (train.smk)
-MODELS_2D = mlconfig.trained_models(config, 2)
-MODELS_3D = mlconfig.trained_models(config, 3)
-MODELS_IMPORTED = mlconfig.imported_models(config)
-
-
-def model_pattern(ids):
-    """Wildcard constraint matching exactly these model ids (and nothing when there are none)."""
-    return "|".join(re.escape(i) for i in ids) if ids else "(?!)"
-
-
-def train_spec(stage):
-    """params: the model's training slice of `stage` as canonical JSON."""
-    return lambda wildcards: mlconfig.canonical_json(mlconfig.train_slice(config, wildcards.model, stage))
-
-
-def train_resource(stage, key):
-    """resources / threads of a training job (gpu, mem_mb, runtime, threads)."""
-    return lambda wildcards: mlconfig.train_resources(config, wildcards.model, stage)[key]
-
-
-def training_shards(split):
-    """The `split` shards of every training source of the model's dims."""
-
-    def shards(wildcards):
-        dims = mlconfig.model_dims(config, wildcards.model)
-        return [f"{DATA}/normalized/{s}/{shard}.h5" for s, shard in mlconfig.training_shards(config, dims, split)]
-
-    return shards
-
-
-def training_manifests(wildcards):
-    dims = mlconfig.model_dims(config, wildcards.model)
-    return [f"{DATA}/curated/{s}/manifest.parquet" for s in mlconfig.training_sources(config, dims)]
-
-
-def parent_stage1(wildcards):
-    return f"{RESULTS}/models/{mlconfig.stage1_parent(config, wildcards.model)}/stage1.pt"
-
-
-def imported_weights(wildcards):
-    return mlconfig.imported_weights_path(config, wildcards.model)
-
-
-def import_spec(wildcards):
-    return mlconfig.canonical_json(mlconfig.import_weights_slice(config, wildcards.model))
-
-
-def model_weights(wildcards):
-    """Final weights of every model, trained or imported."""
-    return [f"{RESULTS}/models/{m['id']}/stage2.pt" for m in config["models"]]

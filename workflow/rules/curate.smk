@@ -9,8 +9,8 @@ rule curate_source:
         # item -> raw file map: real file names can carry patient ids, so it stays in data/raw
         files=f"{DATA}/raw/{{source}}/files_index.parquet",
     params:
-        spec=slice_param(mlconfig.curate_slice),
-        project=mlconfig.canonical_json(config["project"]),
+        spec=get_slice(mlconfig.curate_slice),
+        project=mlconfig.canonical_json(mlconfig.project_settings(config)),
     log:
         "logs/curate/{source}.log",
     benchmark:

@@ -5,18 +5,16 @@
 rule recon_image_type:
     """PSNR, MS-SSIM (and SegSim for 3D) of every autoencoder and interpolation baseline on one image type."""
     input:
-        unpack(recon_inputs),
+        unpack(get_recon_inputs),
     output:
         per_item=f"{RESULTS}/recon/{{image_type}}/per_item.csv",
         panels=f"{RESULTS}/recon/{{image_type}}/panels.npz",
     params:
-        spec=recon_spec,
-        weights=recon_weights_arg,
-    wildcard_constraints:
-        image_type=EVAL_ID,
+        spec=get_recon_spec,
+        weights=get_recon_weights_arg,
     threads: 1
     resources:
-        gpu=config["evaluation"]["recon"]["gpus"],
+        gpu=mlconfig.evaluation_gpus(config, "recon"),
     log:
         "logs/recon/{image_type}.log",
     benchmark:
@@ -32,12 +30,12 @@ rule recon_image_type:
 rule recon_table:
     """Mean +- std over seeds of the per-seed item means, per (image type, method)."""
     input:
-        recon_outputs("per_item"),
+        get_recon_outputs("per_item"),
     output:
         csv=report(f"{RESULTS}/tables/recon.csv", caption="../report/recon_table.rst", category="2. Reconstruction"),
         md=report(f"{RESULTS}/tables/recon.md", caption="../report/recon_table.rst", category="2. Reconstruction"),
     params:
-        spec=table_spec("recon"),
+        spec=get_table_spec("recon"),
     log:
         "logs/recon/table.log",
     benchmark:
@@ -53,11 +51,11 @@ rule efficiency_timing:
     output:
         f"{RESULTS}/efficiency/timing.json",
     params:
-        spec=efficiency_spec,
+        spec=get_efficiency_spec,
     # all cores: timings need the machine to themselves
     threads: workflow.cores
     resources:
-        gpu=config["evaluation"]["efficiency"]["gpus"],
+        gpu=mlconfig.evaluation_gpus(config, "efficiency"),
     log:
         "logs/efficiency/timing.log",
     benchmark:
@@ -73,14 +71,14 @@ rule efficiency_table:
     """Efficiency table (timings, the device named) and storage per item of every latent dataset."""
     input:
         timing=f"{RESULTS}/efficiency/timing.json",
-        indexes=latent_indexes,
+        indexes=get_latent_indexes,
     output:
         csv=report(f"{RESULTS}/tables/efficiency.csv", caption="../report/efficiency_table.rst", category="3. Efficiency"),
         md=report(f"{RESULTS}/tables/efficiency.md", caption="../report/efficiency_table.rst", category="3. Efficiency"),
         storage_csv=report(f"{RESULTS}/tables/storage.csv", caption="../report/storage_table.rst", category="3. Efficiency"),
         storage_md=report(f"{RESULTS}/tables/storage.md", caption="../report/storage_table.rst", category="3. Efficiency"),
     params:
-        spec=table_spec("efficiency"),
+        spec=get_table_spec("efficiency"),
     log:
         "logs/efficiency/table.log",
     benchmark:

@@ -3,8 +3,8 @@ rule fetch_source:
     output:
         receipt=f"{DATA}/raw/{{source}}/fetch.json",
     params:
-        spec=slice_param(mlconfig.fetch_slice),
-        seed=config["project"]["seed"],
+        spec=get_slice(mlconfig.fetch_slice),
+        seed=mlconfig.project_seed(config),
     log:
         "logs/fetch/{source}.log",
     benchmark:

@@ -11,13 +11,11 @@ rule extract_latents:
     output:
         part=f"{DATA}/latent_parts/{{model}}/{{source}}/{{shard}}.json",
     params:
-        spec=latents_param(mlconfig.latents_extract_slice),
-        dataset=latent_dataset_dir,
-    wildcard_constraints:
-        model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+        spec=get_latents_spec(mlconfig.latents_extract_slice),
+        dataset=get_latent_dataset_dir,
     threads: 1
     resources:
-        gpu=config["latents"]["gpus"],
+        gpu=mlconfig.latents_gpus(config),
     log:
         "logs/latents/{model}/{source}/{shard}.log",
     benchmark:
@@ -33,17 +31,15 @@ rule extract_latents:
 rule index_latents:
     """Check the shard tars against their part records; write index.json, timm's _info.json and the card."""
     input:
-        parts=latent_parts,
+        parts=get_latent_parts,
         card=f"{RESULTS}/models/{{model}}/card.json",
     output:
         index=f"{DATA}/latents/{{model}}/{{source}}/index.json",
         info=f"{DATA}/latents/{{model}}/{{source}}/_info.json",
         card=f"{DATA}/latents/{{model}}/{{source}}/README.md",
     params:
-        spec=latents_param(mlconfig.latents_index_slice),
-        dataset=latent_dataset_dir,
-    wildcard_constraints:
-        model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+        spec=get_latents_spec(mlconfig.latents_index_slice),
+        dataset=get_latent_dataset_dir,
     log:
         "logs/latents/{model}/{source}/index.log",
     benchmark:

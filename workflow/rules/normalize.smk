@@ -7,8 +7,8 @@ rule normalize_shard:
     output:
         f"{DATA}/normalized/{{source}}/{{shard}}.h5",
     params:
-        spec=slice_param(mlconfig.normalize_slice),
-        demo=config["project"]["demo"],
+        spec=get_slice(mlconfig.normalize_slice),
+        demo=mlconfig.is_demo(config),
     log:
         "logs/normalize/{source}/{shard}.log",
     benchmark:

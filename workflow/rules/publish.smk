@@ -6,11 +6,11 @@ rule publish_latents:
     """dvc add + push every shareable latent dataset and tag latents/{model}/{source}/vN (one job: DVC locks the repo)."""
     localrule: True
     input:
-        published_indexes,
+        get_published_indexes,
     output:
         f"{RESULTS}/publish/receipt.json",
     params:
-        spec=publish_spec,
+        spec=get_publish_spec,
     log:
         "logs/publish/publish.log",
     conda:

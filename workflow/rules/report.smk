@@ -8,9 +8,9 @@ rule report_summary:
         tables=[f"{RESULTS}/tables/{name}.md" for name in ("cad", "recon", "efficiency", "storage")],
         cad=f"{RESULTS}/tables/cad.csv",
         efficiency=f"{RESULTS}/tables/efficiency.csv",
-        panels=recon_outputs("panels"),
-        curation=curation_reports,
-        weights=report_weights,
+        panels=get_recon_outputs("panels"),
+        curation=get_curation_reports,
+        weights=get_model_weights,
     output:
         cad=report(f"{RESULTS}/figures/cad_auroc.png", caption="../report/cad_auroc.rst", category="1. Downstream CAD"),
         recon=report(f"{RESULTS}/figures/recon_panels.png", caption="../report/recon_panels.rst", category="2. Reconstruction"),
@@ -19,8 +19,8 @@ rule report_summary:
         curation=report(f"{RESULTS}/figures/curation_counts.png", caption="../report/curation_counts.rst", category="5. Curation"),
         summary=report(f"{RESULTS}/report/summary.md", caption="../report/summary.rst", category="0. Summary"),
     params:
-        spec=report_spec,
-        config_hash=report_config_hash,
+        spec=get_report_spec,
+        config_hash=get_report_config_hash,
         figures=lambda wildcards, output: os.path.dirname(output.cad),
     log:
         "logs/report/summary.log",

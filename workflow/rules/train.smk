@@ -6,23 +6,23 @@
 rule train_stage1:
     """2D stage 1: L1 + LPIPS + KL + BiomedCLIP consistency + PatchGAN (LoRA on natural-image inits)."""
     input:
-        train=training_shards("train"),
-        val=training_shards("val"),
-        manifests=training_manifests,
+        train=get_training_shards("train"),
+        val=get_training_shards("val"),
+        manifests=get_training_manifests,
     output:
         weights=f"{RESULTS}/models/{{model}}/stage1.pt",
         losses=f"{RESULTS}/models/{{model}}/stage1_losses.csv",
         curve=f"{RESULTS}/models/{{model}}/stage1_losses.png",
     wildcard_constraints:
-        model=model_pattern(MODELS_2D),
+        model=MODELS_2D,
     params:
-        spec=train_spec("stage1"),
+        spec=get_train_spec("stage1"),
         checkpoints=f"{RESULTS}/checkpoints/{{model}}/stage1",
     resources:
-        gpu=train_resource("stage1", "gpu"),
-        mem_mb=train_resource("stage1", "mem_mb"),
-        runtime=train_resource("stage1", "runtime"),
-    threads: train_resource("stage1", "threads")
+        gpu=get_train_resource("stage1", "gpu"),
+        mem_mb=get_train_resource("stage1", "mem_mb"),
+        runtime=get_train_resource("stage1", "runtime"),
+    threads: get_train_resource("stage1", "threads")
     log:
         "logs/train/{model}/stage1.log",
     benchmark:
@@ -36,27 +36,29 @@ rule train_stage1:
 
 
 rule train_stage2_2d:
-    """2D stage 2: encoder and decoder frozen, the projection head learns the embedding loss."""
+    """Stage 2. 2D: encoder and decoder frozen, the projection head learns the embedding loss.
+    3D (train_stage2_3d): inflate the parent 2D stage-1 autoencoder, train on 3D patches (LPIPS + GAN on slices)."""
     input:
-        stage1=f"{RESULTS}/models/{{model}}/stage1.pt",
-        train=training_shards("train"),
-        val=training_shards("val"),
-        manifests=training_manifests,
+        stage1=get_parent_stage1,
+        train=get_training_shards("train"),
+        val=get_training_shards("val"),
+        manifests=get_training_manifests,
     output:
         weights=f"{RESULTS}/models/{{model}}/stage2.pt",
         card=f"{RESULTS}/models/{{model}}/card.json",
         losses=f"{RESULTS}/models/{{model}}/stage2_losses.csv",
         curve=f"{RESULTS}/models/{{model}}/stage2_losses.png",
     wildcard_constraints:
-        model=model_pattern(MODELS_2D),
+        model=MODELS_2D,
     params:
-        spec=train_spec("stage2"),
+        command="train-stage2-2d",
+        spec=get_train_spec("stage2"),
         checkpoints=f"{RESULTS}/checkpoints/{{model}}/stage2",
     resources:
-        gpu=train_resource("stage2", "gpu"),
-        mem_mb=train_resource("stage2", "mem_mb"),
-        runtime=train_resource("stage2", "runtime"),
-    threads: train_resource("stage2", "threads")
+        gpu=get_train_resource("stage2", "gpu"),
+        mem_mb=get_train_resource("stage2", "mem_mb"),
+        runtime=get_train_resource("stage2", "runtime"),
+    threads: get_train_resource("stage2", "threads")
     log:
         "logs/train/{model}/stage2.log",
     benchmark:
@@ -64,58 +66,30 @@ rule train_stage2_2d:
     conda:
         ENV
     shell:
-        "medlatent train-stage2-2d --spec {params.spec:q} --stage1 {input.stage1} --train-shards {input.train}"
+        "medlatent {params.command} --spec {params.spec:q} --stage1 {input.stage1} --train-shards {input.train}"
         " --val-shards {input.val} --manifests {input.manifests} --out {output.weights} --card {output.card}"
         " --losses {output.losses} --curve {output.curve} --checkpoints {params.checkpoints} --threads {threads}"
         " > {log} 2>&1"
 
 
-rule train_stage2_3d:
-    """3D stage 2: inflate the parent 2D stage-1 autoencoder, train on 3D patches (LPIPS + GAN on slices)."""
-    input:
-        stage1=parent_stage1,
-        train=training_shards("train"),
-        val=training_shards("val"),
-        manifests=training_manifests,
-    output:
-        weights=f"{RESULTS}/models/{{model}}/stage2.pt",
-        card=f"{RESULTS}/models/{{model}}/card.json",
-        losses=f"{RESULTS}/models/{{model}}/stage2_losses.csv",
-        curve=f"{RESULTS}/models/{{model}}/stage2_losses.png",
+use rule train_stage2_2d as train_stage2_3d with:
     wildcard_constraints:
-        model=model_pattern(MODELS_3D),
+        model=MODELS_3D,
     params:
-        spec=train_spec("stage2"),
-        checkpoints=f"{RESULTS}/checkpoints/{{model}}/stage2",
-    resources:
-        gpu=train_resource("stage2", "gpu"),
-        mem_mb=train_resource("stage2", "mem_mb"),
-        runtime=train_resource("stage2", "runtime"),
-    threads: train_resource("stage2", "threads")
-    log:
-        "logs/train/{model}/stage2.log",
-    benchmark:
-        "benchmarks/train/{model}/stage2.tsv"
-    conda:
-        ENV
-    shell:
-        "medlatent train-stage2-3d --spec {params.spec:q} --stage1 {input.stage1} --train-shards {input.train}"
-        " --val-shards {input.val} --manifests {input.manifests} --out {output.weights} --card {output.card}"
-        " --losses {output.losses} --curve {output.curve} --checkpoints {params.checkpoints} --threads {threads}"
-        " > {log} 2>&1"
+        command="train-stage2-3d",
 
 
 rule import_weights:
     """A model with released `weights:` (LDM layout or medlatent-model/1): final weights + card, no training."""
     input:
-        weights=imported_weights,
+        weights=get_imported_weights,
     output:
         weights=f"{RESULTS}/models/{{model}}/stage2.pt",
         card=f"{RESULTS}/models/{{model}}/card.json",
     wildcard_constraints:
-        model=model_pattern(MODELS_IMPORTED),
+        model=MODELS_IMPORTED,
     params:
-        spec=import_spec,
+        spec=get_import_spec,
     log:
         "logs/train/{model}/import.log",
     benchmark:

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medlatent.config import CAD_IN_CHANNELS
 from medlatent.core.errors import ConfigError, InputError
 
+#: The 2D classifier sees latents averaged over channels, 3D latents have C=1: one input channel.
+CAD_IN_CHANNELS = 1
 #: HRNet fuses branches at strides 4 to 32: its input sides must be multiples of 32.
 HRNET_STRIDE = 32
 #: SEResNet's stem (stride-2 conv, then a 3x3x3 max pool without padding) needs at least 3 voxels per axis.

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from medlatent.config import BACKGROUND, SPLITS
+from medlatent.core.ids import SPLITS
+from medlatent.normalize import BACKGROUND
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.io.h5 import ShardReader
 

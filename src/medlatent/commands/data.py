@@ -20,7 +20,7 @@ def fetch(args: argparse.Namespace) -> None:
 
 
 def curate(args: argparse.Namespace) -> None:
-    from medlatent.config import patient_salt
+    from medlatent.curate.salt import patient_salt
     from medlatent.curate.run import CurationOutputs, curate as run_curation
 
     receipt = json.loads(Path(args.receipt).read_text(encoding="utf-8"))

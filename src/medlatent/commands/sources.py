@@ -79,15 +79,16 @@ def _load(args: argparse.Namespace) -> tuple[dict, Path]:
 
 
 def list_sources(args: argparse.Namespace) -> None:
+    from medlatent.config import data_dir, sources
     from medlatent.fetch import credentials
 
     if args.source:
         raise ConfigError(f"`medlatent sources` takes no source id (got {args.source!r}); to check one: medlatent sources check {args.source}")
     config, root = _load(args)
-    raw = root / config["paths"]["data"] / "raw"
+    raw = root / data_dir(config) / "raw"
     header = ("id", "method", "credentials", "local", "size")
     rows, hints = [], {}
-    for source in config["sources"]:
+    for source in sources(config):
         state, size = presence(source, raw / source["id"], root)
         status = credentials.credential_status(source)
         rows.append((source["id"], source["access"]["method"], status, state, "-" if size is None else human_size(size)))
@@ -103,6 +104,7 @@ def list_sources(args: argparse.Namespace) -> None:
 
 
 def check_source(args: argparse.Namespace) -> None:
+    from medlatent.config import data_dir, sources
     from medlatent.config import source as configured_source
     from medlatent.fetch import manual
 
@@ -112,11 +114,11 @@ def check_source(args: argparse.Namespace) -> None:
     source = configured_source(config, args.source)
     method = source["access"]["method"]
     if method != "manual":
-        manual_ids = [s["id"] for s in config["sources"] if s["access"]["method"] == "manual"]
+        manual_ids = [s["id"] for s in sources(config) if s["access"]["method"] == "manual"]
         raise ConfigError(f"source {args.source!r} is fetched by method {method!r}, not placed by hand; `check` is for the manual sources {manual_ids}")
     placed = manual_root(source, root)
     # The manual fetcher's own check, so `check` passing means `snakemake` will find the data too.
-    manual.fetch({**source, "access": {**source["access"], "path": str(placed)}}, root / config["paths"]["data"] / "raw" / source["id"], seed=0)
+    manual.fetch({**source, "access": {**source["access"], "path": str(placed)}}, root / data_dir(config) / "raw" / source["id"], seed=0)
     print(f"{args.source}: OK, files matching {' or '.join(expected(source))} found under {placed}")
 
 

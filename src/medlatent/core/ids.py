@@ -10,7 +10,8 @@ import hashlib
 import hmac
 import re
 
-from medlatent.config import SPLITS
+#: Patient-level splits, in shard order.
+SPLITS = ("train", "val", "test")
 
 _NOT_KEY_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 

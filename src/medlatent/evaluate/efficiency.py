@@ -20,8 +20,7 @@ import time
 import torch
 
 from medlatent.cad.data import method_shape
-from medlatent.cad.classifiers import build_classifier
-from medlatent.config import CAD_IN_CHANNELS
+from medlatent.cad.classifiers import CAD_IN_CHANNELS, build_classifier
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from medlatent.core.atomic import write_text
 from medlatent.models.card import file_sha256, weights_statement
-from medlatent.config import SPLITS, canonical_json
+from medlatent.config import canonical_json
+from medlatent.core.ids import SPLITS
 from medlatent.core.errors import InputError
 
 #: Format tag of the per-shard part records extract_latents writes for index_latents.

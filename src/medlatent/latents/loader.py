@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from medlatent.config import SPLITS
+from medlatent.core.ids import SPLITS
 from medlatent.core.errors import InputError
 
 

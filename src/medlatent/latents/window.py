@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from medlatent.config import BACKGROUND
+from medlatent.normalize import BACKGROUND
 from medlatent.core.errors import ConfigError
 from medlatent.models.autoencoder import pad_to_multiple
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from medlatent.config import BACKGROUND
+from medlatent.normalize import BACKGROUND
 
 LOGVAR_RANGE = (-30.0, 20.0)
 

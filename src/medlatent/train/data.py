@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from medlatent.config import BACKGROUND
+from medlatent.normalize import BACKGROUND
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.io.h5 import ShardReader
 

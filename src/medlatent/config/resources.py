@@ -1,0 +1,43 @@
+"""`resources:` and `threads:` of the jobs that ask for more than the defaults.
+
+Requests are not part of any slice, so editing them never reruns a job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medlatent.config.lookups import model_entry
+from medlatent.core.errors import ConfigError
+
+#: GPUs of a training stage that sets no `gpus:`.
+TRAIN_GPUS = 1
+#: Requests of a training stage that sets none (keys of a `stage1:` / `stage2:` block).
+TRAIN_RESOURCES: dict[str, Any] = {"mem_mb": 32000, "runtime": 4320, "threads": 4}
+
+
+def train_resources(config: dict, model_id: str, stage: str) -> dict:
+    """`resources:` / `threads:` of a training job: gpu from the stage, the rest with defaults."""
+    block = model_entry(config, model_id).get(stage, {})
+    return {
+        "gpu": block.get("gpus", TRAIN_GPUS),
+        **{key: block.get(key, default) for key, default in TRAIN_RESOURCES.items()},
+    }
+
+
+def latents_gpus(config: dict) -> int:
+    """GPUs of one extract_latents job (`latents.gpus`)."""
+    return config["latents"]["gpus"]
+
+
+def cad_train_resources(config: dict) -> dict:
+    """gpu and threads of one cad_train job: `evaluation.cad.gpus`, and a thread per loader worker plus one."""
+    cad = config["evaluation"]["cad"]
+    return {"gpu": cad["gpus"], "threads": cad["num_workers"] + 1}
+
+
+def evaluation_gpus(config: dict, job: str) -> int:
+    """GPUs of the `recon` or `efficiency` jobs (`evaluation.<job>.gpus`)."""
+    if job not in ("recon", "efficiency"):
+        raise ConfigError(f"no GPU setting for evaluation job {job!r}; choose recon or efficiency")
+    return config["evaluation"][job]["gpus"]
