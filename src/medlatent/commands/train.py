@@ -18,7 +18,7 @@ from medlatent.commands import json_arg
 
 log = logging.getLogger("medlatent")
 
-#: Command -> (function of medlatent.train.loop, whether it starts from a stage-1 file).
+#: Command -> (function of medlatent.train.recipes, whether it starts from a stage-1 file).
 STAGES = {
     "train-stage1": ("train_stage1", False),
     "train-stage2-2d": ("train_stage2_2d", True),
@@ -29,10 +29,11 @@ STAGES = {
 def _train_here(args: argparse.Namespace, context) -> None:
     import torch
 
-    from medlatent.train import ddp, loop
+    from medlatent.train import ddp, recipes
+    from medlatent.train.loop import Job
 
     torch.set_num_threads(max(1, args.threads // context.world))
-    job = loop.Job(
+    job = Job(
         spec=args.spec, train_shards=args.train_shards, val_shards=args.val_shards, manifests=args.manifests,
         checkpoints=Path(args.checkpoints), weights=Path(args.out), losses=Path(args.losses),
         curve=Path(args.curve), card=Path(args.card) if args.card else None,
@@ -41,7 +42,7 @@ def _train_here(args: argparse.Namespace, context) -> None:
         workers=max(0, args.threads // context.world - 1) if context.device.type == "cuda" else 0,
     )
     try:
-        getattr(loop, STAGES[args.command][0])(job)
+        getattr(recipes, STAGES[args.command][0])(job)
     finally:
         ddp.teardown(context)
 
