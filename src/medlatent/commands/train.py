@@ -70,7 +70,8 @@ def train(args: argparse.Namespace) -> None:
 
 
 def import_weights(args: argparse.Namespace) -> None:
-    from medlatent.models.card import demo_reasons, file_sha256, write_card
+    from medlatent.core.hashing import file_sha256
+    from medlatent.models.card import demo_reasons, write_card
     from medlatent.core.hub import is_hub_path
     from medlatent.models.registry import save_model
     from medlatent.models.serialize import import_model
