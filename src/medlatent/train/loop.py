@@ -29,7 +29,8 @@ from tqdm import tqdm
 from medlatent.config import canonical_json
 from medlatent.core.errors import ConfigError
 from medlatent.train import checkpoint, curves, ddp
-from medlatent.train.data import CropDataset, MicroBatches, crop_size, index_shards, micro_batch, train_loader, validation_loader
+from medlatent.train.data import (CropDataset, MicroBatches, crop_size, index_shards, micro_batch, train_loader,
+                                  validation_loader)
 from medlatent.train.stages import Stage
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,15 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from medlatent.core.errors import ConfigError
+from medlatent.core.hashing import file_sha256
+from medlatent.core.hub import is_hub_path
 from medlatent.models.card import demo_reasons, stage_record, write_card
 from medlatent.models.embedder import load_embedder
 from medlatent.models.inflate import inflate_model
@@ -28,10 +32,12 @@ from medlatent.models.lora import apply_lora
 from medlatent.models.perceptual import load_perceptual
 from medlatent.models.projection import MedVAE, ProjectionHead
 from medlatent.models.registry import architecture, create_autoencoder, save_model
-from medlatent.models.serialize import load_autoencoder, save_autoencoder
+from medlatent.models.serialize import import_model, load_autoencoder, save_autoencoder
 from medlatent.train.loop import Job, Outcome, finish, run
 from medlatent.train.losses import Stage1Loss
 from medlatent.train.stages import AdversarialStage, ProjectionStage
+
+log = logging.getLogger(__name__)
 
 
 def effective_lr(settings: dict[str, Any]) -> float:
@@ -155,3 +161,24 @@ def train_stage2_3d(job: Job) -> Outcome:
         _write_final(job, outcome, parent, MedVAE(autoencoder.cpu()), _networks(None, perceptual),
                      _embedder_name(parent["record"]), f"stage1 ({parent['spec']['id']}, inflated)", "stage 2 (3D)")
     return outcome
+
+
+def import_weights(spec: dict[str, Any], weights: str | Path, out: str | Path, card: str | Path) -> None:
+    """A model with released `weights:` instead of training: its final weights file and a card naming the origin.
+
+    Args:
+        spec: the model's import slice (`model`, `demo`).
+        weights: the released checkpoint (a local path, or where the hub cache holds it).
+        out: the final weights file to write (stage2.pt).
+        card: the model card to write.
+    """
+    model = spec["model"]
+    medvae, origin = import_model(weights, model, is_demo=spec["demo"])
+    reasons = demo_reasons({"demo": spec["demo"]}, {}) + (["the weights file is marked demo"]
+                                                           if medvae.is_demo and not spec["demo"] else [])
+    origin.update(sha256=file_sha256(weights), demo_reasons=reasons)
+    if is_hub_path(model.get("weights")):
+        origin["requested"] = model["weights"]  # `path` is where the hub cache held it
+    save_model(out, medvae, embedder=None, steps=0)
+    write_card(card, model, {}, weights=origin)
+    log.info("imported %s from %s", model["id"], weights)

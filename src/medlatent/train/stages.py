@@ -84,7 +84,8 @@ class AdversarialStage:
         self.optimizers = {
             # foreach: one fused update over all tensors; PyTorch only defaults to it on CUDA
             "generator": torch.optim.Adam(trainable, lr=lr, betas=ADAM_BETAS_GAN, foreach=True),
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=ADAM_BETAS_GAN, foreach=True),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=ADAM_BETAS_GAN,
+                                              foreach=True),
         }
         self.precision = _Precision(precision, context.device, list(self.optimizers))
         self.last_layer = last_layer_parameter(self.autoencoder)
