@@ -1,6 +1,6 @@
 """`make bench`, training: optimisation steps per second and peak memory of every demo model.
 
-Each model's training stages run through the real stage objects of `train.loop` (the demo
+Each model's training stages run through the real stage objects of `train.stages` (the demo
 LPIPS / embedder stand-ins, discriminator on) on random inputs of the demo sizes; the
 encoder's forward pass is timed alone too, since that is what latent extraction pays.
 Peak memory: the process's resident high-water mark during the steps (reset per model
@@ -22,7 +22,7 @@ from medlatent.models.embedder import load_embedder
 from medlatent.models.inflate import inflate_model
 from medlatent.models.projection import ProjectionHead
 from medlatent.models.registry import create_autoencoder
-from medlatent.train import ddp, loop
+from medlatent.train import ddp, recipes, stages
 from medlatent.train.data import micro_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def _timed(fn: Callable[[], None], steps: int, warmup: int, device: torch.device
     return (time.perf_counter() - started) / steps
 
 
-def _stage_figures(stage: loop.Stage, x: torch.Tensor, step: int, steps: int, warmup: int,
+def _stage_figures(stage: stages.Stage, x: torch.Tensor, step: int, steps: int, warmup: int,
                    device: torch.device) -> dict[str, float]:
     def one_step() -> None:
         stage.micro_step(x, step, 1.0, synchronize=True)
@@ -96,21 +96,21 @@ def bench_model(config: dict, model: dict, steps: int, warmup: int, context: ddp
     x = (torch.rand(micro_batch(settings), 1, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(device)
     torch.manual_seed(0)
     if dims == 2:
-        autoencoder = loop.build_stage1_autoencoder(model, demo=True)
-        loss = loop.adversarial_loss(settings, 2, loop.perceptual_network(spec), load_embedder(spec["embedder"]))
+        autoencoder = recipes.build_stage1_autoencoder(model, demo=True)
+        loss = recipes.adversarial_loss(settings, 2, recipes.perceptual_network(spec), load_embedder(spec["embedder"]))
     else:
         parent = next(m for m in config["models"] if m["id"] == model["inflate_from"])
         autoencoder = inflate_model(create_autoencoder(parent))
-        loss = loop.adversarial_loss(settings, 3, loop.perceptual_network(spec), None)
-    adversarial = loop.AdversarialStage(autoencoder, loss, loop.effective_lr(settings), settings["precision"], context)
+        loss = recipes.adversarial_loss(settings, 3, recipes.perceptual_network(spec), None)
+    adversarial = stages.AdversarialStage(autoencoder, loss, recipes.effective_lr(settings), settings["precision"], context)
     # steady state: the discriminator trains too
     figures = {stage_name: _stage_figures(adversarial, x, settings["disc_start"], steps, warmup, device),
                "encoder_forward_ms": _encoder_ms(autoencoder, x, steps, device), "input": list(x.shape)}
     if dims == 2:
         spec2 = mlconfig.train_slice(config, model["id"], "stage2")
         x2 = x[: micro_batch(spec2["train"])]
-        projection = loop.ProjectionStage(autoencoder, ProjectionHead(2, autoencoder.latent_channels),
-                                          load_embedder(spec2["embedder"]), loop.effective_lr(spec2["train"]),
+        projection = stages.ProjectionStage(autoencoder, ProjectionHead(2, autoencoder.latent_channels),
+                                          load_embedder(spec2["embedder"]), recipes.effective_lr(spec2["train"]),
                                           spec2["train"]["precision"], context)
         figures["stage2"] = _stage_figures(projection, x2, 0, steps, warmup, device)
     return figures

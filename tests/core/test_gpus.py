@@ -131,3 +131,20 @@ def test_concurrent_snakemake_jobs_never_share_a_device(tmp_path, budget):
                 overlapping += 1
                 assert set(ra["devices"]).isdisjoint(rb["devices"]), (a, b, ra, rb)
     assert overlapping > 0  # the jobs really ran concurrently
+
+
+def test_a_compute_job_sees_only_its_locked_devices_until_it_ends(fake_gpus, monkeypatch):
+    import torch
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        with gpus.job_device(1, 2) as device:
+            visible = os.environ["CUDA_VISIBLE_DEVICES"].split(",")
+            assert len(visible) == 2 and torch.get_num_threads() == 1
+            with pytest.raises(TimeoutError):  # the other two are free, these two are held
+                gpus.acquire(3, timeout=0.5)
+            assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+        gpus.release(gpus.acquire(4, timeout=5))  # freed when the job ends
+    finally:
+        torch.set_num_threads(threads)

@@ -11,7 +11,8 @@ import yaml
 
 from medlatent import config as mlconfig
 from medlatent.io.h5 import ShardWriter
-from medlatent.train import ddp, loop
+from medlatent.train import ddp
+from medlatent.train.loop import Job
 
 REPO = Path(__file__).resolve().parents[2]
 FULL_CONFIG = REPO / "config.yaml"
@@ -73,10 +74,10 @@ def train_spec(config: dict, model_id: str, stage: str, **train: object) -> dict
 
 
 def make_job(root: Path, spec: dict, shards: tuple[list[str], list[str]], parent: Path | None = None,
-             hooks=(), context: ddp.Context = CPU, manifests=()) -> loop.Job:
+             hooks=(), context: ddp.Context = CPU, manifests=()) -> Job:
     stage = spec["stage"]
     out = root / "results" / "models" / spec["model"]["id"]
-    return loop.Job(spec=spec, train_shards=shards[0], val_shards=shards[1], manifests=list(manifests),
+    return Job(spec=spec, train_shards=shards[0], val_shards=shards[1], manifests=list(manifests),
                     checkpoints=root / "results" / "checkpoints" / spec["model"]["id"] / stage,
                     weights=out / f"{stage}.pt", losses=out / f"{stage}_losses.csv", curve=out / f"{stage}_losses.png",
                     card=out / "card.json" if stage == "stage2" else None, parent=parent, context=context, hooks=hooks)

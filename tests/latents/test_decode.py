@@ -97,7 +97,7 @@ def test_weights_other_than_the_indexed_ones_are_refused_naming_both_hashes(cxr,
     other = tiny_model(tmp_path / "other" / "stage2.pt", seed=1)
     with pytest.raises(InputError) as error:
         decode_dataset(cxr["dataset"], tmp_path / "out", weights=other)
-    from medlatent.models.card import file_sha256
+    from medlatent.core.hashing import file_sha256
 
     assert file_sha256(other) in str(error.value) and cxr["index"]["weights_sha256"] in str(error.value)
     with pytest.raises(InputError, match="--weights PATH"):

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from medlatent.report.tables import build_report, cad_display, cad_table, markdown_table, mean_std, write_table
+from medlatent.report.summary import build_report
+from medlatent.report.tables import cad_display, cad_table, markdown_table, mean_std, write_table
 from cad_fixtures import TINY_2D, TINY_3D, write_latent_dataset, write_model, write_source
 from workflow_helpers import planned_jobs, snakemake
 

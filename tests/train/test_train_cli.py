@@ -18,7 +18,7 @@ from medlatent import cli
 from medlatent import config as mlconfig
 from medlatent.models import load_model
 from medlatent.models.registry import create_autoencoder
-from medlatent.train import loop
+from medlatent.train import recipes
 
 
 def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
@@ -27,7 +27,7 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
                         "perceptual_weight": 0}}
     spec = train_spec(make_config(tmp_path, [model]), "tiny2d", "stage1")
     shards = make_data(tmp_path, (32, 32))
-    reference = loop.train_stage1(make_job(tmp_path / "one", spec, shards))
+    reference = recipes.train_stage1(make_job(tmp_path / "one", spec, shards))
     assert reference.device["processes"] == 1 and reference.device["accumulation"] == 2
 
     out = tmp_path / "two" / "stage1.pt"
@@ -78,8 +78,8 @@ def test_a_3d_medlatent_weights_file_is_imported_as_is(tmp_path):
                                      "disc_start": 5, "patch": [24, 24, 24]}}
     config = make_config(tmp_path, [model2d, model3d])
     shards2d = make_data(tmp_path, (32, 32), 2, 0)
-    loop.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), shards2d))
-    loop.train_stage2_3d(make_job(tmp_path, train_spec(config, "tiny3d", "stage2"), shards,
+    recipes.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), shards2d))
+    recipes.train_stage2_3d(make_job(tmp_path, train_spec(config, "tiny3d", "stage2"), shards,
                                   parent=tmp_path / "results" / "models" / "tiny2d" / "stage1.pt"))
     trained = tmp_path / "results" / "models" / "tiny3d" / "stage2.pt"
     imported = make_config(tmp_path, [model2d, {**model3d, "weights": str(trained)}])

@@ -20,7 +20,7 @@ from medlatent.models.lora import TARGET_MODULES
 from medlatent.models.projection import ProjectionHead
 from medlatent.models.registry import create_autoencoder
 from medlatent.models.serialize import load_autoencoder
-from medlatent.train import loop
+from medlatent.train import recipes
 from medlatent.train.losses import Stage1Loss
 
 LORA = {"rank": 2, "alpha": 2, "dropout": 0.1}
@@ -53,7 +53,7 @@ def kill_after(step: int):
 
 def test_stage1_reconstruction_loss_falls_and_curves_are_written(tmp_path, data2d, capfd):
     config = make_config(tmp_path, [tiny({"steps": 6, "disc_start": 100})])
-    outcome = loop.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), data2d))
+    outcome = recipes.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), data2d))
     rec = [row["rec_l1"] for row in outcome.history if row["split"] == "train"]
     assert len(rec) == 6 and sum(rec[-3:]) / 3 < 0.8 * rec[0]
     out = tmp_path / "results" / "models" / "tiny2d"
@@ -70,13 +70,13 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, dat
                                          lora=LORA)])
     spec = train_spec(config, "tiny2d", "stage1")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    loop.train_stage1(make_job(whole, spec, data2d))
+    recipes.train_stage1(make_job(whole, spec, data2d))
     with pytest.raises(Kill):
-        loop.train_stage1(make_job(killed, spec, data2d, hooks=[kill_after(3)]))
+        recipes.train_stage1(make_job(killed, spec, data2d, hooks=[kill_after(3)]))
     checkpoints = killed / "results" / "checkpoints" / "tiny2d" / "stage1"
     assert [p.name for p in checkpoints.iterdir()] == ["step-00000002.pt"]
     assert not (killed / "results" / "models" / "tiny2d" / "stage1.pt").exists()
-    loop.train_stage1(make_job(killed, spec, data2d))
+    recipes.train_stage1(make_job(killed, spec, data2d))
     expected = autoencoder_tensors(whole / "results" / "models" / "tiny2d" / "stage1.pt")
     resumed = autoencoder_tensors(killed / "results" / "models" / "tiny2d" / "stage1.pt")
     assert expected.keys() == resumed.keys()
@@ -90,9 +90,9 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, data2d):
                                           "perceptual_weight": 0})])
     spec = train_spec(config, "tiny2d", "stage1")
     with pytest.raises(Kill):
-        loop.train_stage1(make_job(tmp_path, spec, data2d, hooks=[kill_after(1)]))
+        recipes.train_stage1(make_job(tmp_path, spec, data2d, hooks=[kill_after(1)]))
     changed = train_spec(config, "tiny2d", "stage1", lr=1.0e-4)
-    outcome = loop.train_stage1(make_job(tmp_path, changed, data2d))
+    outcome = recipes.train_stage1(make_job(tmp_path, changed, data2d))
     assert [row["step"] for row in outcome.history if row["split"] == "train"] == [1, 2]
 
 
@@ -111,7 +111,7 @@ def test_discriminator_trains_in_train_mode_even_after_validation(tmp_path, data
                 (module.training, torch.is_grad_enabled() and next(module.parameters()).requires_grad)))
 
     monkeypatch.setattr(Stage1Loss, "__init__", recording_init)
-    loop.train_stage1(make_job(tmp_path / "ok", spec, data2d))
+    recipes.train_stage1(make_job(tmp_path / "ok", spec, data2d))
     assert any(not training for training, _ in modes)  # validation scored in eval mode
     assert all(training for training, trains in modes if trains) and any(trains for _, trains in modes)
 
@@ -119,7 +119,7 @@ def test_discriminator_trains_in_train_mode_even_after_validation(tmp_path, data
     monkeypatch.setattr(Stage1Loss, "set_discriminator_mode",
                         lambda self, training: None if training else self.discriminator.train(False))
     with pytest.raises(RuntimeError, match="eval mode"):
-        loop.train_stage1(make_job(tmp_path / "defect", spec, data2d))
+        recipes.train_stage1(make_job(tmp_path / "defect", spec, data2d))
 
 
 def test_stage2_trains_only_the_projection_and_writes_the_card(tmp_path, data2d):
@@ -127,10 +127,10 @@ def test_stage2_trains_only_the_projection_and_writes_the_card(tmp_path, data2d)
     manifest = tmp_path / "data" / "curated" / "src2d" / "manifest.parquet"
     manifest.parent.mkdir(parents=True)
     manifest.write_bytes(b"stand-in manifest bytes")
-    loop.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), data2d))
+    recipes.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), data2d))
     stage1 = tmp_path / "results" / "models" / "tiny2d" / "stage1.pt"
     spec2 = train_spec(config, "tiny2d", "stage2")
-    loop.train_stage2_2d(make_job(tmp_path, spec2, data2d, parent=stage1, manifests=[manifest]))
+    recipes.train_stage2_2d(make_job(tmp_path, spec2, data2d, parent=stage1, manifests=[manifest]))
     final = torch.load(tmp_path / "results" / "models" / "tiny2d" / "stage2.pt", weights_only=True)
     before = autoencoder_tensors(stage1)
     assert all(torch.equal(before[k], final["autoencoder"][k]) for k in before)
@@ -156,7 +156,7 @@ def test_lora_trains_only_the_adapters_of_natural_image_weights(tmp_path, data2d
     torch.save({"state_dict": {**natural, "loss.logvar": torch.zeros(())}}, init_path)
     model = tiny({"steps": 2, "disc_start": 1, "perceptual_weight": 0}, lora=LORA, init={"weights": str(init_path)})
     config = make_config(tmp_path, [model])
-    loop.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), data2d))
+    recipes.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), data2d))
     trained, payload = load_autoencoder(tmp_path / "results" / "models" / "tiny2d" / "stage1.pt")
     state = trained.state_dict()
     adapted = {k for k in natural if k.endswith(".weight") and re.fullmatch(TARGET_MODULES, k.removesuffix(".weight"))}
@@ -167,14 +167,14 @@ def test_lora_trains_only_the_adapters_of_natural_image_weights(tmp_path, data2d
 
     missing = tiny({"steps": 1}, lora=LORA, init={"weights": str(tmp_path / "absent.ckpt")})
     with pytest.raises(InputError, match="absent.ckpt"):
-        loop.build_stage1_autoencoder(missing, demo=True)
+        recipes.build_stage1_autoencoder(missing, demo=True)
     with pytest.raises(ConfigError, match="only in the demo"):
-        loop.build_stage1_autoencoder(tiny({"steps": 1}, lora=LORA), demo=False)
+        recipes.build_stage1_autoencoder(tiny({"steps": 1}, lora=LORA), demo=False)
 
 
 def test_learning_rate_is_scaled_by_the_global_batch_for_the_adversarial_stages():
-    assert loop.effective_lr({"lr": 4.5e-6, "batch_size": 32, "lr_scaled_by_batch": True}) == pytest.approx(1.44e-4)
-    assert loop.effective_lr({"lr": 4.0e-4, "batch_size": 32, "lr_scaled_by_batch": False}) == 4.0e-4
+    assert recipes.effective_lr({"lr": 4.5e-6, "batch_size": 32, "lr_scaled_by_batch": True}) == pytest.approx(1.44e-4)
+    assert recipes.effective_lr({"lr": 4.0e-4, "batch_size": 32, "lr_scaled_by_batch": False}) == 4.0e-4
 
 
 def test_the_six_demo_models_train_and_load_with_the_published_latent_shapes(tmp_path):
@@ -190,12 +190,12 @@ def test_the_six_demo_models_train_and_load_with_the_published_latent_shapes(tmp
     for model in sorted(config["models"], key=lambda m: m["dims"]):
         name, dims = model["id"], model["dims"]
         if dims == 2:
-            loop.train_stage1(make_job(tmp_path, train_spec(config, name, "stage1", **quick[2]), shards[2]))
-            loop.train_stage2_2d(make_job(tmp_path, train_spec(config, name, "stage2", **quick[2]), shards[2],
+            recipes.train_stage1(make_job(tmp_path, train_spec(config, name, "stage1", **quick[2]), shards[2]))
+            recipes.train_stage2_2d(make_job(tmp_path, train_spec(config, name, "stage2", **quick[2]), shards[2],
                                           parent=models / name / "stage1.pt"))
         else:
             parent = models / model["inflate_from"] / "stage1.pt"
-            loop.train_stage2_3d(make_job(tmp_path, train_spec(config, name, "stage2", **quick[3]), shards[3],
+            recipes.train_stage2_3d(make_job(tmp_path, train_spec(config, name, "stage2", **quick[3]), shards[3],
                                           parent=parent))
     shapes = {}
     for model in config["models"]:
@@ -216,8 +216,8 @@ def test_the_six_demo_models_train_and_load_with_the_published_latent_shapes(tmp
 def test_a_3d_model_needs_the_architecture_of_its_parent(tmp_path, data2d):
     config = make_config(tmp_path, [tiny({"steps": 1, "perceptual_weight": 0}), {**TINY_3D, "ch": 16, "norm_groups": 4,
                                                           "stage2": {"steps": 1, "batch_size": 1, "lr": 1e-4}}])
-    loop.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), data2d))
+    recipes.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), data2d))
     shards3d = make_data(tmp_path, (24, 24, 24), 2, 0)
     with pytest.raises(ConfigError, match="architecture of its inflate_from model tiny2d"):
-        loop.train_stage2_3d(make_job(tmp_path, train_spec(config, "tiny3d", "stage2"), shards3d,
+        recipes.train_stage2_3d(make_job(tmp_path, train_spec(config, "tiny3d", "stage2"), shards3d,
                                       parent=tmp_path / "results" / "models" / "tiny2d" / "stage1.pt"))

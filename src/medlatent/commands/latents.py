@@ -1,4 +1,4 @@
-"""extract-latents, index-latents, verify, decode, dvc-setup, publish: latent datasets, decoding, sharing."""
+"""extract-latents, index-latents (the rules of latents.smk), verify, decode: latent datasets and their use."""
 
 from __future__ import annotations
 
@@ -45,23 +45,6 @@ def decode(args: argparse.Namespace) -> None:
     print(f"{len(written)} images in {args.out}")
 
 
-def dvc_setup(args: argparse.Namespace) -> None:
-    from medlatent.config import load, publish_slice
-    from medlatent.publish.dvc import dvc_setup as setup
-
-    root = Path(args.root)
-    config = load(*(root / file for file in args.configfile))
-    print(json.dumps(setup(root, publish_slice(config)["remote"]), indent=1))
-
-
-def publish(args: argparse.Namespace) -> None:
-    from medlatent.core.atomic import write_text
-    from medlatent.publish.dvc import publish as run_publish
-
-    receipt = run_publish(Path(args.root), args.spec)
-    write_text(args.receipt, json.dumps(receipt, indent=1, sort_keys=True) + "\n")
-
-
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("extract-latents", help="encode one normalized shard into a WebDataset tar")
     parser.add_argument("--spec", type=json_arg, required=True, help="latents_extract_slice (JSON)")
@@ -99,15 +82,3 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", help="the model's weights file instead (its sha256 must match the index)")
     parser.add_argument("--device", help="torch device; default cuda when available, else cpu")
     parser.set_defaults(run=decode)
-
-    parser = commands.add_parser("dvc-setup", help="idempotent: dvc init, link cache, the configured remote")
-    parser.add_argument("--root", default=".", help="the git repository root")
-    parser.add_argument("--configfile", nargs="+", default=["config.yaml"],
-                        help="config files relative to --root, merged like snakemake --configfile")
-    parser.set_defaults(run=dvc_setup)
-
-    parser = commands.add_parser("publish", help="dvc add + push latent datasets and tag their versions")
-    parser.add_argument("--spec", type=json_arg, required=True, help="publish_slice (JSON)")
-    parser.add_argument("--receipt", required=True)
-    parser.add_argument("--root", default=".")
-    parser.set_defaults(run=publish)

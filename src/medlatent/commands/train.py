@@ -1,24 +1,17 @@
-"""train-stage1, train-stage2-2d, train-stage2-3d, import-weights, gpu-run: the model half.
+"""train-stage1, train-stage2-2d, train-stage2-3d, import-weights (the rules of train.smk), gpu-run.
 
-A training command first takes its GPUs (`medlatent.core.gpus`: disjoint devices for concurrent
-local jobs, SLURM's own devices inside a SLURM job, the CPU when there are none); on more
-than one it re-runs itself under torchrun, one process per GPU, and the children (which
-find RANK in their environment) train.
+Training runs through `medlatent.train.launch` (its GPUs, one torchrun process per GPU).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 from pathlib import Path
 
 from medlatent.core.errors import MedLatentError
 from medlatent.commands import json_arg
 
-log = logging.getLogger("medlatent")
-
-#: Command -> (function of medlatent.train.loop, whether it starts from a stage-1 file).
+#: Command -> (function of medlatent.train.recipes, whether it starts from a stage-1 file).
 STAGES = {
     "train-stage1": ("train_stage1", False),
     "train-stage2-2d": ("train_stage2_2d", True),
@@ -26,64 +19,22 @@ STAGES = {
 }
 
 
-def _train_here(args: argparse.Namespace, context) -> None:
-    import torch
+def train(args: argparse.Namespace) -> None:
+    from medlatent.train.launch import train_on_granted_devices
 
-    from medlatent.train import ddp, loop
-
-    torch.set_num_threads(max(1, args.threads // context.world))
-    job = loop.Job(
+    fields = dict(
         spec=args.spec, train_shards=args.train_shards, val_shards=args.val_shards, manifests=args.manifests,
         checkpoints=Path(args.checkpoints), weights=Path(args.out), losses=Path(args.losses),
         curve=Path(args.curve), card=Path(args.card) if args.card else None,
-        parent=Path(args.stage1) if args.stage1 else None, context=context,
-        # the CPU computes; on GPUs spare threads feed it data
-        workers=max(0, args.threads // context.world - 1) if context.device.type == "cuda" else 0,
+        parent=Path(args.stage1) if args.stage1 else None,
     )
-    try:
-        getattr(loop, STAGES[args.command][0])(job)
-    finally:
-        ddp.teardown(context)
-
-
-def train(args: argparse.Namespace) -> None:
-    from medlatent.core import gpus
-    from medlatent.train import ddp
-    from medlatent.train.data import processes_for
-
-    if ddp.launched_by_torchrun():  # a child of the launch below: its devices are already set
-        _train_here(args, ddp.setup())
-        return
-    settings = args.spec["train"]
-    with gpus.granted(settings["gpus"]) as grant:
-        processes = processes_for(settings, grant.count)
-        os.environ[gpus.VISIBLE] = ",".join(grant.devices[:processes])
-        log.info("%s %s: GPUs %s (%s), %d process(es)", args.spec["model"]["id"], args.command,
-                 grant.devices or "none, CPU", grant.source, processes)
-        if processes > 1:
-            status = ddp.launch(processes, dict(os.environ), grant.lock_fds())
-            if status:
-                raise MedLatentError(f"{args.command}: a training process exited with status {status} (see above)")
-            return
-        _train_here(args, ddp.setup())
+    train_on_granted_devices(args.command, STAGES[args.command][0], fields, args.threads)
 
 
 def import_weights(args: argparse.Namespace) -> None:
-    from medlatent.models.card import demo_reasons, file_sha256, write_card
-    from medlatent.core.hub import is_hub_path
-    from medlatent.models.registry import save_model
-    from medlatent.models.serialize import import_model
+    from medlatent.train.recipes import import_weights as run_import
 
-    model = args.spec["model"]
-    medvae, origin = import_model(args.weights, model, is_demo=args.spec["demo"])
-    reasons = demo_reasons({"demo": args.spec["demo"]}, {}) + (["the weights file is marked demo"]
-                                                                if medvae.is_demo and not args.spec["demo"] else [])
-    origin.update(sha256=file_sha256(args.weights), demo_reasons=reasons)
-    if is_hub_path(model.get("weights")):
-        origin["requested"] = model["weights"]  # `path` is where the hub cache held it
-    save_model(args.out, medvae, embedder=None, steps=0)
-    write_card(args.card, model, {}, weights=origin)
-    log.info("imported %s from %s", model["id"], args.weights)
+    run_import(args.spec, args.weights, args.out, args.card)
 
 
 def gpu_run(args: argparse.Namespace) -> None:
@@ -105,7 +56,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--val-shards", nargs="*", default=[], help="normalized val-split shards")
         parser.add_argument("--manifests", nargs="*", default=[], help="manifests of the training sources (card)")
         if needs_stage1:
-            parser.add_argument("--stage1", required=True, help="stage1.pt of this model (2D) or its inflate_from model (3D)")
+            parser.add_argument("--stage1", required=True,
+                                help="stage1.pt of this model (2D) or its inflate_from model (3D)")
             parser.add_argument("--card", required=True)
         parser.add_argument("--out", required=True, help="weights file to write")
         parser.add_argument("--losses", required=True, help="loss curve CSV")

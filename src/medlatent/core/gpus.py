@@ -164,6 +164,22 @@ def granted(wanted: int, timeout: float | None = None) -> Iterator[Grant]:
         release(grant)
 
 
+@contextmanager
+def job_device(threads: int, wanted: int) -> Iterator:
+    """The torch device of a compute job: the GPUs granted to it (locked for the block), else the CPU.
+
+    Args:
+        threads: CPU threads of the job (torch's intra-op threads).
+        wanted: GPUs to lock; 0 runs on the CPU.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    with granted(wanted) as grant:
+        os.environ.update(grant.environment())  # before CUDA starts: the job sees only its devices
+        yield grant.torch_device()
+
+
 def run_with_gpus(wanted: int, command: list[str]) -> int:
     """Run `command` on `wanted` locked GPUs (CUDA_VISIBLE_DEVICES set); its exit status."""
     with granted(wanted) as grant:

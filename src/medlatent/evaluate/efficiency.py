@@ -12,15 +12,18 @@ the job ran on, and every row names it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
 import time
+from pathlib import Path
 
 import torch
 
 from medlatent.cad.data import method_shape
 from medlatent.cad.classifiers import CAD_IN_CHANNELS, build_classifier
+from medlatent.core.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +131,8 @@ def _with_ratios(rows: list[dict]) -> list[dict]:
         row["max_batch_gain"] = round(row["max_batch"] / image["max_batch"], 2) if image["max_batch"] else None
         row["input_bytes_reduction"] = round(image["input_bytes_float32"] / row["input_bytes_float32"], 2)
     return rows
+
+
+def write_timing(path: str | Path, spec: dict, rows: list[dict]) -> None:
+    """The timing rows with the slice that made them (JSON), the input of the efficiency table."""
+    write_text(path, json.dumps({"rows": rows, "spec": spec}, indent=1, sort_keys=True) + "\n")

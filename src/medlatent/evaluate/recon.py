@@ -26,6 +26,7 @@ from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from medlatent.cad.data import ShardStore, fit, load_autoencoder, method_shape, reconstruct, resize
+from medlatent.core.atomic import atomic_path
 from medlatent.core.errors import InputError
 from medlatent.evaluate.segsim import segsim_dice
 
@@ -207,3 +208,12 @@ def _panel(image: torch.Tensor) -> np.ndarray:
     """2D view for Figure 4: the image itself, or the centre slice of a volume along its last axis."""
     array = image[0].numpy()
     return array if array.ndim == 2 else array[:, :, array.shape[2] // 2]
+
+
+def write_image_type_outputs(rows: pd.DataFrame, panels: dict[str, np.ndarray], per_item_csv: str | Path,
+                             panels_npz: str | Path) -> None:
+    """The per-item scores (CSV) and the report's panels (compressed npz) of one image type, atomically."""
+    with atomic_path(per_item_csv) as temporary:
+        rows.to_csv(temporary, index=False)
+    with atomic_path(panels_npz) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **panels)

@@ -42,7 +42,7 @@ import torch
 import webdataset as wds
 
 from medlatent.core.atomic import atomic_path
-from medlatent.models.card import file_sha256
+from medlatent.core.hashing import file_sha256
 from medlatent.core.ids import SPLITS
 from medlatent.core.errors import InputError
 from medlatent.latents.loader import check_stored, read_index, sample_array, shard_urls

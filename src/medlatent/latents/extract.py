@@ -38,7 +38,7 @@ import torch
 import webdataset as wds
 
 from medlatent.core.atomic import atomic_path, write_text
-from medlatent.models.card import file_sha256
+from medlatent.core.hashing import file_sha256
 from medlatent.config import canonical_json
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.io.h5 import ShardReader

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from medlatent.core.atomic import write_text
-from medlatent.models.card import file_sha256, weights_statement
+from medlatent.core.hashing import file_sha256
+from medlatent.models.card import weights_statement
 from medlatent.config import canonical_json
 from medlatent.core.ids import SPLITS
 from medlatent.core.errors import InputError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from webdataset.tariterators import base_plus_ext
 
-from medlatent.models.card import file_sha256
+from medlatent.core.hashing import file_sha256
 from medlatent.core.ids import SPLITS
 from medlatent.core.errors import InputError
 from medlatent.latents.index import dataset_files

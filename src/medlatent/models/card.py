@@ -8,46 +8,15 @@ losses and the device, and says plainly whether the weights are demo weights and
 
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medlatent import __version__
 from medlatent.core.atomic import write_text
+from medlatent.core.hashing import code_version, manifest_hashes
 
 FORMAT = "medlatent-card/1"
-REPO = Path(__file__).resolve().parents[3]
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _git(*args: str) -> str | None:
-    try:
-        result = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-def code_version() -> dict[str, Any]:
-    """Package version, and the git commit plus a dirty flag when the code is a git checkout."""
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain") if commit else None  # untracked code counts as a change too
-    return {"package": __version__, "git_commit": commit, "dirty": None if status is None else bool(status)}
-
-
-def manifest_hashes(manifests: Sequence[str | Path]) -> dict[str, str]:
-    """{source: sha256} of `data/curated/{source}/manifest.parquet` files."""
-    return {Path(path).parent.name: file_sha256(path) for path in sorted(map(str, manifests))}
 
 
 def demo_reasons(spec: dict[str, Any], networks: dict[str, Any]) -> list[str]:

@@ -1,16 +1,15 @@
-"""Tables (CSV + Markdown) and figures of the evaluation, and the one-file summary.
+"""Tables (CSV + Markdown) of the evaluation, with the notes that say how each number was made.
 
-Tables: CAD AUROC / accuracy / macro-F1 as mean +- std over seeds (sample std, n - 1) per
+CAD AUROC / accuracy / macro-F1 as mean +- std over seeds (sample std, n - 1) per
 (task, method); reconstruction PSNR / MS-SSIM (and SegSim for 3D) per (image type, method),
 mean over the items of each seed, then mean +- std over seeds; efficiency timings and storage.
 Every table ends with a footer naming the hash of the configuration it was made from and
-whether demo weights or demo data were involved; every figure carries the same stamp.
+whether demo weights or demo data were involved.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -19,20 +18,19 @@ import pandas as pd
 
 from medlatent.core.atomic import atomic_path, write_text
 
-log = logging.getLogger(__name__)
-
 METRICS = ("auroc", "accuracy", "macro_f1")
 KIND_ORDER = ("highres", "interpolation", "medvae", "slicewise", "external")
-#: Loss-file columns that are not losses (steps, weights, logits, learning rates) and stay off the curves.
-NOT_LOSSES = ("step", "epoch", "time", "second", "weight", "adaptive", "logits", "lr")
-KIND_COLORS = {"highres": "#4d4d4d", "interpolation": "#9ecae1", "medvae": "#d62728", "slicewise": "#ff9896",
-               "external": "#2ca02c"}
+PAPER_EFFICIENCY = ("Paper (Figure 2, one GPU): 2D f=64 latency ÷69, throughput ×70, max batch ×32; "
+                    "3D f=512 latency ÷62, throughput ×55, max batch ×512; storage ÷f.")
+DEMO_NOTE = ("Demo: synthetic data with planted findings and small random-initialised networks trained for "
+             "seconds; the numbers exercise the pipeline and say nothing about MedVAE.")
 
 
 # ----------------------------------------------------------------------------- table helpers
 
 
 def yes_no(flag: bool) -> str:
+    """'yes' or 'no', as tables and stamps print a flag."""
     return "yes" if flag else "no"
 
 
@@ -89,8 +87,17 @@ def write_table(frame: pd.DataFrame, display: pd.DataFrame, csv_path: str | Path
     write_text(md_path, "\n".join(lines))
 
 
-def _flag(frame: pd.DataFrame, column: str) -> bool:
+def any_flag(frame: pd.DataFrame, column: str) -> bool:
+    """Whether any row of `frame` sets the boolean `column` (False when the column is absent)."""
     return bool(column in frame and frame[column].astype(bool).any())
+
+def table_provenance(spec: dict, frame: pd.DataFrame) -> str:
+    """The stamp of a table made from one job's config slice, with the table's own demo-weights flag."""
+    return stamp(spec["config_hash"], spec["demo"], any_flag(frame, "demo_weights"), what="config slice")
+
+
+def _read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------- CAD
@@ -119,9 +126,24 @@ def cad_table(metrics: list[dict]) -> pd.DataFrame:
 def cad_display(table: pd.DataFrame) -> pd.DataFrame:
     shown = table[["task", "method", "kind", "f", "seeds"]].copy()
     for metric in METRICS:
-        shown[metric.replace("_", "-")] = [format_mean_std(m, s, 3) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
+        shown[metric.replace("_", "-")] = [format_mean_std(m, s, 3)
+                                           for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
     shown["n train/test"] = [f"{a}/{b}" for a, b in zip(table["n_train"], table["n_test"])]
     return shown
+
+
+def write_cad_table(spec: dict, metric_files: list[str], csv_path: str | Path, md_path: str | Path) -> None:
+    """Aggregate the CAD metrics JSON files of every (task, method, seed) into the CAD table (CSV + Markdown)."""
+    table = cad_table([_read_json(p) for p in metric_files])
+    classifiers = ", ".join(sorted(table["classifier"].unique())) if len(table) else "n/a"
+    notes = [f"AUROC (macro one-vs-rest for multi-class), accuracy and macro-F1 on the test split with the final "
+             f"checkpoint; mean ± sample std over seeds {spec['seeds']}.",
+             f"Classifiers: {classifiers}; labels and patient-level splits from the curated manifests.",
+             "Methods: highres = normalized images (f=1); <mode>_f<f> = interpolation to the size of a latent at f; "
+             "model ids = MedVAE latents; *_slicewise = 2D model per slice, stacked (3D tasks)."]
+    notes += [DEMO_NOTE] if spec["demo"] else []
+    write_table(table, cad_display(table), csv_path, md_path, "Downstream CAD (latent utility)", notes,
+                table_provenance(spec, table))
 
 
 # ----------------------------------------------------------------------------- reconstruction
@@ -152,8 +174,24 @@ def recon_display(table: pd.DataFrame) -> pd.DataFrame:
     shown["MS-SSIM"] = [format_mean_std(m, s, 4) for m, s in zip(table["ms_ssim_mean"], table["ms_ssim_std"])]
     shown["MS-SSIM variant"] = table["ms_ssim_variant"]
     if "segsim_dice_mean" in table:
-        shown["SegSim Dice"] = [format_mean_std(m, s, 4) for m, s in zip(table["segsim_dice_mean"], table["segsim_dice_std"])]
+        shown["SegSim Dice"] = [format_mean_std(m, s, 4)
+                                for m, s in zip(table["segsim_dice_mean"], table["segsim_dice_std"])]
     return shown
+
+
+def write_recon_table(spec: dict, per_item_files: list[str], csv_path: str | Path, md_path: str | Path) -> None:
+    """Aggregate the per-item reconstruction scores of every image type into one table (CSV + Markdown)."""
+    table = recon_table(pd.concat([pd.read_csv(p) for p in per_item_files], ignore_index=True))
+    notes = ["PSNR (data range 2 of [-1, 1]) and MS-SSIM (pytorch-msssim, images mapped to [0, 1]) of "
+             "reconstructions clipped to [-1, 1]; per seed the mean over the sampled items, then mean ± sample std "
+             "over seeds. Interpolation rows downsize to the latent size at f and resize back with the same kernel.",
+             "MS-SSIM variant: images too small for 5 scales with the 11-voxel window use fewer scales (published "
+             "weights renormalized); the column names the variant of each row.",
+             f"SegSim (3D only): mean Dice over labels between segmentations of original and reconstruction by a "
+             f"{', '.join(segmenter_label(s) for s in spec['segmenters']) or 'segmenter'}."]
+    notes += [DEMO_NOTE] if spec["demo"] else []
+    write_table(table, recon_display(table), csv_path, md_path, "Reconstruction quality", notes,
+                table_provenance(spec, table))
 
 
 # ----------------------------------------------------------------------------- efficiency and storage
@@ -161,7 +199,8 @@ def recon_display(table: pd.DataFrame) -> pd.DataFrame:
 
 def efficiency_display(table: pd.DataFrame) -> pd.DataFrame:
     shown = table[["dims", "input", "input_shape", "classifier", "latency_ms", "throughput_per_s"]].copy()
-    shown["max batch"] = [f"≥{b} (capped)" if capped else str(b) for b, capped in zip(table["max_batch"], table["max_batch_capped"])]
+    shown["max batch"] = [f"≥{b} (capped)" if capped else str(b)
+                          for b, capped in zip(table["max_batch"], table["max_batch_capped"])]
     shown["latency ÷"] = table["latency_reduction"]
     shown["throughput ×"] = table["throughput_gain"]
     shown["input bytes ÷"] = table["input_bytes_reduction"]
@@ -177,7 +216,8 @@ def storage_table(indexes: list[dict]) -> pd.DataFrame:
         if not count:
             continue
         rows.append({"model": index["model"], "source": index["source"], "dims": index["dims"], "items": count,
-                     "latent_shape": "x".join(map(str, index["latent"]["shape"])) if index["latent"].get("shape") else "varies",
+                     "latent_shape": ("x".join(map(str, index["latent"]["shape"])) if index["latent"].get("shape")
+                                      else "varies"),
                      "image_float32_bytes_per_item": round(store["input_float32_bytes"] / count),
                      "latent_float16_bytes_per_item": round(store["latent_float16_bytes"] / count),
                      "tar_bytes_per_item": round(store["tar_bytes"] / count),
@@ -187,213 +227,23 @@ def storage_table(indexes: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ----------------------------------------------------------------------------- figures
-
-
-def _figure(nrows: int, ncols: int, size: tuple[float, float]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False)
-    return plt, figure, axes
-
-
-def _save(plt, figure, path: str | Path, provenance: str, title: str) -> None:
-    figure.suptitle(f"{title}\n{provenance}", fontsize=9)
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
-
-
-def _message_figure(path: str | Path, provenance: str, title: str, message: str) -> None:
-    plt, figure, axes = _figure(1, 1, (6, 2))
-    axes[0, 0].axis("off")
-    axes[0, 0].text(0.5, 0.5, message, ha="center", va="center", wrap=True)
-    _save(plt, figure, path, provenance, title)
-
-
-def figure_cad(table: pd.DataFrame, path: str | Path, provenance: str) -> None:
-    """AUROC bars (mean +- std over seeds) per task and method; chance at 0.5."""
-    title = "Downstream CAD: test AUROC per task and input (mean ± std over seeds)"
-    if table.empty:
-        return _message_figure(path, provenance, title, "no CAD results")
-    tasks = list(dict.fromkeys(table["task"]))
-    ncols = min(3, len(tasks))
-    nrows = math.ceil(len(tasks) / ncols)
-    plt, figure, axes = _figure(nrows, ncols, (5.2 * ncols, 3.6 * nrows))
-    for ax, task in zip(axes.flat, tasks):
-        rows = table[table["task"] == task]
-        positions = np.arange(len(rows))
-        ax.bar(positions, rows["auroc_mean"].fillna(0), yerr=rows["auroc_std"].fillna(0),
-               color=[KIND_COLORS[k] for k in rows["kind"]], capsize=2)
-        ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
-        ax.set_xticks(positions, rows["method"], rotation=60, ha="right", fontsize=7)
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("AUROC")
-        ax.set_title(task, fontsize=9)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    _save(plt, figure, path, provenance, title)
-
-
-def figure_recon(panels: dict[str, dict[str, np.ndarray]], path: str | Path, provenance: str, per_type: int = 2) -> None:
-    """Figure 4 style: per image type, original | reconstruction | residual for the first `per_type`
-    methods of the panel file (autoencoders come before interpolation baselines there)."""
-    title = "Reconstructions: original | reconstruction | residual (reconstruction - original)"
-    panels = {k: v for k, v in panels.items() if v}
-    if not panels:
-        return _message_figure(path, provenance, title, "no reconstruction panels")
-    layout = []
-    for image_type, arrays in sorted(panels.items()):
-        originals = [k for k in arrays if k.startswith("original::")]
-        if not originals:
-            continue
-        item = originals[0].split("::", 1)[1]
-        methods = [k.split("::", 1)[0] for k in arrays if k.endswith(f"::{item}") and not k.startswith("original::")]
-        layout.append((image_type, arrays[originals[0]], [(m, arrays[f"{m}::{item}"]) for m in methods[:per_type]]))
-    ncols = 1 + 2 * max(len(methods) for _, _, methods in layout)
-    plt, figure, axes = _figure(len(layout), ncols, (2.0 * ncols, 2.2 * len(layout)))
-    for row, (image_type, original, methods) in enumerate(layout):
-        axes[row, 0].imshow(original, cmap="gray", vmin=-1, vmax=1)
-        axes[row, 0].set_title(f"{image_type}\noriginal", fontsize=7)
-        for k, (method, recon) in enumerate(methods):
-            axes[row, 1 + 2 * k].imshow(recon, cmap="gray", vmin=-1, vmax=1)
-            axes[row, 1 + 2 * k].set_title(method, fontsize=7)
-            axes[row, 2 + 2 * k].imshow(recon - original, cmap="coolwarm", vmin=-0.5, vmax=0.5)
-            axes[row, 2 + 2 * k].set_title("residual", fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if not ax.images:
-            ax.axis("off")
-    _save(plt, figure, path, provenance, title)
-
-
-def figure_efficiency(table: pd.DataFrame, path: str | Path, provenance: str) -> None:
-    """Latency, throughput and max batch of the classifier on images and latents (log scale)."""
-    title = f"Efficiency of the CAD classifiers on {table['device'].iloc[0] if len(table) else 'n/a'}"
-    if table.empty:
-        return _message_figure(path, provenance, title, "no efficiency rows")
-    plt, figure, axes = _figure(1, 3, (13, 3.8))
-    labels = [f"{d}D {i}" for d, i in zip(table["dims"], table["input"])]
-    colors = ["#4d4d4d" if f == 1 else "#d62728" for f in table["f"]]
-    for ax, column, label in zip(axes[0], ("latency_ms", "throughput_per_s", "max_batch"),
-                                 ("latency (ms per batch)", "throughput (samples/s)", "max batch (power of 2)")):
-        ax.bar(np.arange(len(table)), table[column], color=colors)
-        ax.set_yscale("log")
-        ax.set_xticks(np.arange(len(table)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_title(label + (" - capped on CPU" if column == "max_batch" and table["max_batch_capped"].any() else ""), fontsize=9)
-    _save(plt, figure, path, provenance, title)
-
-
-def figure_training(loss_files: dict[str, Path], path: str | Path, provenance: str) -> None:
-    """Loss curves of every model stage (results/models/{model}/{stage}_losses.csv)."""
-    title = "Training curves"
-    if not loss_files:
-        return _message_figure(path, provenance, title, "no loss files (results/models/*/*_losses.csv)")
-    ncols = min(3, len(loss_files))
-    nrows = math.ceil(len(loss_files) / ncols)
-    plt, figure, axes = _figure(nrows, ncols, (5 * ncols, 3.2 * nrows))
-    for ax, (name, file) in zip(axes.flat, sorted(loss_files.items())):
-        frame = pd.read_csv(file)
-        x = frame["step"] if "step" in frame else np.arange(len(frame))
-        for column in frame.select_dtypes("number").columns:
-            if not any(word in column for word in NOT_LOSSES) and frame[column].notna().any():
-                ax.plot(x, frame[column], label=column, linewidth=0.9)
-        ax.set_yscale("symlog", linthresh=1e-3)  # summed-per-pixel losses and small embedding losses side by side
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(loss_files):]:
-        ax.axis("off")
-    _save(plt, figure, path, provenance, title)
-
-
-def figure_curation(reports: list[dict], path: str | Path, provenance: str) -> None:
-    """Kept and rejected items (by category) per source."""
-    title = "Curation: kept and rejected items per source"
-    if not reports:
-        return _message_figure(path, provenance, title, "no curation reports")
-    plt, figure, axes = _figure(1, 1, (max(6, 1.1 * len(reports)), 4))
-    ax = axes[0, 0]
-    names = [r["source"] for r in reports]
-    positions = np.arange(len(reports))
-    bottom = np.array([r["kept"] for r in reports], dtype=float)
-    ax.bar(positions, bottom, label="kept", color="#4daf4a")
-    categories = sorted({c for r in reports for c in r.get("rejected_by_category", {})})
-    for category in categories:
-        counts = np.array([r.get("rejected_by_category", {}).get(category, 0) for r in reports], dtype=float)
-        ax.bar(positions, counts, bottom=bottom, label=f"rejected: {category}")
-        bottom += counts
-    ax.set_xticks(positions, names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("items")
-    ax.legend(fontsize=7)
-    _save(plt, figure, path, provenance, title)
-
-
-# ----------------------------------------------------------------------------- summary
-
-
-def summary_markdown(spec: dict, tables: dict[str, Path], figures: dict[str, Path], curation: list[dict],
-                     demo_weights: bool, loss_files: dict[str, Path]) -> str:
-    """results/report/summary.md: every table inline, every figure and curation count listed."""
-    lines = [
-        f"# MedLatent evaluation summary - {spec['project']}",
-        "",
-        f"- Config hash: `{spec['config_hash']}` (sha256 of the whole validated configuration, 12 hex digits)",
-        f"- Demo (synthetic data, small random-initialised networks): {yes_no(spec['demo'])}",
-        f"- Demo weights used by any result: {yes_no(demo_weights)}",
-        f"- Models: {', '.join(spec['models']) or 'none'}; CAD tasks: {', '.join(spec['tasks']) or 'none'}",
-        "",
-    ]
-    for name, path in tables.items():
-        text = Path(path).read_text(encoding="utf-8").strip().splitlines()
-        title = text[0].lstrip("# ") if text and text[0].startswith("# ") else name
-        body = "\n".join(text[1:] if title != name else text).strip()
-        lines += [f"## {title}", "", body, "", f"CSV: `{Path(path).with_suffix('.csv')}`", ""]
-    lines += ["## Figures", "", *[f"- {name}: `{path}`" for name, path in figures.items()], ""]
-    lines += ["## Curation", "", "| source | found | kept | rejected | rejected by category |", "|---|---|---|---|---|"]
-    lines += [f"| {r['source']} | {r.get('found', '')} | {r['kept']} | {r['rejected']} | "
-              f"{', '.join(f'{k}: {v}' for k, v in r.get('rejected_by_category', {}).items())} |" for r in curation]
-    lines += ["", "## Training curves", ""]
-    lines += [f"- {name}: `{path}`" for name, path in sorted(loss_files.items())] or ["- none found"]
-    lines.append("")
-    return "\n".join(lines)
-
-
-def loss_files_of(weights_paths: list[str]) -> dict[str, Path]:
-    """`{model}/{stage}` -> loss CSV next to each model's final weights, when present."""
-    files = {}
-    for weights in weights_paths:
-        folder = Path(weights).parent
-        for file in sorted(folder.glob("*_losses.csv")):
-            files[f"{folder.name}/{file.name.removesuffix('_losses.csv')}"] = file
-    return files
-
-
-def build_report(spec: dict, tables: dict[str, Path], cad_csv: Path, efficiency_csv: Path, panel_files: list[str],
-                 curation_files: list[str], weights_paths: list[str], figures_dir: Path, summary: Path) -> dict[str, Path]:
-    """All figures plus the summary; returns the figure paths by name."""
-    cad = pd.read_csv(cad_csv)
-    efficiency = pd.read_csv(efficiency_csv)
-    panels = {}
-    for file in panel_files:
-        with np.load(file) as data:
-            panels[Path(file).parent.name] = {key: data[key] for key in data.files}
-    curation = [json.loads(Path(f).read_text(encoding="utf-8")) for f in curation_files]
-    loss_files = loss_files_of(weights_paths)
-    demo_weights = _flag(cad, "demo_weights") or any(_flag(pd.read_csv(Path(t).with_suffix(".csv")), "demo_weights")
-                                                     for t in tables.values())
-    provenance = stamp(spec["config_hash"], spec["demo"], demo_weights)
-    figures = {name: figures_dir / f"{name}.png" for name in ("cad_auroc", "recon_panels", "efficiency", "training_curves",
-                                                              "curation_counts")}
-    figure_cad(cad, figures["cad_auroc"], provenance)
-    figure_recon(panels, figures["recon_panels"], provenance)
-    figure_efficiency(efficiency, figures["efficiency"], provenance)
-    figure_training(loss_files, figures["training_curves"], provenance)
-    figure_curation(curation, figures["curation_counts"], provenance)
-    write_text(summary, summary_markdown(spec, tables, figures, curation, demo_weights, loss_files))
-    return figures
+def write_efficiency_tables(spec: dict, timing_file: str | Path, latent_indexes: list[str], csv_path: str | Path,
+                            md_path: str | Path, storage_csv: str | Path, storage_md: str | Path) -> None:
+    """The efficiency table (classifier timings) and the storage table (latent indexes), CSV + Markdown each."""
+    timing = pd.DataFrame(_read_json(timing_file)["rows"])
+    device = timing["device"].iloc[0] if len(timing) else "n/a"
+    notes = [f"Device: {device}. Latency: median over the timed iterations of one forward pass (batch "
+             f"{spec['batch_size']}); throughput = batch / latency; max batch: largest power of two that trains "
+             "one step (forward + backward).",
+             "On CPU the max-batch search stops at evaluation.efficiency.max_batch_cap_cpu (≥ marks a lower bound).",
+             "Latent inputs have one channel (channel mean), as the classifier sees them; input bytes as float32.",
+             PAPER_EFFICIENCY]
+    notes += [DEMO_NOTE] if spec["demo"] else []
+    write_table(timing, efficiency_display(timing), csv_path, md_path, "Efficiency of the CAD classifiers", notes,
+                table_provenance(spec, timing))
+    storage = storage_table([_read_json(p) for p in latent_indexes])
+    write_table(storage, storage, storage_csv, storage_md, "Storage per item: images vs latents",
+                ["From the latent datasets' index.json: float32 normalized image, float16 latent payload and the tar "
+                 "bytes on disk per item (tar and npy headers, meta.json, labels.json included); config_sha256 is "
+                 "each dataset's own config hash."],
+                table_provenance(spec, storage))

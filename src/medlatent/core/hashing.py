@@ -1,0 +1,52 @@
+"""Provenance hashes: file sha256, the sha256 of curated manifests, and the code version.
+
+Model cards, latent indexes and decoded outputs name what they came from with these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medlatent import __version__
+
+PACKAGE = Path(__file__).resolve().parents[1]
+#: The repository root when the package runs from its git checkout (src layout); an installed
+#: copy (site-packages) has none, and must not report the commit of whatever folder encloses it.
+CHECKOUT = PACKAGE.parents[1] if PACKAGE.parent.name == "src" else None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _git(*args: str) -> str | None:
+    if CHECKOUT is None:
+        return None
+    try:
+        result = subprocess.run(["git", "-C", str(CHECKOUT), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def code_version() -> dict[str, Any]:
+    """Package version, and the git commit plus a dirty flag when the code is a git checkout."""
+    top = _git("rev-parse", "--show-toplevel")
+    # a checkout without .git of its own (an unpacked archive) inside another repository is not that repository
+    commit = _git("rev-parse", "HEAD") if top and Path(top).resolve() == CHECKOUT else None
+    status = _git("status", "--porcelain") if commit else None  # untracked code counts as a change too
+    return {"package": __version__, "git_commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def manifest_hashes(manifests: Sequence[str | Path]) -> dict[str, str]:
+    """{source: sha256} of `data/curated/{source}/manifest.parquet` files."""
+    return {Path(path).parent.name: file_sha256(path) for path in sorted(map(str, manifests))}
