@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -29,9 +30,13 @@ def test_a_lock_left_by_a_killed_run_is_removed(tmp_path):
 def test_a_lock_of_a_running_snakemake_is_kept_and_its_pid_named(tmp_path):
     work = locked(tmp_path / "work")
     program = tmp_path / "snakemake"  # a process that looks like Snakemake, working in the folder
-    program.write_text("import time\ntime.sleep(60)\n")
+    ready = tmp_path / "ready"
+    program.write_text(f"import pathlib, time\npathlib.Path({str(ready)!r}).touch()\ntime.sleep(60)\n")
     running = subprocess.Popen([sys.executable, str(program)], cwd=work)
     try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:  # the interpreter is up (slow on a busy machine)
+            time.sleep(0.05)
         with pytest.raises(InputError, match=f"locked by a running Snakemake \\(pid {running.pid}\\)"):
             unlock_if_stale(work)
     finally:

@@ -6,6 +6,8 @@ dataset's own label files into one table keyed by the item's path under the raw 
 
 from __future__ import annotations
 
+import importlib
+
 from medlatent.core.errors import ConfigError
 from medlatent.curate.adapters.base import Adapter
 from medlatent.curate.adapters.generic import GenericAdapter
@@ -33,7 +35,9 @@ def get_adapter(curation: dict) -> Adapter:
     return _ADAPTERS[name](curation)
 
 
-# Imported after `register` exists: each module registers its adapter on import.
-from medlatent.curate.adapters import amos, cmmd, cq500, embed, grazpedwri_dx, mimic_cxr, mrnet, rsna_bone_age, rsna_screening_mammo, verse19, vindr_mammo
+# Each module registers its adapter when imported, so they are imported once `register` exists.
+for _module in ("amos", "cmmd", "cq500", "embed", "grazpedwri_dx", "mimic_cxr", "mrnet", "rsna_bone_age",
+                "rsna_screening_mammo", "verse19", "vindr_mammo"):
+    importlib.import_module(f"medlatent.curate.adapters.{_module}")
 
 __all__ = ["Adapter", "get_adapter", "register"]
