@@ -16,8 +16,6 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-
-
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/curate.smk"
 include: "workflow/rules/normalize.smk"
@@ -30,13 +28,13 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_curation_reports,
         get_normalized_shards,
         get_model_weights,
         get_latent_indexes,
         f"{RESULTS}/report/summary.md",
-    default_target: True
 
 
 # Stage targets: `snakemake data` (fetch -> curate -> normalize), `models`, `latents`.

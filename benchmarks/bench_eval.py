@@ -13,8 +13,8 @@ import os
 
 import torch
 
-from medlatent.cad.data import method_shape
 from medlatent.cad.classifiers import build_classifier
+from medlatent.cad.data import method_shape
 from medlatent.evaluate.efficiency import device_name, latency_ms
 
 CLASSIFIER = {"name": "hrnet_w64", "pretrained_path": None}

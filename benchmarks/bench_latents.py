@@ -19,19 +19,43 @@ import torch
 
 from medlatent.core.ids import item_id
 from medlatent.io.h5 import ShardWriter
+from medlatent.latents.extract import extract_shard
 from medlatent.latents.index import write_dataset_files
 from medlatent.latents.loader import load_latents
-from medlatent.latents.extract import extract_shard
 from medlatent.models import load_model
 from medlatent.models.projection import CLASSIFICATION_SCALE
 from medlatent.models.registry import build_medvae, save_model
 
 #: Demo-sized networks (as workflow/demo/config.yaml) on larger images than the demo's.
 CASES = {
-    "2d_f16_c1_256px": ({"id": "bench2d", "dims": 2, "f": 16, "latent_channels": 1, "ch": 16, "ch_mult": [1, 2, 2],
-                         "num_res_blocks": 1, "norm_groups": 8}, (256, 256), 24),
-    "3d_f64_c1_48vox": ({"id": "bench3d", "dims": 3, "f": 64, "latent_channels": 1, "ch": 16, "ch_mult": [1, 2, 2],
-                         "num_res_blocks": 1, "norm_groups": 8}, (48, 48, 48), 6),
+    "2d_f16_c1_256px": (
+        {
+            "id": "bench2d",
+            "dims": 2,
+            "f": 16,
+            "latent_channels": 1,
+            "ch": 16,
+            "ch_mult": [1, 2, 2],
+            "num_res_blocks": 1,
+            "norm_groups": 8,
+        },
+        (256, 256),
+        24,
+    ),
+    "3d_f64_c1_48vox": (
+        {
+            "id": "bench3d",
+            "dims": 3,
+            "f": 64,
+            "latent_channels": 1,
+            "ch": 16,
+            "ch_mult": [1, 2, 2],
+            "num_res_blocks": 1,
+            "norm_groups": 8,
+        },
+        (48, 48, 48),
+        6,
+    ),
 }
 BATCH_SIZE = 8
 LOADER_PASSES = 3
@@ -44,8 +68,11 @@ def _write_inputs(folder: Path, spec: dict, shape: tuple[int, ...], count: int) 
     with ShardWriter(shard, {"shard": "train-000", "normalize": {}, "demo": True}) as writer:
         for index in range(count):
             item = item_id("bench", f"{index:016x}")
-            writer.add(item, rng.uniform(-1, 1, size=shape).astype(np.float32),
-                       {"original_shape": list(shape), "split": "train", "transform": {}})
+            writer.add(
+                item,
+                rng.uniform(-1, 1, size=shape).astype(np.float32),
+                {"original_shape": list(shape), "split": "train", "transform": {}},
+            )
             rows.append({"item_id": item, "split": "train", "shard": "train-000", "label_finding": index % 2})
     weights = folder / "stage2.pt"
     torch.manual_seed(0)
@@ -63,7 +90,7 @@ def _bare_seconds(weights: Path, shard: Path, dims: int) -> float:
     started = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, len(images), step):
-            model.encode_latent_padded(images[start:start + step])
+            model.encode_latent_padded(images[start : start + step])
     return time.perf_counter() - started
 
 
@@ -71,20 +98,40 @@ def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         shard, manifest, weights = _write_inputs(folder, spec, shape, count)
-        extract = {"model": spec["id"], "source": "bench", "modality": "ct" if spec["dims"] == 3 else "xray",
-                   "dims": spec["dims"], "batch_size": BATCH_SIZE,
-                   "store": ["mean"] if spec["dims"] == 2 else [],  # the default latents.store
-                   **({"window": [160, 160, 160], "overlap": 0.25, "blend": "gaussian", "sw_batch_size": 1}
-                      if spec["dims"] == 3 else {})}
+        extract = {
+            "model": spec["id"],
+            "source": "bench",
+            "modality": "ct" if spec["dims"] == 3 else "xray",
+            "dims": spec["dims"],
+            "batch_size": BATCH_SIZE,
+            "store": ["mean"] if spec["dims"] == 2 else [],  # the default latents.store
+            **(
+                {"window": [160, 160, 160], "overlap": 0.25, "blend": "gaussian", "sw_batch_size": 1}
+                if spec["dims"] == 3
+                else {}
+            ),
+        }
         started = time.perf_counter()
         part = extract_shard(extract, shard, manifest, weights, folder / "ds", folder / "part.json")
         end_to_end = time.perf_counter() - started
         bare = _bare_seconds(weights, shard, spec["dims"])
         (folder / "card.json").write_text("{}", encoding="utf-8")
-        write_dataset_files({"model": spec["id"], "source": "bench", "source_name": "bench", "anatomy": None,
-                             "modality": extract["modality"], "dims": spec["dims"], "license": {"name": "none"},
-                             "classification_scale": CLASSIFICATION_SCALE, "config_sha256": ""},
-                            [folder / "part.json"], folder / "card.json", folder / "ds")
+        write_dataset_files(
+            {
+                "model": spec["id"],
+                "source": "bench",
+                "source_name": "bench",
+                "anatomy": None,
+                "modality": extract["modality"],
+                "dims": spec["dims"],
+                "license": {"name": "none"},
+                "classification_scale": CLASSIFICATION_SCALE,
+                "config_sha256": "",
+            },
+            [folder / "part.json"],
+            folder / "card.json",
+            folder / "ds",
+        )
         started = time.perf_counter()
         loaded = sum(1 for _ in range(LOADER_PASSES) for _ in load_latents(folder / "ds", split="train"))
         loader = time.perf_counter() - started
@@ -102,8 +149,11 @@ def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
 
 def run() -> dict:
     """Figures per case (see the module docstring); CPU threads as torch has them."""
-    return {"threads": torch.get_num_threads(), "batch_size": BATCH_SIZE,
-            **{name: _time_case(*case) for name, case in CASES.items()}}
+    return {
+        "threads": torch.get_num_threads(),
+        "batch_size": BATCH_SIZE,
+        **{name: _time_case(*case) for name, case in CASES.items()},
+    }
 
 
 if __name__ == "__main__":

@@ -12,21 +12,35 @@ from pathlib import Path
 import numpy as np
 
 from medlatent import io
+from medlatent.demo.registry import generate
 from medlatent.io.h5 import ShardWriter
 from medlatent.normalize.run import normalize_item
-from medlatent.demo.registry import generate
 
 #: One 2D and one 3D demo source, as in workflow/demo/config.yaml but larger images.
 CASES = {
     "mammo_dicom_2d": (
         {"generator": "mammo_dicom", "n_patients": 12, "images_per_patient": 4, "size": [512, 256]},
-        {"modality": "mammography_ffdm", "dims": 2, "size": [256, 128], "intensity": "minmax",
-         "percentiles": [0.0, 100.0], "output_range": [-1.0, 1.0], "interpolation": "bicubic"},
+        {
+            "modality": "mammography_ffdm",
+            "dims": 2,
+            "size": [256, 128],
+            "intensity": "minmax",
+            "percentiles": [0.0, 100.0],
+            "output_range": [-1.0, 1.0],
+            "interpolation": "bicubic",
+        },
     ),
     "ct_dicom_series_3d": (
         {"generator": "ct_dicom_series", "n_patients": 6, "size": [128, 128, 48]},
-        {"modality": "ct", "dims": 3, "hu_window": [-1000.0, 1000.0], "spacing": [1.5, 1.5, 1.5], "size": None,
-         "output_range": [-1.0, 1.0], "interpolation": "bilinear"},
+        {
+            "modality": "ct",
+            "dims": 3,
+            "hu_window": [-1000.0, 1000.0],
+            "spacing": [1.5, 1.5, 1.5],
+            "size": None,
+            "output_range": [-1.0, 1.0],
+            "interpolation": "bilinear",
+        },
     ),
 }
 

@@ -66,16 +66,21 @@ def _timed(fn: Callable[[], None], steps: int, warmup: int, device: torch.device
     return (time.perf_counter() - started) / steps
 
 
-def _stage_figures(stage: stages.Stage, x: torch.Tensor, step: int, steps: int, warmup: int,
-                   device: torch.device) -> dict[str, float]:
+def _stage_figures(
+    stage: stages.Stage, x: torch.Tensor, step: int, steps: int, warmup: int, device: torch.device
+) -> dict[str, float]:
     def one_step() -> None:
         stage.micro_step(x, step, 1.0, synchronize=True)
         stage.optimizer_step(step)
 
     _reset_peak(device)
     seconds = _timed(one_step, steps, warmup, device)
-    return {"steps_per_s": round(1 / seconds, 3), "samples_per_s": round(len(x) / seconds, 2),
-            "micro_batch": len(x), "peak_memory_mb": round(_peak_mb(device), 1)}
+    return {
+        "steps_per_s": round(1 / seconds, 3),
+        "samples_per_s": round(len(x) / seconds, 2),
+        "micro_batch": len(x),
+        "peak_memory_mb": round(_peak_mb(device), 1),
+    }
 
 
 def _encoder_ms(autoencoder: torch.nn.Module, x: torch.Tensor, steps: int, device: torch.device) -> float:
@@ -102,16 +107,26 @@ def bench_model(config: dict, model: dict, steps: int, warmup: int, context: ddp
         parent = next(m for m in config["models"] if m["id"] == model["inflate_from"])
         autoencoder = inflate_model(create_autoencoder(parent))
         loss = recipes.adversarial_loss(settings, 3, recipes.perceptual_network(spec), None)
-    adversarial = stages.AdversarialStage(autoencoder, loss, recipes.effective_lr(settings), settings["precision"], context)
+    adversarial = stages.AdversarialStage(
+        autoencoder, loss, recipes.effective_lr(settings), settings["precision"], context
+    )
     # steady state: the discriminator trains too
-    figures = {stage_name: _stage_figures(adversarial, x, settings["disc_start"], steps, warmup, device),
-               "encoder_forward_ms": _encoder_ms(autoencoder, x, steps, device), "input": list(x.shape)}
+    figures = {
+        stage_name: _stage_figures(adversarial, x, settings["disc_start"], steps, warmup, device),
+        "encoder_forward_ms": _encoder_ms(autoencoder, x, steps, device),
+        "input": list(x.shape),
+    }
     if dims == 2:
         spec2 = mlconfig.train_slice(config, model["id"], "stage2")
         x2 = x[: micro_batch(spec2["train"])]
-        projection = stages.ProjectionStage(autoencoder, ProjectionHead(2, autoencoder.latent_channels),
-                                          load_embedder(spec2["embedder"]), recipes.effective_lr(spec2["train"]),
-                                          spec2["train"]["precision"], context)
+        projection = stages.ProjectionStage(
+            autoencoder,
+            ProjectionHead(2, autoencoder.latent_channels),
+            load_embedder(spec2["embedder"]),
+            recipes.effective_lr(spec2["train"]),
+            spec2["train"]["precision"],
+            context,
+        )
         figures["stage2"] = _stage_figures(projection, x2, 0, steps, warmup, device)
     return figures
 
@@ -121,8 +136,12 @@ def run(steps: int = 2, warmup: int = 1) -> dict[str, Any]:
     config = mlconfig.load(*DEMO)
     context = ddp.Context(0, 1, torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
     models = {model["id"]: bench_model(config, model, steps, warmup, context) for model in config["models"]}
-    return {"device": str(context.device), "torch_threads": torch.get_num_threads(), "timed_steps": steps,
-            "models": models}
+    return {
+        "device": str(context.device),
+        "torch_threads": torch.get_num_threads(),
+        "timed_steps": steps,
+        "models": models,
+    }
 
 
 if __name__ == "__main__":

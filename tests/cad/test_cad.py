@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cad_fixtures import TINY_2D, TINY_3D, cad_spec, write_latent_dataset, write_model, write_source
 
 from medlatent import config as mlconfig
-from medlatent.cad.data import ItemDataset, class_targets, fit, method_shape, resize, task_items
 from medlatent.cad.classifiers import build_classifier
+from medlatent.cad.data import ItemDataset, class_targets, fit, method_shape, resize, task_items
 from medlatent.cad.run import classification_metrics, run_cad, train_loader
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.models.registry import create_autoencoder
-from cad_fixtures import TINY_2D, TINY_3D, cad_spec, write_latent_dataset, write_model, write_source
 
 torch.set_num_threads(2)
 
@@ -26,23 +26,35 @@ TIMM_TEST_NET = {"name": "test_resnet", "pretrained_path": None}
 
 
 def blob_task(name: str, dims: int, shape: tuple[int, ...], **extra) -> dict:
-    return {"id": name, "dims": dims, "source": name, "label": "finding", "classes": 2, "input_size": list(shape), **extra}
+    return {
+        "id": name,
+        "dims": dims,
+        "source": name,
+        "label": "finding",
+        "classes": 2,
+        "input_size": list(shape),
+        **extra,
+    }
 
 
 # --- acceptance: planted findings are found from high-resolution inputs ---------------------------
+
 
 @pytest.mark.parametrize("dims,shape,patients,epochs", [(2, (32, 32), 40, 3), (3, (16, 16, 16), 32, 3)])
 def test_highres_auroc_is_clearly_above_chance_on_planted_findings(tmp_path, dims, shape, patients, epochs):
     name = f"blob{dims}d"
     source = write_source(tmp_path, name, shape, patients)
     out = tmp_path / "results" / "metrics.json"
-    metrics = run_cad(cad_spec(blob_task(name, dims, shape), HIGHRES, epochs=epochs), source["manifest"],
-                      source["shards"], None, out)
+    metrics = run_cad(
+        cad_spec(blob_task(name, dims, shape), HIGHRES, epochs=epochs), source["manifest"], source["shards"], None, out
+    )
     assert metrics["auroc"] > 0.75
     assert json.loads(out.read_text()) == metrics
     assert metrics["n_train"] + metrics["n_test"] == patients
-    assert metrics["test_class_counts"] == [metrics["n_test"] - sum(metrics["test_class_counts"][1:]),
-                                            metrics["test_class_counts"][1]]
+    assert metrics["test_class_counts"] == [
+        metrics["n_test"] - sum(metrics["test_class_counts"][1:]),
+        metrics["test_class_counts"][1],
+    ]
     assert metrics["input_shape"] == [1, *shape] and len(metrics["train_loss"]) == epochs
     assert metrics["demo_data"] is True and metrics["demo_weights"] is False
     assert metrics["classifier"] == ("hrnet_w18_small" if dims == 2 else "seresnet50")
@@ -50,37 +62,75 @@ def test_highres_auroc_is_clearly_above_chance_on_planted_findings(tmp_path, dim
 
 # --- every method kind feeds the same classifier -----------------------------------------------
 
+
 def test_every_method_kind_trains_on_its_own_input_shape(tmp_path):
     model_2d = write_model(tmp_path / "m2.pt", TINY_2D)
     model_3d = write_model(tmp_path / "m3.pt", TINY_3D)
     ldm = tmp_path / "kl.pt"
     torch.manual_seed(1)
     torch.save({"state_dict": create_autoencoder({**TINY_2D, "in_channels": 1}).state_dict()}, ldm)
-    external = {"id": "kl_f16", "dims": 2, "f": 16, "latent_channels": 2, "ch": 8, "ch_mult": [1, 2, 2],
-                "num_res_blocks": 1, "norm_groups": 4, "weights": str(ldm)}
-    cases = {
-        2: (write_source(tmp_path, "img", (32, 32), 20, rejected=1, val_fraction=0.2), (32, 32), [
-            ({"id": "nearest_f16", "kind": "interpolation", "mode": "nearest", "f": 16}, None, [1, 8, 8], False),
-            ({"id": "tiny_f16", "kind": "medvae", "model": "tiny_f16", "f": 16}, "latents2d", [1, 8, 8], True),
-            ({"id": "kl_f16", "kind": "external", "f": 16, "external": external}, str(ldm), [1, 8, 8], False),
-        ]),
-        3: (write_source(tmp_path, "vol", (16, 16, 12), 12, rejected=1), (16, 16, 12), [
-            ({"id": "bicubic_f512", "kind": "interpolation", "mode": "bicubic", "f": 512}, None, [1, 2, 2, 2], False),
-            ({"id": "tiny3d_f64", "kind": "medvae", "model": "tiny3d_f64", "f": 64}, "latents3d", [1, 4, 4, 3], True),
-            ({"id": "tiny_f16_slicewise", "kind": "slicewise", "model": "tiny_f16", "f": 16}, str(model_2d),
-             [1, 4, 4, 12], True),
-        ]),
+    external = {
+        "id": "kl_f16",
+        "dims": 2,
+        "f": 16,
+        "latent_channels": 2,
+        "ch": 8,
+        "ch_mult": [1, 2, 2],
+        "num_res_blocks": 1,
+        "norm_groups": 4,
+        "weights": str(ldm),
     }
-    latents = {"latents2d": write_latent_dataset(tmp_path, cases[2][0], "img", model_2d, TINY_2D),
-               "latents3d": write_latent_dataset(tmp_path, cases[3][0], "vol", model_3d, TINY_3D)}
+    cases = {
+        2: (
+            write_source(tmp_path, "img", (32, 32), 20, rejected=1, val_fraction=0.2),
+            (32, 32),
+            [
+                ({"id": "nearest_f16", "kind": "interpolation", "mode": "nearest", "f": 16}, None, [1, 8, 8], False),
+                ({"id": "tiny_f16", "kind": "medvae", "model": "tiny_f16", "f": 16}, "latents2d", [1, 8, 8], True),
+                ({"id": "kl_f16", "kind": "external", "f": 16, "external": external}, str(ldm), [1, 8, 8], False),
+            ],
+        ),
+        3: (
+            write_source(tmp_path, "vol", (16, 16, 12), 12, rejected=1),
+            (16, 16, 12),
+            [
+                (
+                    {"id": "bicubic_f512", "kind": "interpolation", "mode": "bicubic", "f": 512},
+                    None,
+                    [1, 2, 2, 2],
+                    False,
+                ),
+                (
+                    {"id": "tiny3d_f64", "kind": "medvae", "model": "tiny3d_f64", "f": 64},
+                    "latents3d",
+                    [1, 4, 4, 3],
+                    True,
+                ),
+                (
+                    {"id": "tiny_f16_slicewise", "kind": "slicewise", "model": "tiny_f16", "f": 16},
+                    str(model_2d),
+                    [1, 4, 4, 12],
+                    True,
+                ),
+            ],
+        ),
+    }
+    latents = {
+        "latents2d": write_latent_dataset(tmp_path, cases[2][0], "img", model_2d, TINY_2D),
+        "latents3d": write_latent_dataset(tmp_path, cases[3][0], "vol", model_3d, TINY_3D),
+    }
     for dims, (source, shape, methods) in cases.items():
         name = "img" if dims == 2 else "vol"
         for method, model_input, input_shape, demo_weights in methods:
             spec = cad_spec(blob_task(name, dims, shape), method, epochs=1, batch_size=4, classifier_2d=TIMM_TEST_NET)
             shards = [s for s in source["shards"] if "/val-" not in s]  # as the rule passes them: val is unused
-            metrics = run_cad(spec, source["manifest"], shards,
-                              str(latents.get(model_input, model_input)) if model_input else None,
-                              tmp_path / f"{method['id']}.json")
+            metrics = run_cad(
+                spec,
+                source["manifest"],
+                shards,
+                str(latents.get(model_input, model_input)) if model_input else None,
+                tmp_path / f"{method['id']}.json",
+            )
             assert metrics["input_shape"] == input_shape, method["id"]
             assert metrics["demo_weights"] is demo_weights, method["id"]
             # one item of the train and one of the test shard failed normalization: left out, not an error
@@ -98,11 +148,17 @@ def test_missing_latents_of_labelled_items_are_an_error_naming_the_dataset(tmp_p
     pd.concat([frame, extra]).to_parquet(source["manifest"], index=False)
     method = {"id": "tiny_f16", "kind": "medvae", "model": "tiny_f16", "f": 16}
     with pytest.raises(InputError, match="missing.*img_ffffffffffffffff"):
-        run_cad(cad_spec(blob_task("img", 2, (32, 32)), method, epochs=1), source["manifest"], [], str(index),
-                tmp_path / "m.json")
+        run_cad(
+            cad_spec(blob_task("img", 2, (32, 32)), method, epochs=1),
+            source["manifest"],
+            [],
+            str(index),
+            tmp_path / "m.json",
+        )
 
 
 # --- labels and splits ----------------------------------------------------------------------------
+
 
 def test_class_targets_map_integers_booleans_strings_and_explicit_orders():
     task = {"id": "t", "classes": 2}
@@ -125,8 +181,7 @@ def test_task_items_use_the_manifest_split_and_drop_unlabelled_items(tmp_path):
     manifest.loc[0, "label_finding"] = None
     items = task_items(manifest, blob_task("img", 2, (16, 16)), source["manifest"])
     assert len(items) == 9 and set(items["split"]) == {"train", "test"}
-    assert items.set_index("item_id")["split"].to_dict() == {
-        r.item_id: r.split for r in manifest.iloc[1:].itertuples()}
+    assert items.set_index("item_id")["split"].to_dict() == {r.item_id: r.split for r in manifest.iloc[1:].itertuples()}
     with pytest.raises(InputError, match="no label column 'label_malignancy'.*finding"):
         task_items(manifest, {**blob_task("img", 2, (16, 16)), "label": "malignancy"}, source["manifest"])
     with pytest.raises(InputError, match="no labelled item in the test split"):
@@ -134,6 +189,7 @@ def test_task_items_use_the_manifest_split_and_drop_unlabelled_items(tmp_path):
 
 
 # --- geometry -----------------------------------------------------------------------------------
+
 
 def test_method_shapes_follow_the_compression_factor_per_dims():
     assert method_shape([1024, 512], 16, 2) == [256, 128]
@@ -170,6 +226,7 @@ def test_volume_resize_is_the_2d_kernel_applied_separably(mode):
 
 # --- classifiers and metrics ------------------------------------------------------------------
 
+
 def test_classifiers_accept_small_latents_and_refuse_missing_pretrained_weights(tmp_path):
     hrnet = build_classifier(2, 5, {"name": "hrnet_w18_small", "pretrained_path": None}).eval()
     with torch.inference_mode():
@@ -183,8 +240,12 @@ def test_classifiers_accept_small_latents_and_refuse_missing_pretrained_weights(
 def test_classification_metrics_binary_multiclass_and_one_class_test_split():
     targets = torch.tensor([0, 0, 1, 1])
     perfect = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]])
-    assert classification_metrics(perfect, targets, 2) == {"auroc": 1.0, "accuracy": 1.0, "macro_f1": 1.0,
-                                                           "test_classes_present": 2}
+    assert classification_metrics(perfect, targets, 2) == {
+        "auroc": 1.0,
+        "accuracy": 1.0,
+        "macro_f1": 1.0,
+        "test_classes_present": 2,
+    }
     inverted = classification_metrics(perfect.flip(1), targets, 2)
     assert inverted["auroc"] == 0.0 and inverted["accuracy"] == 0.0
     probs = torch.eye(3)[[0, 1, 2, 2]] * 0.8 + 0.2 / 3
@@ -195,22 +256,34 @@ def test_classification_metrics_binary_multiclass_and_one_class_test_split():
 
 # --- config slices: what reruns when -------------------------------------------------------------
 
+
 def test_cad_methods_per_task_and_slices_that_rerun_only_the_edited_task(demo_config):
     methods = {t["id"]: [m["id"] for m in mlconfig.cad_methods(demo_config, t["id"])] for t in demo_config["cad_tasks"]}
     # the demo compares one 2D model and both 3D models (evaluation.cad.models)
     assert methods["demo_wrist_fracture"] == ["highres", "bicubic_f64", "demo_f64_c4"]
-    assert methods["demo_headct_fracture"] == ["highres", "bicubic_f64", "bicubic_f512", "demo3d_f64_c1",
-                                               "demo3d_f512_c1", "demo_f64_c4_slicewise"]
+    assert methods["demo_headct_fracture"] == [
+        "highres",
+        "bicubic_f64",
+        "bicubic_f512",
+        "demo3d_f64_c1",
+        "demo3d_f512_c1",
+        "demo_f64_c4_slicewise",
+    ]
     every_model = copy.deepcopy(demo_config)
     every_model["evaluation"]["cad"]["models"] = None
     wrist_methods = [m["id"] for m in mlconfig.cad_methods(every_model, "demo_wrist_fracture")]
     assert wrist_methods[3:] == ["demo_f16_c1", "demo_f16_c3", "demo_f64_c1", "demo_f64_c4"]
     assert {m["id"] for m in mlconfig.cad_methods(every_model, "demo_headct_fracture")} >= {
-        "demo_f64_c1_slicewise", "demo_f64_c4_slicewise"}
+        "demo_f64_c1_slicewise",
+        "demo_f64_c4_slicewise",
+    }
     before = {job: mlconfig.cad_slice(demo_config, *job) for job in mlconfig.cad_jobs(demo_config)}
     assert "latent_scale" not in before[("demo_wrist_fracture", "highres", 0)]
     assert before[("demo_wrist_fracture", "demo_f64_c4", 0)]["latent_scale"] == 4.6
-    assert before[("demo_headct_fracture", "highres", 0)]["batch_size"] == demo_config["evaluation"]["cad"]["batch_size_3d_images"]
+    assert (
+        before[("demo_headct_fracture", "highres", 0)]["batch_size"]
+        == demo_config["evaluation"]["cad"]["batch_size_3d_images"]
+    )
     edited = copy.deepcopy(demo_config)
     mlconfig.cad_task(edited, "demo_wrist_fracture")["lr"] = 0.5
     after = {job: mlconfig.cad_slice(edited, *job) for job in mlconfig.cad_jobs(edited)}
@@ -233,6 +306,14 @@ def test_weighted_sampling_balances_the_classes_seen_in_training():
     spec = cad_spec(blob_task("img", 2, (8, 8), weighted_sampling=True), HIGHRES, batch_size=4)
     drawn = torch.cat([y for _ in range(50) for _, y in train_loader(dataset, spec, torch.Generator().manual_seed(0))])
     assert 0.4 < drawn.float().mean().item() < 0.6
-    plain = torch.cat([y for _, y in train_loader(dataset, {**spec, "task": {**spec["task"], "weighted_sampling": False}},
-                                                  torch.Generator().manual_seed(0))])
+    plain = torch.cat(
+        [
+            y
+            for _, y in train_loader(
+                dataset,
+                {**spec, "task": {**spec["task"], "weighted_sampling": False}},
+                torch.Generator().manual_seed(0),
+            )
+        ]
+    )
     assert sorted(plain.tolist()) == [0] * 11 + [1]  # without weighting: each item once per epoch

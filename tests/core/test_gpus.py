@@ -49,7 +49,9 @@ def test_a_waiting_job_gets_its_devices_when_another_finishes(fake_gpus):
 
 
 def test_a_killed_job_frees_its_slots(fake_gpus):
-    script = "from medlatent.core import gpus; import os; g = gpus.acquire(4); print(g.devices, flush=True); os._exit(0)"
+    script = (
+        "from medlatent.core import gpus; import os; g = gpus.acquire(4); print(g.devices, flush=True); os._exit(0)"
+    )
     subprocess.run([sys.executable, "-c", script], check=True, env=os.environ.copy(), capture_output=True)
     with gpus.granted(4, timeout=5) as grant:
         assert grant.count == 4
@@ -81,8 +83,18 @@ def test_visible_devices_are_the_slots_and_slurm_is_left_alone(tmp_path, monkeyp
 
 def test_gpu_run_passes_the_devices_to_the_command(fake_gpus, tmp_path):
     out = tmp_path / "seen.txt"
-    command = [sys.executable, "-m", "medlatent.cli", "gpu-run", "--gpus", "3", "--", sys.executable, "-c",
-               f"import os; open({str(out)!r}, 'w').write(os.environ['CUDA_VISIBLE_DEVICES'])"]
+    command = [
+        sys.executable,
+        "-m",
+        "medlatent.cli",
+        "gpu-run",
+        "--gpus",
+        "3",
+        "--",
+        sys.executable,
+        "-c",
+        f"import os; open({str(out)!r}, 'w').write(os.environ['CUDA_VISIBLE_DEVICES'])",
+    ]
     subprocess.run(command, check=True, env=os.environ.copy(), capture_output=True)
     assert sorted(out.read_text().split(",")) == ["0", "1", "2"]
 
@@ -116,16 +128,32 @@ def test_concurrent_snakemake_jobs_never_share_a_device(tmp_path, budget):
     (tmp_path / "Snakefile").write_text(SNAKEFILE.format(jobs=jobs, python=sys.executable))
     env = {**os.environ, gpus.FAKE_ENV: "8", gpus.LOCK_DIR_ENV: str(tmp_path / "locks")}
     env.pop("SLURM_JOB_ID", None)
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "8", "--resources", f"gpu={budget}",
-                             "-d", str(tmp_path), "-s", str(tmp_path / "Snakefile")],
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "8",
+            "--resources",
+            f"gpu={budget}",
+            "-d",
+            str(tmp_path),
+            "-s",
+            str(tmp_path / "Snakefile"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     records = {name: json.loads((tmp_path / "out" / f"{name}.json").read_text()) for name in jobs}
     assert all(len(records[name]["devices"]) == jobs[name] for name in jobs)
     overlapping = 0
     names = sorted(records)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             ra, rb = records[a], records[b]
             if ra["start"] < rb["end"] and rb["start"] < ra["end"]:
                 overlapping += 1

@@ -46,6 +46,12 @@ def test_an_installed_copy_reports_no_commit_even_inside_a_repository(tmp_path):
     site = tmp_path / ".venv" / "lib" / "python3" / "site-packages"
     shutil.copytree(PACKAGE, site / "medlatent", ignore=shutil.ignore_patterns("__pycache__"))
     script = "import json; from medlatent.core.hashing import code_version; print(json.dumps(code_version()))"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, cwd=tmp_path).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    ).stdout
     assert json.loads(out) == {"package": medlatent.__version__, "git_commit": None, "dirty": None}

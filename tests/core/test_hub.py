@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hub_fixtures import COMMIT, fill_hub_cache
+
 from medlatent.core.errors import InputError, MedLatentError
 from medlatent.core.hub import resolve
 from medlatent.models.embedder import _hub_cache_files, _local_files
@@ -32,8 +32,9 @@ def test_a_hub_path_resolves_to_the_cached_file_as_huggingface_hub_finds_it(hub_
     snapshot = fill_hub_cache(hub_home, "stanfordmimi/MedVAE", {"model_weights/vae_4x_1c_2D.ckpt": b"weights"})
     path = resolve(MEDVAE_FILE)
     assert path == snapshot / "model_weights" / "vae_4x_1c_2D.ckpt" and path.read_bytes() == b"weights"
-    oracle = hf_hub_download("stanfordmimi/MedVAE", "model_weights/vae_4x_1c_2D.ckpt", cache_dir=hub_home,
-                             local_files_only=True)
+    oracle = hf_hub_download(
+        "stanfordmimi/MedVAE", "model_weights/vae_4x_1c_2D.ckpt", cache_dir=hub_home, local_files_only=True
+    )
     assert Path(oracle) == path
     assert resolve("hf://stanfordmimi/MedVAE") == snapshot and snapshot.name == COMMIT
     assert resolve("weights/local.ckpt") == Path("weights/local.ckpt")  # local paths pass through
@@ -55,8 +56,13 @@ def test_a_missing_file_gives_the_download_command_of_the_installed_cli(hub_home
     assert "`hf download stanfordmimi/MedVAE model_weights/vae_8x_1c_3D.ckpt`" in message and str(hub_home) in message
     # the command exists in the pinned huggingface_hub and takes REPO_ID then FILENAMES
     cli = Path(sys.executable).parent / "hf"
-    usage = subprocess.run([str(cli), "download", "--help"], capture_output=True, text=True,
-                           env={**os.environ, "NO_COLOR": "1"}, timeout=120)
+    usage = subprocess.run(
+        [str(cli), "download", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+        timeout=120,
+    )
     assert usage.returncode == 0 and "download [OPTIONS] REPO_ID [FILENAMES]" in usage.stdout
 
 
@@ -69,5 +75,10 @@ def test_embedder_and_lpips_inputs_resolve_hub_paths(hub_home, tmp_path):
     assert _local_files(resolve(f"hf://{repo}")) == (config, weights)  # `embedder.path: hf://OWNER/REPO`
     fill_hub_cache(hub_home, "someone/vgg", {"vgg16-397923af.pth": b"x"})  # found: the LPIPS heads are not
     with pytest.raises(MedLatentError, match="hf download someone/lpips vgg.pth"):
-        load_perceptual({"kind": "lpips_vgg", "vgg_weights": "hf://someone/vgg/vgg16-397923af.pth",
-                         "lpips_weights": "hf://someone/lpips/vgg.pth"})
+        load_perceptual(
+            {
+                "kind": "lpips_vgg",
+                "vgg_weights": "hf://someone/vgg/vgg16-397923af.pth",
+                "lpips_weights": "hf://someone/lpips/vgg.pth",
+            }
+        )

@@ -18,9 +18,9 @@ from adapter_fixtures import CQ500_STUDIES, GRAZ_PATIENTS, MRNET_CASES, VERSE_RE
 
 from medlatent import config as mlconfig
 from medlatent.core import ids
-from medlatent.curate.run import CurationOutputs, curate
 from medlatent.core.errors import InputError
 from medlatent.curate.adapters import get_adapter
+from medlatent.curate.run import CurationOutputs, curate
 
 SALT = "adapter-test-salt-0"  # chosen so that every patient-split fixture fills both splits
 
@@ -36,10 +36,23 @@ class Curated:
 def run_curation(config: dict, source_id: str, tmp_path: Path) -> Curated:
     root = WRITERS[source_id](tmp_path / "raw")
     files = [{"path": p.relative_to(root).as_posix()} for p in sorted(root.rglob("*")) if p.is_file()]
-    outputs = CurationOutputs(*(tmp_path / name for name in ("manifest.parquet", "rejected.parquet", "report.json", "files.parquet")))
-    report = curate(mlconfig.curate_slice(config, source_id), SALT, {"source": source_id, "root": str(root), "files": files}, outputs, demo=False)
+    outputs = CurationOutputs(
+        *(tmp_path / name for name in ("manifest.parquet", "rejected.parquet", "report.json", "files.parquet"))
+    )
+    report = curate(
+        mlconfig.curate_slice(config, source_id),
+        SALT,
+        {"source": source_id, "root": str(root), "files": files},
+        outputs,
+        demo=False,
+    )
     index = pd.read_parquet(outputs.files_index).dropna(subset=["item_id"])
-    return Curated(pd.read_parquet(outputs.manifest), pd.read_parquet(outputs.rejected), report, dict(zip(index["item_id"], index["path"])))
+    return Curated(
+        pd.read_parquet(outputs.manifest),
+        pd.read_parquet(outputs.rejected),
+        report,
+        dict(zip(index["item_id"], index["path"])),
+    )
 
 
 def counts(column: pd.Series) -> dict:
@@ -66,7 +79,10 @@ def test_mimic_cxr_keeps_frontal_views_with_the_official_split(full_config, tmp_
     assert counts(curated.manifest["split"]) == {"train": 4, "val": 2, "test": 2}
     assert not [c for c in curated.manifest.columns if c.startswith("label_")]
     assert set(curated.rejected["category"]) == {"filtered_view"}
-    assert counts(curated.rejected["reason"]) == {"view LATERAL not in ['PA', 'AP']": 4, "view unknown not in ['PA', 'AP']": 1}
+    assert counts(curated.rejected["reason"]) == {
+        "view LATERAL not in ['PA', 'AP']": 4,
+        "view unknown not in ['PA', 'AP']": 1,
+    }
     assert curated.report["metadata_files"] == 2  # the two .csv.gz tables are not candidates
 
 
@@ -84,7 +100,13 @@ def test_cmmd_labels_per_breast_and_80_20_patient_split(full_config, tmp_path):
 def test_vindr_mammo_birads_and_provided_split(full_config, tmp_path):
     curated = run_curation(full_config, "vindr_mammo", tmp_path)
     manifest = curated.manifest
-    assert counts(manifest["label_birads"]) == {"BI-RADS 1": 7, "BI-RADS 2": 4, "BI-RADS 3": 2, "BI-RADS 4": 2, "BI-RADS 5": 4}
+    assert counts(manifest["label_birads"]) == {
+        "BI-RADS 1": 7,
+        "BI-RADS 2": 4,
+        "BI-RADS 3": 2,
+        "BI-RADS 4": 2,
+        "BI-RADS 5": 4,
+    }
     assert counts(manifest["split"]) == {"train": 15, "test": 4}
     assert counts(manifest["laterality"]) == {"R": 9, "L": 10}
     assert list(curated.rejected["reason"]) == ["presentation intent FOR PROCESSING not in ['FOR PRESENTATION']"]
@@ -115,7 +137,9 @@ def test_verse19_fracture_per_series_and_provided_split(full_config, tmp_path):
     manifest = curated.manifest
     assert counts(manifest["label_fracture"]) == {1: 3, 0: 4}
     assert counts(manifest["split"]) == {"train": 4, "val": 2, "test": 1}
-    assert curated.rejected.empty and curated.report["metadata_files"] == 7 * 3 + 1  # masks, centroids, previews; grades
+    assert (
+        curated.rejected.empty and curated.report["metadata_files"] == 7 * 3 + 1
+    )  # masks, centroids, previews; grades
     subjects = {subject for release in VERSE_RELEASES.values() for subject in release}
     assert set(manifest["patient_key"]) == {ids.patient_key(SALT, "verse19", s) for s in subjects}
 
@@ -151,19 +175,27 @@ def test_embed_keeps_standard_2d_full_field_mammograms(full_config, tmp_path):
 def test_rsna_screening_mammo_patient_and_view_from_train_csv(full_config, tmp_path):
     curated = run_curation(full_config, "rsna_screening_mammo", tmp_path)
     assert counts(curated.manifest["view"]) == {"CC": 2, "MLO": 2} and curated.rejected.empty
-    assert set(curated.manifest["patient_key"]) == {ids.patient_key(SALT, "rsna_screening_mammo", p) for p in ("10006", "10011")}
+    assert set(curated.manifest["patient_key"]) == {
+        ids.patient_key(SALT, "rsna_screening_mammo", p) for p in ("10006", "10011")
+    }
 
 
 def test_amos_keeps_ct_and_skips_masks(full_config, tmp_path):
     curated = run_curation(full_config, "amos", tmp_path)
-    assert sorted(Path(curated.paths[i]).name for i in curated.manifest["item_id"]) == ["amos_0001.nii.gz", "amos_0002.nii.gz"]
+    assert sorted(Path(curated.paths[i]).name for i in curated.manifest["item_id"]) == [
+        "amos_0001.nii.gz",
+        "amos_0002.nii.gz",
+    ]
     assert list(curated.rejected["category"]) == ["filtered_not_ct"] and curated.report["metadata_files"] == 1
 
 
 def test_missing_label_file_names_it_and_the_fix(tmp_path):
     root = cmmd(tmp_path / "raw")
     (root / "CMMD_clinicaldata_revision.csv").unlink()
-    with pytest.raises(InputError, match=r"CMMD_clinicaldata_revision\.xlsx or .*\.csv not found.*cancerimagingarchive\.net/collection/cmmd"):
+    with pytest.raises(
+        InputError,
+        match=r"CMMD_clinicaldata_revision\.xlsx or .*\.csv not found.*cancerimagingarchive\.net/collection/cmmd",
+    ):
         get_adapter({"adapter": "cmmd"}).label_table(root)
 
 

@@ -153,7 +153,11 @@ def test_phi_strings_cover_names_ids_dates_and_institution(sources):
 def test_cxr_mixes_encodings_views_and_photometrics(sources):
     headers = [io.read_header(sources["cxr"] / f) for f in _labels(sources["cxr"])["file"]]
     assert {h.photometric for h in headers} == {"MONOCHROME1", "MONOCHROME2"}
-    assert {h.transfer_syntax for h in headers} == {pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.RLELossless, pydicom.uid.JPEG2000Lossless}
+    assert {h.transfer_syntax for h in headers} == {
+        pydicom.uid.ExplicitVRLittleEndian,
+        pydicom.uid.RLELossless,
+        pydicom.uid.JPEG2000Lossless,
+    }
     assert {h.view_position for h in headers} == {"PA", "AP", "LATERAL"}
     assert {h.modality for h in headers} == {"DX", "CR"} and {h.bits_stored for h in headers} == {12}
 

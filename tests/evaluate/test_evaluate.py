@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from cad_fixtures import TINY_2D, TINY_3D, write_model, write_source
 from pytorch_msssim import ms_ssim as reference_ms_ssim
 
 from medlatent import config as mlconfig
@@ -14,12 +15,12 @@ from medlatent.evaluate.efficiency import efficiency_rows, max_batch_size
 from medlatent.evaluate.recon import evaluate_image_type, ms_ssim, ms_ssim_scales, psnr, sample_items
 from medlatent.evaluate.segsim import segsim_dice, threshold_segment
 from medlatent.report.tables import recon_table
-from cad_fixtures import TINY_2D, TINY_3D, write_model, write_source
 
 torch.set_num_threads(2)
 
 
 # --- PSNR and MS-SSIM against known values ------------------------------------------------------
+
 
 def test_identical_images_score_infinite_psnr_and_unit_ms_ssim():
     torch.manual_seed(0)
@@ -35,7 +36,7 @@ def test_psnr_of_gaussian_noise_matches_the_analytic_value(sigma):
     generator = torch.Generator().manual_seed(1)
     clean = torch.zeros(4, 1, 128, 128)  # mid-range: no clipping at +-1 for these sigmas
     noisy = clean + sigma * torch.randn(clean.shape, generator=generator)
-    expected = 10 * math.log10(2.0 ** 2 / sigma ** 2)  # data range 2 of [-1, 1]
+    expected = 10 * math.log10(2.0**2 / sigma**2)  # data range 2 of [-1, 1]
     assert psnr(clean, noisy).numpy() == pytest.approx(expected, abs=0.15)
 
 
@@ -71,12 +72,30 @@ def test_segsim_is_one_for_identical_volumes_and_drops_when_structure_moves():
 
 # --- the reconstruction job -----------------------------------------------------------------------
 
+
 def _recon_spec(dims: int, sources: list[str], methods: list[dict], **extra) -> dict:
-    spec = {"image_type": f"type{dims}d", "dims": dims, "modality": "ct", "sources": sources, "split": "test",
-            "methods": methods, "batch_size": 8, "panels": 1, "seed": 0, "demo": True, "n_items": 4, "seeds": 2}
+    spec = {
+        "image_type": f"type{dims}d",
+        "dims": dims,
+        "modality": "ct",
+        "sources": sources,
+        "split": "test",
+        "methods": methods,
+        "batch_size": 8,
+        "panels": 1,
+        "seed": 0,
+        "demo": True,
+        "n_items": 4,
+        "seeds": 2,
+    }
     if dims == 3:
-        spec.update({"crops": {s: [12, 12, 8] for s in sources}, "slice_axis": 2,
-                     "segmenter": {"kind": "threshold", "thresholds": [-0.3, 0.3]}})
+        spec.update(
+            {
+                "crops": {s: [12, 12, 8] for s in sources},
+                "slice_axis": 2,
+                "segmenter": {"kind": "threshold", "thresholds": [-0.3, 0.3]},
+            }
+        )
     return {**spec, **extra}
 
 
@@ -96,19 +115,31 @@ def test_recon_job_scores_every_method_on_the_same_seeded_items(tmp_path):
         assert group.groupby("seed")["item_id"].apply(list).tolist() == drawn
     medvae = rows[rows["method"] == "tiny_f16"]
     assert medvae["demo_weights"].all() and not rows[rows["method"] == "bicubic_f16"]["demo_weights"].any()
-    assert rows["ms_ssim_variant"].unique().tolist() == ["SSIM (win 11; too small for MS-SSIM)"] or \
-        rows["ms_ssim_variant"].str.contains("2 scales").all()
+    assert (
+        rows["ms_ssim_variant"].unique().tolist() == ["SSIM (win 11; too small for MS-SSIM)"]
+        or rows["ms_ssim_variant"].str.contains("2 scales").all()
+    )
     assert (rows["psnr"] > 0).all() and rows["ms_ssim"].between(0, 1).all()
     assert sorted(k.split("::")[0] for k in panels) == ["bicubic_f16", "original", "tiny_f16"]
 
-    spec_3d = _recon_spec(3, ["vol"], [{"id": "tiny3d_f64", "kind": "medvae", "model": "tiny3d_f64", "f": 64},
-                                       {"id": "tiny_f16_slicewise", "kind": "slicewise", "model": "tiny_f16", "f": 16},
-                                       {"id": "nearest_f64", "kind": "interpolation", "mode": "nearest", "f": 64}])
-    rows, panels = evaluate_image_type(spec_3d, volumes["shards"], {"tiny3d_f64": str(model_3d), "tiny_f16": str(model_2d)},
-                                       torch.device("cpu"))
+    spec_3d = _recon_spec(
+        3,
+        ["vol"],
+        [
+            {"id": "tiny3d_f64", "kind": "medvae", "model": "tiny3d_f64", "f": 64},
+            {"id": "tiny_f16_slicewise", "kind": "slicewise", "model": "tiny_f16", "f": 16},
+            {"id": "nearest_f64", "kind": "interpolation", "mode": "nearest", "f": 64},
+        ],
+    )
+    rows, panels = evaluate_image_type(
+        spec_3d, volumes["shards"], {"tiny3d_f64": str(model_3d), "tiny_f16": str(model_2d)}, torch.device("cpu")
+    )
     assert set(rows["shape"]) == {"12x12x8"}  # centre crop
-    assert rows["segsim_dice"].between(0, 1).all() and set(rows["method"]) == {"tiny3d_f64", "tiny_f16_slicewise",
-                                                                                 "nearest_f64"}
+    assert rows["segsim_dice"].between(0, 1).all() and set(rows["method"]) == {
+        "tiny3d_f64",
+        "tiny_f16_slicewise",
+        "nearest_f64",
+    }
     assert next(iter(panels.values())).shape == (12, 12)
     table = recon_table(rows)
     # 3 test volumes, fewer than n_items: both seeds draw all of them, so the seeds agree exactly
@@ -120,11 +151,13 @@ def test_interpolation_round_trip_of_a_flat_image_is_exact(tmp_path):
     source = write_source(tmp_path, "flat", (32, 32), 4, test_fraction=0.5)
     for path in source["shards"]:
         import h5py
+
         with h5py.File(path, "r+") as handle:
             for name in handle["items"]:
                 handle["items"][name][...] = 0.25
-    spec = _recon_spec(2, ["flat"], [{"id": "bilinear_f64", "kind": "interpolation", "mode": "bilinear", "f": 64}],
-                       seeds=1)
+    spec = _recon_spec(
+        2, ["flat"], [{"id": "bilinear_f64", "kind": "interpolation", "mode": "bilinear", "f": 64}], seeds=1
+    )
     rows, _ = evaluate_image_type(spec, source["shards"], {}, torch.device("cpu"))
     assert np.isinf(rows["psnr"]).all() and np.allclose(rows["ms_ssim"], 1.0)
 
@@ -140,10 +173,22 @@ def test_recon_slices_group_sources_by_image_type(demo_config):
 
 # --- efficiency ---------------------------------------------------------------------------------
 
+
 def test_efficiency_rows_time_images_and_latents_on_the_named_device():
-    spec = {"image_size_2d": [64, 64], "image_size_3d": [16, 16, 16], "batch_size": 2, "warmup": 0, "iterations": 1,
-            "max_batch_cap_cpu": 2, "max_batch_cap_gpu": 64, "classifier_2d": {"name": "test_resnet", "pretrained_path": None},
-            "classifier_3d": {"name": "seresnet50", "layers": [1, 1, 1, 1]}, "f_2d": [16, 64], "f_3d": [], "demo": True}
+    spec = {
+        "image_size_2d": [64, 64],
+        "image_size_3d": [16, 16, 16],
+        "batch_size": 2,
+        "warmup": 0,
+        "iterations": 1,
+        "max_batch_cap_cpu": 2,
+        "max_batch_cap_gpu": 64,
+        "classifier_2d": {"name": "test_resnet", "pretrained_path": None},
+        "classifier_3d": {"name": "seresnet50", "layers": [1, 1, 1, 1]},
+        "f_2d": [16, 64],
+        "f_3d": [],
+        "demo": True,
+    }
     rows = efficiency_rows(spec, torch.device("cpu"))
     assert [(r["dims"], r["input_shape"]) for r in rows] == [(2, "1x64x64"), (2, "1x16x16"), (2, "1x8x8")]
     assert all(r["device"].startswith("cpu") and r["max_batch"] == 2 and r["max_batch_capped"] for r in rows)
@@ -181,5 +226,6 @@ def test_bench_eval_reports_the_latent_throughput_gain_beside_the_paper(monkeypa
     assert figures["latent_shape"] == [1, 16, 16] and figures["paper_throughput_gain_f64"] == 70
     # samples/s keep 3 decimals where a sub-millisecond latency rounded to 0.1 ms would not
     assert figures["throughput_gain_f64"] == pytest.approx(
-        figures["latent_samples_per_s"] / figures["image_samples_per_s"], rel=0.05)
+        figures["latent_samples_per_s"] / figures["image_samples_per_s"], rel=0.05
+    )
     assert figures["device"].startswith("cpu")

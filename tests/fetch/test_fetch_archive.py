@@ -44,7 +44,9 @@ def test_zip_and_tar_extract_whole_with_inside_links(tmp_path):
     out = extract(z, tmp_path / "a")
     assert (out / "d/x.dcm").read_bytes() == b"x" and (out / "d/y.dcm").read_bytes() == b"yy"
     assert (out / "d/link.dcm").is_symlink() and (out / "d/link.dcm").read_bytes() == b"x"
-    t = make_tar(tmp_path / "b.tar.gz", {"s/ct.nii.gz": b"ct"}, links={"s/alias.nii.gz": (tarfile.SYMTYPE, "ct.nii.gz")})
+    t = make_tar(
+        tmp_path / "b.tar.gz", {"s/ct.nii.gz": b"ct"}, links={"s/alias.nii.gz": (tarfile.SYMTYPE, "ct.nii.gz")}
+    )
     out = extract(t, tmp_path / "b")
     assert (out / "s/alias.nii.gz").read_bytes() == b"ct"
     assert not list(tmp_path.glob(".*.extracting"))
@@ -68,9 +70,13 @@ def test_zip_and_tar_extract_whole_with_inside_links(tmp_path):
 def test_malicious_entries_refused_naming_archive_and_member(tmp_path, kind, member, link):
     good = {"good.txt": b"fine"}
     if kind == "zip":
-        archive = make_zip(tmp_path / "bad.zip", good if link else {**good, member: b"evil"}, {member: link} if link else None)
+        archive = make_zip(
+            tmp_path / "bad.zip", good if link else {**good, member: b"evil"}, {member: link} if link else None
+        )
     else:
-        archive = make_tar(tmp_path / "bad.tar.gz", good if link else {**good, member: b"evil"}, {member: link} if link else None)
+        archive = make_tar(
+            tmp_path / "bad.tar.gz", good if link else {**good, member: b"evil"}, {member: link} if link else None
+        )
     target = tmp_path / "work" / "out"
     with pytest.raises(InputError) as caught:
         extract(archive, target)

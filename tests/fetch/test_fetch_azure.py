@@ -10,8 +10,8 @@ from servers.azure import azure_container
 from servers.host import FakeHost
 
 from medlatent.core.errors import CredentialsError, InputError
-from medlatent.fetch.credentials import credential_status
 from medlatent.fetch import fetch_source
+from medlatent.fetch.credentials import credential_status
 from medlatent.fetch.receipt import RECEIPT
 
 pytest_plugins = ["servers.fixtures"]
@@ -31,7 +31,10 @@ def sas(container_url: str, expiry: str = "2999-01-01T00:00:00Z", sig: str = SIG
 
 
 def source(**access) -> dict:
-    return {"id": "mrnet", "access": {"method": "azure_blob", "identifier": "MRNet-v1.0", "sas_env": "AIMI_SAS_URL", **access}}
+    return {
+        "id": "mrnet",
+        "access": {"method": "azure_blob", "identifier": "MRNet-v1.0", "sas_env": "AIMI_SAS_URL", **access},
+    }
 
 
 def secret_free(*texts: str) -> bool:
@@ -43,10 +46,17 @@ def test_container_listed_over_pages_and_fetched(host, tmp_path, monkeypatch, ca
     monkeypatch.setenv("AIMI_SAS_URL", sas(azure_container(host, "mrnet", BLOBS, SIG)))
     host.drop_once.add("/mrnet/MRNet-v1.0/train/sagittal/0001.npy")
     receipt = fetch_source(source(prefix="MRNet-v1.0"), tmp_path / "raw")
-    assert [f["path"] for f in receipt["files"]] == ["train-acl.csv", "train/sagittal/0000.npy", "train/sagittal/0001.npy", "valid/sagittal/1130.npy"]
+    assert [f["path"] for f in receipt["files"]] == [
+        "train-acl.csv",
+        "train/sagittal/0000.npy",
+        "train/sagittal/0001.npy",
+        "valid/sagittal/1130.npy",
+    ]
     assert len(host.requests_for("/mrnet")) == 2  # page size 2, four blobs under the prefix
     assert host.requests_for("/mrnet")[1].query["marker"] == "2"
-    assert (tmp_path / "raw" / "files" / "train/sagittal/0001.npy").read_bytes() == BLOBS["MRNet-v1.0/train/sagittal/0001.npy"]
+    assert (tmp_path / "raw" / "files" / "train/sagittal/0001.npy").read_bytes() == BLOBS[
+        "MRNet-v1.0/train/sagittal/0001.npy"
+    ]
     assert secret_free((tmp_path / "raw" / RECEIPT).read_text(), caplog.text, capsys.readouterr().err)
 
 

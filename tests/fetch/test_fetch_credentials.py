@@ -49,5 +49,8 @@ def test_sas_parsed_expiry_checked_and_hidden(home, monkeypatch):
 def test_credential_status_never_returns_the_value(home, monkeypatch):
     monkeypatch.setenv("AIMI_SAS_URL", SAS)
     monkeypatch.setenv("KAGGLE_API_TOKEN", "token-value")
-    statuses = {m: credentials.credential_status({"access": {"method": m}}) for m in ("azure_blob", "kaggle", "physionet", "https")}
+    statuses = {
+        m: credentials.credential_status({"access": {"method": m}})
+        for m in ("azure_blob", "kaggle", "physionet", "https")
+    }
     assert statuses == {"azure_blob": "present", "kaggle": "present", "physionet": "missing", "https": "not needed"}

@@ -24,23 +24,52 @@ def source(host, **access) -> dict:
 def test_files_and_numbered_range_fetched_extracted_and_receipted(host, tmp_path):
     host.add_file("/bucket/reads.csv", b"name,R1:Fracture\nCQ500-CT-0,1\n")
     for i in range(3):
-        host.add_file(f"/bucket/CQ500-CT-{i}.zip", zip_bytes({f"CQ500CT{i}/Unknown Study/CT 5mm/CT00000{k}.dcm": bytes([i, k]) * 10 for k in range(2)}))
+        host.add_file(
+            f"/bucket/CQ500-CT-{i}.zip",
+            zip_bytes({f"CQ500CT{i}/Unknown Study/CT 5mm/CT00000{k}.dcm": bytes([i, k]) * 10 for k in range(2)}),
+        )
     raw = tmp_path / "raw" / "cq"
-    receipt = fetch_source(source(host, files=["reads.csv"], file_range={"pattern": "CQ500-CT-{i}.zip", "start": 0, "stop": 3}, extract=True), raw)
+    receipt = fetch_source(
+        source(
+            host, files=["reads.csv"], file_range={"pattern": "CQ500-CT-{i}.zip", "start": 0, "stop": 3}, extract=True
+        ),
+        raw,
+    )
     paths = [f["path"] for f in receipt["files"]]
-    assert paths[0] == "CQ500-CT-0/CQ500CT0/Unknown Study/CT 5mm/CT000000.dcm" and paths[-1] == "reads.csv" and len(paths) == 7
+    assert (
+        paths[0] == "CQ500-CT-0/CQ500CT0/Unknown Study/CT 5mm/CT000000.dcm"
+        and paths[-1] == "reads.csv"
+        and len(paths) == 7
+    )
     assert paths == sorted(paths) and receipt["root"] == str(raw / "files")
     assert not list((raw / "downloads").glob("*"))  # archives removed once extracted
     # A second run downloads nothing: extracted folders and finished files are kept.
     before = len(host.seen)
-    assert fetch_source(source(host, files=["reads.csv"], file_range={"pattern": "CQ500-CT-{i}.zip", "start": 0, "stop": 3}, extract=True), raw) == receipt
+    assert (
+        fetch_source(
+            source(
+                host,
+                files=["reads.csv"],
+                file_range={"pattern": "CQ500-CT-{i}.zip", "start": 0, "stop": 3},
+                extract=True,
+            ),
+            raw,
+        )
+        == receipt
+    )
     assert len(host.seen) == before
 
 
 def test_cut_connection_resumes_from_the_partial_file_with_range(host, tmp_path):
     host.add_file("/bucket/big.bin", BLOB)
     host.drop_once.add("/bucket/big.bin")
-    receipt = fetch_source(source(host, files=[{"name": "big.bin", "size": len(BLOB), "checksum": "sha256:" + hashlib.sha256(BLOB).hexdigest()}]), tmp_path / "raw")
+    receipt = fetch_source(
+        source(
+            host,
+            files=[{"name": "big.bin", "size": len(BLOB), "checksum": "sha256:" + hashlib.sha256(BLOB).hexdigest()}],
+        ),
+        tmp_path / "raw",
+    )
     first, second = host.requests_for("/bucket/big.bin")
     assert "Range" not in first.headers
     # The second request continues the part: whole chunks received before the cut (half the file).
@@ -67,7 +96,9 @@ def test_host_ignoring_range_restarts_cleanly(host, tmp_path):
     files = tmp_path / "raw" / "files"
     files.mkdir(parents=True)
     (files / "big.bin.part").write_bytes(b"garbage")
-    fetch_source(source(host, files=[{"name": "big.bin", "checksum": "md5:" + hashlib.md5(BLOB).hexdigest()}]), tmp_path / "raw")
+    fetch_source(
+        source(host, files=[{"name": "big.bin", "checksum": "md5:" + hashlib.md5(BLOB).hexdigest()}]), tmp_path / "raw"
+    )
     assert (files / "big.bin").read_bytes() == BLOB
 
 

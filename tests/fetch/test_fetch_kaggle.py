@@ -12,8 +12,8 @@ import pytest
 from servers import zip_bytes
 
 from medlatent.core.errors import ConfigError, CredentialsError
-from medlatent.fetch.credentials import credential_status
 from medlatent.fetch import fetch_source, kaggle
+from medlatent.fetch.credentials import credential_status
 from medlatent.fetch.receipt import write_receipt
 
 pytest_plugins = ["servers.fixtures"]
@@ -39,7 +39,10 @@ class FakeClient:
         self.calls.append((competition, path))
         if self.status:
             raise HTTPError(self.status)
-        members = {"train.csv": b"site_id,patient_id,image_id,laterality,view,cancer\n1,10006,462822612,L,CC,0\n", "train_images/10006/462822612.dcm": b"DICM"}
+        members = {
+            "train.csv": b"site_id,patient_id,image_id,laterality,view,cancer\n1,10006,462822612,L,CC,0\n",
+            "train_images/10006/462822612.dcm": b"DICM",
+        }
         (Path(path) / f"{competition}.zip").write_bytes(zip_bytes(members))
 
 
@@ -88,7 +91,9 @@ def test_credentials_found_in_env_config_dir_and_home(home, tmp_path, monkeypatc
     assert KEY not in str(caught.value)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("kaggle") is not None, reason="the optional kaggle package is installed here")
+@pytest.mark.skipif(
+    importlib.util.find_spec("kaggle") is not None, reason="the optional kaggle package is installed here"
+)
 def test_without_the_kaggle_package_the_error_says_what_to_install(home, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", KEY)

@@ -9,8 +9,8 @@ from servers.host import FakeHost
 from servers.physionet import physionet_project
 
 from medlatent.core.errors import CredentialsError, InputError
-from medlatent.fetch.credentials import credential_status
 from medlatent.fetch import fetch_source
+from medlatent.fetch.credentials import credential_status
 from medlatent.fetch.receipt import RECEIPT
 
 pytest_plugins = ["servers.fixtures"]
@@ -40,9 +40,16 @@ def test_project_fetched_with_env_credentials(home, tmp_path, monkeypatch, sums)
         crawled = {s.path for s in host.seen if s.path.endswith("/")}
     expected = sorted(FILES) + (["SHA256SUMS.txt"] if sums else [])
     assert [f["path"] for f in receipt["files"]] == sorted(expected)
-    assert receipt["files"][[f["path"] for f in receipt["files"]].index("images/st1/im1.dicom")]["sha256"] == hashlib.sha256(FILES["images/st1/im1.dicom"]).hexdigest()
+    assert (
+        receipt["files"][[f["path"] for f in receipt["files"]].index("images/st1/im1.dicom")]["sha256"]
+        == hashlib.sha256(FILES["images/st1/im1.dicom"]).hexdigest()
+    )
     # With SHA256SUMS.txt only the top index is read; without it every folder's index is.
-    assert crawled == ({f"/files/{SLUG}/"} if sums else {f"/files/{SLUG}/", f"/files/{SLUG}/images/", f"/files/{SLUG}/images/st1/", f"/files/{SLUG}/images/st 2/"})
+    assert crawled == (
+        {f"/files/{SLUG}/"}
+        if sums
+        else {f"/files/{SLUG}/", f"/files/{SLUG}/images/", f"/files/{SLUG}/images/st1/", f"/files/{SLUG}/images/st 2/"}
+    )
     assert PASSWORD not in (tmp_path / "raw" / RECEIPT).read_text()
 
 
@@ -71,7 +78,12 @@ def test_missing_credentials_name_the_variables_and_netrc(home, tmp_path):
     with pytest.raises(CredentialsError) as caught:
         fetch_source(source("http://127.0.0.1:9/files/x/"), tmp_path / "raw")
     message = str(caught.value)
-    assert "PHYSIONET_USER" in message and "PHYSIONET_PASSWORD" in message and "machine physionet.org" in message and ".netrc" in message
+    assert (
+        "PHYSIONET_USER" in message
+        and "PHYSIONET_PASSWORD" in message
+        and "machine physionet.org" in message
+        and ".netrc" in message
+    )
     assert credential_status(source("u")) == "missing"
 
 

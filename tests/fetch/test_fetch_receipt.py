@@ -9,8 +9,8 @@ import pytest
 
 from medlatent import __version__
 from medlatent.core.errors import ConfigError, CredentialsError, InputError
-from medlatent.fetch.credentials import credential_status
 from medlatent.fetch import fetch_source
+from medlatent.fetch.credentials import credential_status
 from medlatent.fetch.receipt import RECEIPT
 
 
@@ -26,7 +26,11 @@ def test_local_receipt_lists_every_file_sorted_with_hashes(tmp_path):
     assert receipt["root"] == str(data) and receipt["method"] == "local" and receipt["identifier"] == "lab copy"
     assert receipt["tool"] == f"medlatent {__version__}" and "fetched_at" not in receipt
     assert [f["path"] for f in receipt["files"]] == ["a.csv", "b/1.dcm", "b/2.dcm"]
-    assert receipt["files"][1] == {"path": "b/1.dcm", "size": 3_000_000, "sha256": hashlib.sha256(b"\x00" * 3_000_000).hexdigest()}
+    assert receipt["files"][1] == {
+        "path": "b/1.dcm",
+        "size": 3_000_000,
+        "sha256": hashlib.sha256(b"\x00" * 3_000_000).hexdigest(),
+    }
     assert not (tmp_path / "raw" / "mine" / "files").exists()  # local data is not copied
 
 
@@ -56,18 +60,32 @@ def test_unknown_method_is_a_config_error(tmp_path):
 
 
 def test_synthetic_writes_files_then_receipt(tmp_path):
-    source = {"id": "demo", "access": {"method": "synthetic", "generator": "xray_png", "n_patients": 3, "images_per_patient": 1, "size": [32, 24]}}
+    source = {
+        "id": "demo",
+        "access": {
+            "method": "synthetic",
+            "generator": "xray_png",
+            "n_patients": 3,
+            "images_per_patient": 1,
+            "size": [32, 24],
+        },
+    }
     receipt = fetch_source(source, tmp_path / "raw", seed=3)
     root = tmp_path / "raw" / "files"
     assert receipt["root"] == str(root)
-    assert {f["path"] for f in receipt["files"]} == {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    assert {f["path"] for f in receipt["files"]} == {
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+    }
     assert "labels.csv" in {f["path"] for f in receipt["files"]}
     assert fetch_source(source, tmp_path / "raw", seed=3)["files"] == receipt["files"]
 
 
 def test_manual_missing_data_lists_the_steps(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    source = {"id": "adni", "access": {"method": "manual", "identifier": "LONI IDA project ADNI", "expect": ["**/*.nii.gz"]}}
+    source = {
+        "id": "adni",
+        "access": {"method": "manual", "identifier": "LONI IDA project ADNI", "expect": ["**/*.nii.gz"]},
+    }
     with pytest.raises(CredentialsError) as caught:
         fetch_source(source, tmp_path / "raw" / "adni")
     message = str(caught.value)
@@ -81,7 +99,10 @@ def test_manual_wrong_layout_is_refused_then_accepted_once_placed(tmp_path):
     place = tmp_path / "placed"
     (place / "sub").mkdir(parents=True)
     (place / "sub" / "readme.txt").write_text("not an image")
-    source = {"id": "stanford_aimi_chest_ct_2024", "access": {"method": "manual", "path": str(place), "expect": ["**/*.nii.gz", "**/*.dcm"]}}
+    source = {
+        "id": "stanford_aimi_chest_ct_2024",
+        "access": {"method": "manual", "path": str(place), "expect": ["**/*.nii.gz", "**/*.dcm"]},
+    }
     with pytest.raises(CredentialsError, match=r"(?s)lacks them.*azcopy"):
         fetch_source(source, tmp_path / "raw")
     (place / "sub" / "scan.dcm").write_bytes(b"DICM")
@@ -90,7 +111,10 @@ def test_manual_wrong_layout_is_refused_then_accepted_once_placed(tmp_path):
 
 
 def test_manual_unknown_source_gets_generic_steps_from_its_url(tmp_path):
-    source = {"id": "newset", "access": {"method": "manual", "url": "https://example.org/apply", "path": str(tmp_path / "none")}}
+    source = {
+        "id": "newset",
+        "access": {"method": "manual", "url": "https://example.org/apply", "path": str(tmp_path / "none")},
+    }
     with pytest.raises(CredentialsError, match=r"(?s)https://example.org/apply.*Put them into"):
         fetch_source(source, tmp_path / "raw")
 

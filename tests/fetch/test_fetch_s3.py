@@ -11,8 +11,8 @@ from servers import clean_env
 from servers.s3 import moto_s3
 
 from medlatent.core.errors import CredentialsError, InputError
-from medlatent.fetch.credentials import credential_status
 from medlatent.fetch import fetch_source, s3
+from medlatent.fetch.credentials import credential_status
 
 KEY_ID, SECRET = "AKIAEXAMPLEKEYID0000", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 OBJECTS = {
@@ -42,14 +42,30 @@ def bucket(endpoint, monkeypatch, tmp_path, request):
 
 
 def source(endpoint: str, bucket: str, **access) -> dict:
-    return {"id": "embed", "access": {"method": "s3", "identifier": "embed", "bucket": bucket, "prefix": "open-data/", "endpoint_url": endpoint, "region": "us-east-1", **access}}
+    return {
+        "id": "embed",
+        "access": {
+            "method": "s3",
+            "identifier": "embed",
+            "bucket": bucket,
+            "prefix": "open-data/",
+            "endpoint_url": endpoint,
+            "region": "us-east-1",
+            **access,
+        },
+    }
 
 
 def test_bucket_prefix_fetched_with_receipt(endpoint, bucket, tmp_path):
     receipt = fetch_source(source(endpoint, bucket), tmp_path / "raw")
-    assert receipt["files"] == [{"path": k, "size": len(v), "sha256": hashlib.sha256(v).hexdigest()} for k, v in sorted(OBJECTS.items())]
+    assert receipt["files"] == [
+        {"path": k, "size": len(v), "sha256": hashlib.sha256(v).hexdigest()} for k, v in sorted(OBJECTS.items())
+    ]
     assert SECRET not in (tmp_path / "raw" / "fetch.json").read_text()
-    assert fetch_source(source(endpoint, bucket, include=["*.csv"]), tmp_path / "raw2")["files"][0]["path"] == "tables/EMBED_OpenData_metadata.csv"
+    assert (
+        fetch_source(source(endpoint, bucket, include=["*.csv"]), tmp_path / "raw2")["files"][0]["path"]
+        == "tables/EMBED_OpenData_metadata.csv"
+    )
 
 
 def test_partial_object_resumes_with_range_and_complete_objects_are_skipped(endpoint, bucket, tmp_path, monkeypatch):
@@ -63,7 +79,10 @@ def test_partial_object_resumes_with_range_and_complete_objects_are_skipped(endp
 
     def recording_client(access):
         client = make_client(access)
-        client.meta.events.register("before-send.s3.GetObject", lambda request, **_: ranges.append((request.url.rsplit("/", 1)[-1], request.headers.get("Range"))))
+        client.meta.events.register(
+            "before-send.s3.GetObject",
+            lambda request, **_: ranges.append((request.url.rsplit("/", 1)[-1], request.headers.get("Range"))),
+        )
         return client
 
     monkeypatch.setattr(s3, "client", recording_client)
@@ -105,6 +124,10 @@ def test_access_denied_maps_to_credentials_error_naming_the_bucket():
     """moto does not enforce bucket policies, so the mapping of S3's AccessDenied is checked directly."""
     from botocore.exceptions import ClientError
 
-    error = s3._client_error(ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "ListObjectsV2"), "embed-open-data", "")
+    error = s3._client_error(
+        ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "ListObjectsV2"),
+        "embed-open-data",
+        "",
+    )
     assert isinstance(error, CredentialsError)
     assert "s3://embed-open-data: AccessDenied" in str(error) and "registry.opendata.aws" in str(error)

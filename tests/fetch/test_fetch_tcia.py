@@ -11,7 +11,10 @@ from medlatent.fetch import fetch_source
 pytest_plugins = ["servers.fixtures"]
 
 SERIES = {
-    "1.2.826.0.1.3680043.2.1": {"modality": "MG", "files": {"1-1.dcm": b"L-CC" * 100, "1-2.dcm": b"L-MLO" * 100, "LICENSE": b"CC BY 4.0"}},
+    "1.2.826.0.1.3680043.2.1": {
+        "modality": "MG",
+        "files": {"1-1.dcm": b"L-CC" * 100, "1-2.dcm": b"L-MLO" * 100, "LICENSE": b"CC BY 4.0"},
+    },
     "1.2.826.0.1.3680043.2.2": {"modality": "MG", "files": {"1-1.dcm": b"R-CC" * 100}},
     "1.2.826.0.1.3680043.2.3": {"modality": "CR", "files": {"1-1.dcm": b"scout"}},
 }
@@ -25,10 +28,16 @@ def test_collection_fetched_per_series_with_modality_filter(host, tmp_path):
     api = nbia(host, "CMMD", SERIES)
     receipt = fetch_source(source(api, modality_filter="MG"), tmp_path / "raw")
     assert [f["path"] for f in receipt["files"]] == [
-        "1.2.826.0.1.3680043.2.1/1-1.dcm", "1.2.826.0.1.3680043.2.1/1-2.dcm", "1.2.826.0.1.3680043.2.1/LICENSE", "1.2.826.0.1.3680043.2.2/1-1.dcm",
+        "1.2.826.0.1.3680043.2.1/1-1.dcm",
+        "1.2.826.0.1.3680043.2.1/1-2.dcm",
+        "1.2.826.0.1.3680043.2.1/LICENSE",
+        "1.2.826.0.1.3680043.2.2/1-1.dcm",
     ]
     assert host.requests_for(f"{BASE}/getSeries")[0].query == {"Collection": "CMMD", "Modality": "MG"}
-    assert sorted(s.query["SeriesInstanceUID"] for s in host.requests_for(f"{BASE}/getImage")) == ["1.2.826.0.1.3680043.2.1", "1.2.826.0.1.3680043.2.2"]
+    assert sorted(s.query["SeriesInstanceUID"] for s in host.requests_for(f"{BASE}/getImage")) == [
+        "1.2.826.0.1.3680043.2.1",
+        "1.2.826.0.1.3680043.2.2",
+    ]
 
 
 def test_finished_series_are_skipped_on_resume(host, tmp_path):

@@ -61,7 +61,11 @@ def test_lists_all_sources_with_missing_credentials_and_what_to_set(repo, capsys
         assert method == source["access"]["method"] and (local, size) == ("absent", "-")
         assert status == ("missing" if method in NEEDS_CREDENTIALS else "not needed"), source["id"]
     hints = out.split("missing credentials:")[1]
-    assert "PHYSIONET_USER and PHYSIONET_PASSWORD" in hints and "AIMI_SAS_URL_BONE_AGE" in hints and "KAGGLE_USERNAME" in hints
+    assert (
+        "PHYSIONET_USER and PHYSIONET_PASSWORD" in hints
+        and "AIMI_SAS_URL_BONE_AGE" in hints
+        and "KAGGLE_USERNAME" in hints
+    )
 
 
 def test_present_credentials_show_as_present_and_their_values_never(repo, capsys, monkeypatch):
@@ -73,8 +77,9 @@ def test_present_credentials_show_as_present_and_their_values_never(repo, capsys
     code, out, err = run(capsys, "--root", str(repo))
     rows = table(out)
     assert code == 0
-    assert {source: rows[source][1] for source in ("mimic_cxr", "vindr_mammo", "rsna_screening_mammo", "embed", "mrnet")} == dict.fromkeys(
-        ("mimic_cxr", "vindr_mammo", "rsna_screening_mammo", "embed", "mrnet"), "present")
+    assert {
+        source: rows[source][1] for source in ("mimic_cxr", "vindr_mammo", "rsna_screening_mammo", "embed", "mrnet")
+    } == dict.fromkeys(("mimic_cxr", "vindr_mammo", "rsna_screening_mammo", "embed", "mrnet"), "present")
     assert rows["rsna_bone_age"][1] == "missing"  # its own variable, AIMI_SAS_URL_BONE_AGE, is unset
     secrets = [*SECRETS.values(), "SASSECRET4714"]
     assert not [s for s in secrets if s in out + err]
@@ -83,7 +88,9 @@ def test_present_credentials_show_as_present_and_their_values_never(repo, capsys
 def test_local_presence_and_size(repo, capsys):
     raw = repo / "data" / "raw"
     (raw / "cmmd").mkdir(parents=True)
-    (raw / "cmmd" / "fetch.json").write_text(json.dumps({"files": [{"path": "a.dcm", "size": 1_500_000}, {"path": "b.dcm", "size": 500_000}]}))
+    (raw / "cmmd" / "fetch.json").write_text(
+        json.dumps({"files": [{"path": "a.dcm", "size": 1_500_000}, {"path": "b.dcm", "size": 500_000}]})
+    )
     (raw / "cq500" / "downloads").mkdir(parents=True)
     (raw / "cq500" / "downloads" / "CQ500-CT-0.zip.part").write_bytes(b"\0" * 2048)
     placed = repo / "data" / "manual" / "oasis3" / "sub-OAS30001"

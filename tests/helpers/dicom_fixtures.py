@@ -28,7 +28,14 @@ def source_spec(source_id: str, dims: int, **curation) -> dict:
         "id": source_id,
         "modality": "xray" if dims == 2 else "ct",
         "dims": dims,
-        "curation": {"adapter": "generic", "labels": None, "exclude_flags": [], "colour": "mean", "frames": "reject", **curation},
+        "curation": {
+            "adapter": "generic",
+            "labels": None,
+            "exclude_flags": [],
+            "colour": "mean",
+            "frames": "reject",
+            **curation,
+        },
         "split": {"method": "patient_random", "fractions": {"train": 1.0, "val": 0.0, "test": 0.0}},
         "shards": {"train": 1, "val": 1, "test": 1},
         "seed": 0,
@@ -36,20 +43,35 @@ def source_spec(source_id: str, dims: int, **curation) -> dict:
     }
 
 
-XRAY_NORMALIZE = {"modality": "xray", "dims": 2, "size": [64, 64], "intensity": "minmax", "percentiles": [0.0, 100.0],
-                  "output_range": [-1.0, 1.0], "interpolation": "bicubic"}
+XRAY_NORMALIZE = {
+    "modality": "xray",
+    "dims": 2,
+    "size": [64, 64],
+    "intensity": "minmax",
+    "percentiles": [0.0, 100.0],
+    "output_range": [-1.0, 1.0],
+    "interpolation": "bicubic",
+}
 
 
 def run_source(root: Path, out: Path, spec: dict, normalize: dict | None = None) -> dict:
     """curate (+ normalize the train shard): report, manifest, rejected, files index, shard."""
     files = [{"path": p.relative_to(root).as_posix()} for p in sorted(root.rglob("*")) if p.is_file()]
     out.mkdir(parents=True, exist_ok=True)
-    outputs = CurationOutputs(*(out / name for name in ("manifest.parquet", "rejected.parquet", "report.json", "files.parquet")))
+    outputs = CurationOutputs(
+        *(out / name for name in ("manifest.parquet", "rejected.parquet", "report.json", "files.parquet"))
+    )
     report = curate(spec, SALT, {"source": spec["id"], "root": str(root), "files": files}, outputs, demo=False)
-    result = {"report": report, "manifest": pd.read_parquet(outputs.manifest), "rejected": pd.read_parquet(outputs.rejected),
-              "files": pd.read_parquet(outputs.files_index)}
+    result = {
+        "report": report,
+        "manifest": pd.read_parquet(outputs.manifest),
+        "rejected": pd.read_parquet(outputs.rejected),
+        "files": pd.read_parquet(outputs.files_index),
+    }
     if normalize is not None:
-        result["counts"] = normalize_shard(normalize, "train-000", result["manifest"], result["files"], root, out / "train-000.h5", demo=False)
+        result["counts"] = normalize_shard(
+            normalize, "train-000", result["manifest"], result["files"], root, out / "train-000.h5", demo=False
+        )
         with ShardReader(out / "train-000.h5") as reader:
             result["arrays"] = {item: (array, meta) for item, array, meta in reader}
             result["failed"] = dict(reader.rejected)

@@ -26,8 +26,16 @@ PHI_STRINGS = ("DOE^JANE", "MRN-0042-SECRET", "19650412", "St. Example Hospital"
 def tiny_model(path: Path, dims: int = 2, latent_channels: int = 2, model_id: str = "tiny", seed: int = 0) -> Path:
     """A random-initialised MedVAE weights file (format medlatent-model/1) and a card.json beside it."""
     torch.manual_seed(seed)
-    spec = {"id": model_id, "dims": dims, "f": 2 ** dims, "latent_channels": latent_channels, "ch": 8,
-            "ch_mult": [1, 2], "num_res_blocks": 1, "norm_groups": 4}
+    spec = {
+        "id": model_id,
+        "dims": dims,
+        "f": 2**dims,
+        "latent_channels": latent_channels,
+        "ch": 8,
+        "ch_mult": [1, 2],
+        "num_res_blocks": 1,
+        "norm_groups": 4,
+    }
     save_model(path, build_medvae(spec, is_demo=True), embedder="demo", steps=0)
     (path.parent / "card.json").write_text(json.dumps({"model": model_id, "demo": True}), encoding="utf-8")
     return path
@@ -39,8 +47,13 @@ def _item_meta(dims: int, shape: tuple[int, ...], split: str) -> dict:
         "spacing": [0.5] * dims,
         "split": split,
         "view_position": "PA" if dims == 2 else None,
-        "transform": {"intensity": {"window": [0.0, 4095.0], "output_range": [-1.0, 1.0], "operator": PHI_STRINGS[0]},
-                      "scale": 0.5, "pad_offset": [1, 2], "resized_shape": list(shape), "acquired": PHI_STRINGS[2]},
+        "transform": {
+            "intensity": {"window": [0.0, 4095.0], "output_range": [-1.0, 1.0], "operator": PHI_STRINGS[0]},
+            "scale": 0.5,
+            "pad_offset": [1, 2],
+            "resized_shape": list(shape),
+            "acquired": PHI_STRINGS[2],
+        },
         "PatientName": PHI_STRINGS[0],
         "patient_id": PHI_STRINGS[1],
         "institution": PHI_STRINGS[3],
@@ -50,8 +63,9 @@ def _item_meta(dims: int, shape: tuple[int, ...], split: str) -> dict:
     return meta
 
 
-def write_source(root: Path, source_id: str, shards: dict[str, int], shape: tuple[int, ...], rejected: int = 1,
-                 seed: int = 0) -> tuple[Path, pd.DataFrame]:
+def write_source(
+    root: Path, source_id: str, shards: dict[str, int], shape: tuple[int, ...], rejected: int = 1, seed: int = 0
+) -> tuple[Path, pd.DataFrame]:
     """Normalized HDF5 shards (`{shard}.h5`, n items each) and the matching manifest.
 
     The first `rejected` items of the first non-empty shard failed normalization: they are
@@ -63,16 +77,29 @@ def write_source(root: Path, source_id: str, shards: dict[str, int], shape: tupl
     counter = 0
     for shard, count in shards.items():
         split = shard.split("-")[0]
-        meta = {"shard": shard, "normalize": {"modality": "xray", "dims": len(shape), "interpolation": "bilinear"},
-                "demo": True}
+        meta = {
+            "shard": shard,
+            "normalize": {"modality": "xray", "dims": len(shape), "interpolation": "bilinear"},
+            "demo": True,
+        }
         with ShardWriter(folder / f"{shard}.h5", meta) as writer:
             for index in range(count):
                 key = f"{counter:016x}"
                 counter += 1
                 item = item_id(source_id, key)
-                rows.append({"item_id": item, "file_key": key, "source": source_id, "split": split, "shard": shard,
-                             "patient_key": f"{index:020x}", "raw_patient_id": PHI_STRINGS[1],
-                             "label_finding": int(index % 2), "label_grade": float("nan") if index % 3 == 0 else 2.5})
+                rows.append(
+                    {
+                        "item_id": item,
+                        "file_key": key,
+                        "source": source_id,
+                        "split": split,
+                        "shard": shard,
+                        "patient_key": f"{index:020x}",
+                        "raw_patient_id": PHI_STRINGS[1],
+                        "label_finding": int(index % 2),
+                        "label_grade": float("nan") if index % 3 == 0 else 2.5,
+                    }
+                )
                 if rejected and counter <= rejected:
                     writer.reject(item, "constant image")
                     continue
@@ -82,17 +109,31 @@ def write_source(root: Path, source_id: str, shards: dict[str, int], shape: tupl
 
 
 def extract_spec(model_id: str, source_id: str, dims: int = 2, **extra) -> dict:
-    spec = {"model": model_id, "source": source_id, "modality": "xray" if dims == 2 else "ct", "dims": dims,
-            "batch_size": 3, "store": ["mean"] if dims == 2 else []}
+    spec = {
+        "model": model_id,
+        "source": source_id,
+        "modality": "xray" if dims == 2 else "ct",
+        "dims": dims,
+        "batch_size": 3,
+        "store": ["mean"] if dims == 2 else [],
+    }
     if dims == 3:
         spec.update(window=[16, 16, 16], overlap=0.5, blend="gaussian", sw_batch_size=2)
     return {**spec, **extra}
 
 
 def index_spec(model_id: str, source_id: str, license_block: dict, dims: int = 2) -> dict:
-    return {"model": model_id, "source": source_id, "source_name": f"fixture {source_id}", "anatomy": "chest",
-            "modality": "xray" if dims == 2 else "ct", "dims": dims, "license": license_block,
-            "classification_scale": 4.6, "config_sha256": "0" * 64}
+    return {
+        "model": model_id,
+        "source": source_id,
+        "source_name": f"fixture {source_id}",
+        "anatomy": "chest",
+        "modality": "xray" if dims == 2 else "ct",
+        "dims": dims,
+        "license": license_block,
+        "classification_scale": 4.6,
+        "config_sha256": "0" * 64,
+    }
 
 
 CC0 = {"name": "synthetic (CC0)", "share_derived": True, "commercial": True, "permission": None}
@@ -108,10 +149,10 @@ def demo_dataset(demo_config: dict, source_id: str, tmp_path: Path, access: dict
     Returns the raw folder, manifest, files index, normalized shards folder, dataset folder and index.
     """
     from medlatent.curate.run import CurationOutputs, curate
-    from medlatent.latents.index import write_dataset_files
-    from medlatent.latents.extract import extract_shard
-    from medlatent.normalize.run import normalize_shard
     from medlatent.demo.registry import generate
+    from medlatent.latents.extract import extract_shard
+    from medlatent.latents.index import write_dataset_files
+    from medlatent.normalize.run import normalize_shard
 
     raw, normalized, dataset = tmp_path / "raw", tmp_path / "normalized" / source_id, tmp_path / "latents" / source_id
     entry = mlconfig.source(demo_config, source_id)
@@ -123,12 +164,32 @@ def demo_dataset(demo_config: dict, source_id: str, tmp_path: Path, access: dict
     manifest, files_index = pd.read_parquet(outputs.manifest), pd.read_parquet(outputs.files_index)
     parts = []
     for shard in DEMO_SHARDS:
-        normalize_shard(mlconfig.normalize_slice(demo_config, source_id), shard, manifest, files_index, raw,
-                        normalized / f"{shard}.h5", demo=True)
+        normalize_shard(
+            mlconfig.normalize_slice(demo_config, source_id),
+            shard,
+            manifest,
+            files_index,
+            raw,
+            normalized / f"{shard}.h5",
+            demo=True,
+        )
         parts.append(tmp_path / "parts" / f"{shard}.json")
-        extract_shard(extract_spec("tiny", source_id, entry["dims"], **extract), normalized / f"{shard}.h5", manifest,
-                      weights, dataset, parts[-1])
-    index = write_dataset_files(index_spec("tiny", source_id, CC0, entry["dims"]), parts, weights.parent / "card.json",
-                                dataset)
-    return {"raw": raw, "manifest": manifest, "files_index": files_index, "normalized": normalized,
-            "dataset": dataset, "index": index}
+        extract_shard(
+            extract_spec("tiny", source_id, entry["dims"], **extract),
+            normalized / f"{shard}.h5",
+            manifest,
+            weights,
+            dataset,
+            parts[-1],
+        )
+    index = write_dataset_files(
+        index_spec("tiny", source_id, CC0, entry["dims"]), parts, weights.parent / "card.json", dataset
+    )
+    return {
+        "raw": raw,
+        "manifest": manifest,
+        "files_index": files_index,
+        "normalized": normalized,
+        "dataset": dataset,
+        "index": index,
+    }

@@ -48,19 +48,30 @@ def authors() -> types.SimpleNamespace:
         factory = types.ModuleType("medvae.utils.factory")
         factory.create_model_and_transform = None  # MVAE.__init__ downloads; tests never call it
         sys.modules["medvae.utils.factory"] = factory
-    return types.SimpleNamespace(models=importlib.import_module("medvae.models"),
-                                 lora=importlib.import_module("medvae.utils.lora"),
-                                 extras=importlib.import_module("medvae.utils.extras"),
-                                 main=importlib.import_module("medvae.medvae_main"))
+    return types.SimpleNamespace(
+        models=importlib.import_module("medvae.models"),
+        lora=importlib.import_module("medvae.utils.lora"),
+        extras=importlib.import_module("medvae.utils.extras"),
+        main=importlib.import_module("medvae.medvae_main"),
+    )
 
 
 def ddconfig(name: str) -> dict[str, Any]:
     """The ddconfig of a released file (LDM AutoencoderKL keys), at test width."""
     arch = PUBLISHED[name]
     channels = 3 if name in RGB_MODELS else 1
-    return {"double_z": True, "z_channels": arch["latent_channels"], "resolution": 256,
-            "in_channels": channels, "out_ch": channels, "ch": WIDTH, "ch_mult": list(arch["ch_mult"]),
-            "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    return {
+        "double_z": True,
+        "z_channels": arch["latent_channels"],
+        "resolution": 256,
+        "in_channels": channels,
+        "out_ch": channels,
+        "ch": WIDTH,
+        "ch_mult": list(arch["ch_mult"]),
+        "num_res_blocks": 2,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    }
 
 
 def released_model(name: str, seed: int = 0) -> torch.nn.Module:

@@ -19,8 +19,17 @@ FULL_CONFIG = REPO / "config.yaml"
 DEMO_CONFIG = REPO / "workflow" / "demo" / "config.yaml"
 
 #: Smallest models the schema allows (f=16 in 2D, /4 per axis; f=64 in 3D), 8 channels wide.
-TINY_2D = {"id": "tiny2d", "dims": 2, "f": 16, "latent_channels": 1, "ch": 8, "ch_mult": [1, 1, 1],
-           "num_res_blocks": 1, "norm_groups": 4, "init": "scratch"}
+TINY_2D = {
+    "id": "tiny2d",
+    "dims": 2,
+    "f": 16,
+    "latent_channels": 1,
+    "ch": 8,
+    "ch_mult": [1, 1, 1],
+    "num_res_blocks": 1,
+    "norm_groups": 4,
+    "init": "scratch",
+}
 TINY_3D = {**TINY_2D, "id": "tiny3d", "dims": 3, "f": 64, "inflate_from": "tiny2d"}
 CPU = ddp.Context(0, 1, torch.device("cpu"))
 
@@ -73,11 +82,28 @@ def train_spec(config: dict, model_id: str, stage: str, **train: object) -> dict
     return spec
 
 
-def make_job(root: Path, spec: dict, shards: tuple[list[str], list[str]], parent: Path | None = None,
-             hooks=(), context: ddp.Context = CPU, manifests=()) -> Job:
+def make_job(
+    root: Path,
+    spec: dict,
+    shards: tuple[list[str], list[str]],
+    parent: Path | None = None,
+    hooks=(),
+    context: ddp.Context = CPU,
+    manifests=(),
+) -> Job:
     stage = spec["stage"]
     out = root / "results" / "models" / spec["model"]["id"]
-    return Job(spec=spec, train_shards=shards[0], val_shards=shards[1], manifests=list(manifests),
-                    checkpoints=root / "results" / "checkpoints" / spec["model"]["id"] / stage,
-                    weights=out / f"{stage}.pt", losses=out / f"{stage}_losses.csv", curve=out / f"{stage}_losses.png",
-                    card=out / "card.json" if stage == "stage2" else None, parent=parent, context=context, hooks=hooks)
+    return Job(
+        spec=spec,
+        train_shards=shards[0],
+        val_shards=shards[1],
+        manifests=list(manifests),
+        checkpoints=root / "results" / "checkpoints" / spec["model"]["id"] / stage,
+        weights=out / f"{stage}.pt",
+        losses=out / f"{stage}_losses.csv",
+        curve=out / f"{stage}_losses.png",
+        card=out / "card.json" if stage == "stage2" else None,
+        parent=parent,
+        context=context,
+        hooks=hooks,
+    )

@@ -16,18 +16,31 @@ _WILDCARDS = re.compile(r"^\s+wildcards: (.+)$", re.MULTILINE)
 _RULE = re.compile(r"^(?:local)?rule (\w+):$", re.MULTILINE)
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | list[Path] = DEMO_CONFIG,
-              check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, configfile: Path | list[Path] = DEMO_CONFIG, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run the Snakefile in `workdir`; `configfile`: one file or several, merged in order."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     configfiles = configfile if isinstance(configfile, list) else [configfile]
     command = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-        "--configfile", *map(str, configfiles), "--cores", "2", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        *map(str, configfiles),
+        "--cores",
+        "2",
+        *args,
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+        )
     return result
 
 

@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from dicom_fixtures import XRAY_NORMALIZE, real_file, run_source, source_spec
 from PIL import Image
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     HTJ2KLossless,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -30,10 +31,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicom_fixtures import XRAY_NORMALIZE, real_file, run_source, source_spec
-
 from medlatent import io
 from medlatent.core.errors import InputError
+
 
 def grey(name: str, **kwargs) -> np.ndarray:
     return io.read_image(real_file(name), **kwargs).array
@@ -184,9 +184,13 @@ def test_palette_colour_is_looked_up_then_averaged():
     path = real_file("OBXXXX1A.dcm")
     ds = pydicom.dcmread(path)
     assert ds.PhotometricInterpretation == "PALETTE COLOR"
-    lut = np.stack([np.frombuffer(ds[f"{c}PaletteColorLookupTableData"].value, "<u2") for c in ("Red", "Green", "Blue")], axis=-1)
+    lut = np.stack(
+        [np.frombuffer(ds[f"{c}PaletteColorLookupTableData"].value, "<u2") for c in ("Red", "Green", "Blue")], axis=-1
+    )
     first_mapped = ds.RedPaletteColorLookupTableDescriptor[1]
-    expected = lut[np.clip(ds.pixel_array.astype(int) - first_mapped, 0, len(lut) - 1)].mean(axis=-1)  # PS3.3 C.7.6.3.1.5
+    expected = lut[np.clip(ds.pixel_array.astype(int) - first_mapped, 0, len(lut) - 1)].mean(
+        axis=-1
+    )  # PS3.3 C.7.6.3.1.5
     np.testing.assert_allclose(grey("OBXXXX1A.dcm"), expected, rtol=1e-6)
     np.testing.assert_array_equal(grey("OBXXXX1A_rle.dcm"), grey("OBXXXX1A.dcm"))
 
@@ -202,7 +206,14 @@ def copy_files(names: list[str], root: Path) -> Path:
 
 
 LOSSLESS_TWIN_GROUPS = [
-    ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm"],
+    [
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+    ],
     ["693_UNCR.dcm", "693_J2KR.dcm"],
     ["MR2_UNCR.dcm", "MR2_J2KR.dcm"],
     ["SC_rgb.dcm", "SC_rgb_rle.dcm", "SC_rgb_jpeg_gdcm.dcm", "SC_rgb_gdcm_KY.dcm", "SC_rgb_expb.dcm"],
@@ -235,7 +246,9 @@ def test_colour_can_be_rejected_per_source(tmp_path):
     Image.fromarray(rgb[..., 0]).convert("LA").save(root / "grey_alpha.png")  # grey with alpha: not colour
     result = run_source(root, tmp_path / "out", source_spec("grey_only", 2, colour="reject"))
     assert (result["report"]["kept"], result["report"]["rejected_by_category"]) == (2, {"filtered_colour": 4})
-    assert set(result["rejected"]["reason"]) == {f"colour image ({p}) and curation.colour is reject" for p in ("RGB", "PALETTE COLOR", "YBR_FULL")}
+    assert set(result["rejected"]["reason"]) == {
+        f"colour image ({p}) and curation.colour is reject" for p in ("RGB", "PALETTE COLOR", "YBR_FULL")
+    }
     png = io.read_image(root / "colour.png")
     assert png.meta["colour_rule"] == "mean_rgb"
     np.testing.assert_allclose(png.array, grey("SC_rgb.dcm"), atol=1e-4)  # one rule for PNG and DICOM
@@ -255,9 +268,13 @@ def test_enhanced_ct_is_one_volume_with_the_geometry_of_its_functional_groups(tm
 
     ds = pydicom.dcmread(real_file("eCT_Supplemental.dcm"))
     shared = ds.SharedFunctionalGroupsSequence[0]
-    row_cosine, column_cosine = np.reshape(np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float), (2, 3))
+    row_cosine, column_cosine = np.reshape(
+        np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float), (2, 3)
+    )
     row_spacing, column_spacing = (float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing)
-    positions = np.array([f.PlanePositionSequence[0].ImagePositionPatient for f in ds.PerFrameFunctionalGroupsSequence], float)
+    positions = np.array(
+        [f.PlanePositionSequence[0].ImagePositionPatient for f in ds.PerFrameFunctionalGroupsSequence], float
+    )
     assert positions[0, 2] < positions[1, 2]  # the file stores the frames inferior first
     normal = np.cross(row_cosine, column_cosine)  # here (0, 0, -1): slices run superior to inferior
     first = int(np.argmin(positions @ normal))
@@ -284,7 +301,9 @@ def test_multi_frame_in_a_2d_source_is_rejected_unless_frames_each(tmp_path):
     root = copy_files(["emri_small_RLE.dcm", "SC_rgb_2frame.dcm", "MR_small.dcm"], tmp_path / "raw")
     rejected = run_source(root, tmp_path / "reject", source_spec("frames", 2))
     assert rejected["report"]["rejected_by_category"] == {"multi_frame": 2}
-    assert "multi-frame DICOM (10 frames) in a 2D source; curation.frames: each keeps every frame as an item" in set(rejected["rejected"]["reason"])
+    assert "multi-frame DICOM (10 frames) in a 2D source; curation.frames: each keeps every frame as an item" in set(
+        rejected["rejected"]["reason"]
+    )
 
     each = run_source(root, tmp_path / "each", source_spec("frames", 2, frames="each"), XRAY_NORMALIZE)
     report = each["report"]

@@ -14,13 +14,18 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-
 from dicom_fixtures import XRAY_NORMALIZE, real_file, run_source, source_spec
 
 NATIVE, ENCAPSULATED = "MR_small.dcm", "MR_small_RLE.dcm"
 #: (tag, VR written instead): Rows, Columns, BitsStored, PixelSpacing, PhotometricInterpretation.
-WRONG_VRS = [((0x0028, 0x0010), b"OB"), ((0x0028, 0x0010), b"FD"), ((0x0028, 0x0011), b"SQ"), ((0x0028, 0x0101), b"AT"),
-             ((0x0028, 0x0030), b"US"), ((0x0028, 0x0004), b"UN")]
+WRONG_VRS = [
+    ((0x0028, 0x0010), b"OB"),
+    ((0x0028, 0x0010), b"FD"),
+    ((0x0028, 0x0011), b"SQ"),
+    ((0x0028, 0x0101), b"AT"),
+    ((0x0028, 0x0030), b"US"),
+    ((0x0028, 0x0004), b"UN"),
+]
 PEAK_MEMORY_LIMIT = 2 * 1024**3
 
 
@@ -82,7 +87,9 @@ def write_corpus(folder: Path) -> dict[str, str]:
         ds = pydicom.dcmread(real_file(source))
         ds.Rows = ds.Columns = 65535
         mutations[saved(ds, folder / f"huge_{stem}.dcm").name] = "Rows and Columns 65535"
-        (folder / f"empty_{stem}.dcm").write_bytes(original[: pixel_data.value_tell - 4] + bytes(4))  # length 0, nothing after
+        (folder / f"empty_{stem}.dcm").write_bytes(
+            original[: pixel_data.value_tell - 4] + bytes(4)
+        )  # length 0, nothing after
         mutations[f"empty_{stem}.dcm"] = "zero-length pixel data"
     for keyword, other in (("RescaleSlope", "RescaleIntercept"), ("RescaleIntercept", "RescaleSlope")):
         ds = pydicom.dcmread(native)  # text where a number belongs, met only when the rescale is applied
@@ -122,7 +129,9 @@ def test_every_mutated_file_is_kept_or_rejected_with_a_reason(corpus, tmp_path):
     for stem in ("MR_small", "MR_small_RLE"):
         assert "too large to decode" in outcome[f"huge_{stem}.dcm"]
         assert "BitsAllocated 1" in outcome[f"BitsAllocated_{stem}.dcm"]
-        assert "empty pixel data" in outcome[f"empty_{stem}.dcm"] or "without pixel data" in outcome[f"empty_{stem}.dcm"]
+        assert (
+            "empty pixel data" in outcome[f"empty_{stem}.dcm"] or "without pixel data" in outcome[f"empty_{stem}.dcm"]
+        )
     assert "pixel data shorter than expected" in outcome["Rows_MR_small.dcm"]
     assert "without Rows" in outcome["missing_0010.dcm"] and "without BitsStored" in outcome["missing_0101.dcm"]
     assert all("malformed DICOM header" in outcome[f"text_{k}.dcm"] for k in ("RescaleSlope", "RescaleIntercept"))
@@ -130,7 +139,9 @@ def test_every_mutated_file_is_kept_or_rejected_with_a_reason(corpus, tmp_path):
     end_of_pixels = tag_boundaries(real_file(NATIVE))[-1]
     for name, mutation in mutations.items():
         if mutation == "truncated at a tag boundary" and int(name[4:9]) < end_of_pixels:
-            assert outcome[name] == "DICOM file without pixel data (not an image: report, presentation state, ...)", name
+            assert outcome[name] == "DICOM file without pixel data (not an image: report, presentation state, ...)", (
+                name
+            )
         if mutation == "truncated inside the pixel data":
             assert "truncated DICOM" in outcome[name], (name, outcome[name])
     assert report["kept"] >= 5  # the mutations that leave a usable image (flips in pixel values, optional tags)
@@ -150,7 +161,8 @@ def test_absurd_sizes_are_refused_before_any_large_allocation(corpus):
         "        io.read_image(path)\n"
         "    except InputError as error:\n"
         "        reasons.append(error.reason)\n"
-        "print(json.dumps({'reasons': reasons, 'imported_kib': imported_kib, 'peak_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
+        "print(json.dumps({'reasons': reasons, 'imported_kib': imported_kib, "
+        "'peak_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
     )
     done = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, check=True)
     measured = json.loads(done.stdout.strip().splitlines()[-1])

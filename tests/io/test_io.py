@@ -13,14 +13,21 @@ import pytest
 from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
+from pydicom.uid import (
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from medlatent import io
 from medlatent.core.errors import InputError
-from medlatent.io.types import META_FIELDS
 from medlatent.demo.ct import write_ct_series
 from medlatent.demo.dicom import write_dicom
 from medlatent.demo.registry import generate, phi_strings
+from medlatent.io.types import META_FIELDS
 
 TOP_12BIT = 4095
 
@@ -69,7 +76,9 @@ def _files(root: Path) -> list[Path]:
 # ---- DICOM 2D: decoding and the display pipeline
 
 
-@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless], ids=["native", "rle", "j2k"])
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless], ids=["native", "rle", "j2k"]
+)
 def test_compressed_dicom_decodes_to_the_stored_pixels(tmp_path, stored, syntax):
     path = tmp_path / "image.dcm"
     write_dicom(path, stored, xray_attrs("compressed"), transfer_syntax=syntax)
@@ -81,7 +90,9 @@ def test_compressed_dicom_decodes_to_the_stored_pixels(tmp_path, stored, syntax)
     np.testing.assert_array_equal(image.array, stored)  # no rescale, no VOI: the stored values
 
 
-@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless], ids=["native", "rle", "j2k"])
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless], ids=["native", "rle", "j2k"]
+)
 @pytest.mark.parametrize("voi", ["window", "lut", "none"])
 def test_monochrome1_twin_displays_like_monochrome2(tmp_path, stored, syntax, voi):
     window = (2000.0, 3000.0) if voi == "window" else None
@@ -89,7 +100,15 @@ def test_monochrome1_twin_displays_like_monochrome2(tmp_path, stored, syntax, vo
     decoded = {}
     for photometric in ("MONOCHROME2", "MONOCHROME1"):
         path = tmp_path / f"{photometric}.dcm"
-        write_dicom(path, stored, xray_attrs(photometric), photometric=photometric, transfer_syntax=syntax, window=window, voi_lut=lut)
+        write_dicom(
+            path,
+            stored,
+            xray_attrs(photometric),
+            photometric=photometric,
+            transfer_syntax=syntax,
+            window=window,
+            voi_lut=lut,
+        )
         decoded[photometric] = (pydicom.dcmread(path).pixel_array, io.read_image(path).array)
     (raw2, image2), (raw1, image1) = decoded["MONOCHROME2"], decoded["MONOCHROME1"]
     np.testing.assert_array_equal(raw1, TOP_12BIT - raw2.astype(int))  # the file really is inverted
@@ -169,9 +188,17 @@ def _known_hu(slope: float) -> np.ndarray:
 def test_ct_series_returns_hu_in_ras_whatever_the_file_order(tmp_path, slope):
     hu = _known_hu(slope)
     spacing = (3.0, 0.8, 0.7)  # slice, row, column (mm)
-    attrs = {"PatientID": "PID-CT", "StudyInstanceUID": generate_uid(entropy_srcs=["s"]), "SeriesInstanceUID": generate_uid(entropy_srcs=["ct", str(slope)])}
+    attrs = {
+        "PatientID": "PID-CT",
+        "StudyInstanceUID": generate_uid(entropy_srcs=["s"]),
+        "SeriesInstanceUID": generate_uid(entropy_srcs=["ct", str(slope)]),
+    }
     loaded = []
-    for name, order, ascending in (("sorted", None, True), ("shuffled", np.array([4, 0, 5, 2, 1, 3]), True), ("reversed", np.array([3, 1, 5, 0, 2, 4]), False)):
+    for name, order, ascending in (
+        ("sorted", None, True),
+        ("shuffled", np.array([4, 0, 5, 2, 1, 3]), True),
+        ("reversed", np.array([3, 1, 5, 0, 2, 4]), False),
+    ):
         write_ct_series(tmp_path / name, hu, spacing, attrs, slope=slope, ascending=ascending, order=order)
         loaded.append(io.read_image(tmp_path / name))
     header = io.read_header(tmp_path / "shuffled")
@@ -179,8 +206,12 @@ def test_ct_series_returns_hu_in_ras_whatever_the_file_order(tmp_path, slope):
     sorted_, shuffled, reversed_ = loaded
     np.testing.assert_array_equal(sorted_.array, np.transpose(hu, (2, 1, 0)))  # (column, row, slice), exact HU
     np.testing.assert_array_equal(shuffled.array, sorted_.array)
-    np.testing.assert_array_equal(reversed_.array, sorted_.array[:, :, ::-1])  # slices stored top-down come back bottom-up
-    expected = np.array([[-0.7, 0, 0, 5 * 0.7], [0, -0.8, 0, 6 * 0.8], [0, 0, 3.0, 0], [0, 0, 0, 1]])  # LPS -> RAS flips x and y
+    np.testing.assert_array_equal(
+        reversed_.array, sorted_.array[:, :, ::-1]
+    )  # slices stored top-down come back bottom-up
+    expected = np.array(
+        [[-0.7, 0, 0, 5 * 0.7], [0, -0.8, 0, 6 * 0.8], [0, 0, 3.0, 0], [0, 0, 0, 1]]
+    )  # LPS -> RAS flips x and y
     for image in loaded:
         np.testing.assert_allclose(image.affine, expected, atol=1e-6)
         assert image.meta["original_orientation"] == "LPS" and image.spacing == (0.7, 0.8, 3.0)
@@ -209,7 +240,9 @@ def test_nifti_affine_is_kept_and_anatomy_lands_where_the_affine_says(sources):
         image = io.read_image(path)
         on_disk = nib.load(path)
         np.testing.assert_allclose(image.affine, on_disk.affine)
-        assert image.array.shape == on_disk.shape and image.spacing == tuple(float(z) for z in on_disk.header.get_zooms())
+        assert image.array.shape == on_disk.shape and image.spacing == tuple(
+            float(z) for z in on_disk.header.get_zooms()
+        )
         orientations.add(image.meta["original_orientation"])
         spine = np.argwhere(image.array > 500).mean(axis=0)  # the only bone in the trunk
         assert (image.affine @ np.array([*spine, 1.0]))[1] < 0, "the spine is posterior in world space"
@@ -300,7 +333,9 @@ def test_missing_decoder_names_the_transfer_syntax_and_the_plugin(tmp_path, stor
     error = _refused(path, "JPEG-LS Lossless")
     assert "no decoding plugin" in error.reason and "pyjpegls" in error.fix
     monkeypatch.undo()
-    assert "undecodable JPEG-LS Lossless" in _refused(path, "JPEG-LS Lossless").reason  # plugin present: the data is bad
+    assert (
+        "undecodable JPEG-LS Lossless" in _refused(path, "JPEG-LS Lossless").reason
+    )  # plugin present: the data is bad
 
 
 def test_corrupt_jpeg2000_data_is_undecodable(tmp_path, stored):

@@ -16,9 +16,9 @@ from latent_fixtures import demo_dataset, tiny_model
 from PIL import Image
 
 from medlatent import cli, load_latents
-from medlatent.latents.decode import decode_dataset
 from medlatent.core.errors import InputError
 from medlatent.io.h5 import ShardReader
+from medlatent.latents.decode import decode_dataset
 from medlatent.models.registry import load_model
 
 
@@ -34,21 +34,41 @@ def _normalized_items(built: dict) -> dict:
 @pytest.fixture(scope="module")
 def cxr(tmp_path_factory) -> dict:
     """Synthetic chest X-ray DICOMs (96 x 80, letterboxed into 64 x 64) as a 2D latent dataset."""
-    from medlatent import config as mlconfig
     from conftest import DEMO_CONFIG, FULL_CONFIG
+
+    from medlatent import config as mlconfig
 
     tmp = tmp_path_factory.mktemp("cxr")
     weights = tiny_model(tmp / "results" / "models" / "tiny" / "stage2.pt")
     config = mlconfig.load(FULL_CONFIG, DEMO_CONFIG)
     built = demo_dataset(config, "demo_cxr", tmp, {"n_patients": 4, "images_per_patient": 2}, weights)
-    return {**built, "tmp": tmp, "weights": weights,
-            "interpolation": mlconfig.normalize_slice(config, "demo_cxr")["interpolation"]}
+    return {
+        **built,
+        "tmp": tmp,
+        "weights": weights,
+        "interpolation": mlconfig.normalize_slice(config, "demo_cxr")["interpolation"],
+    }
 
 
 def test_2d_decode_has_each_items_original_shape_and_equals_the_models_decode_of_the_mean(cxr):
     out = cxr["tmp"] / "decoded"
-    assert cli.main(["decode", str(cxr["dataset"]), "--out", str(out), "--format", "nifti",
-                     "--workdir", str(cxr["tmp"]), "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "decode",
+                str(cxr["dataset"]),
+                "--out",
+                str(out),
+                "--format",
+                "nifti",
+                "--workdir",
+                str(cxr["tmp"]),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     model = load_model(cxr["weights"])
     files = cxr["files_index"].set_index("item_id")["path"]
     normalized = _normalized_items(cxr)
@@ -63,13 +83,17 @@ def test_2d_decode_has_each_items_original_shape_and_equals_the_models_decode_of
             image, attrs = normalized[meta["item_id"]]
             with torch.inference_mode():  # the stored mean is the encoder's unprojected mean (float16)
                 posterior_mean = model.autoencoder.encode(torch.from_numpy(image)[None, None]).mean[0]
-                torch.testing.assert_close(posterior["mean"], posterior_mean, rtol=2 ** -9, atol=1e-3)
+                torch.testing.assert_close(posterior["mean"], posterior_mean, rtol=2**-9, atol=1e-3)
                 assert not torch.allclose(posterior["mean"], latent, atol=1e-2)  # the latent is projected
                 oracle = model.autoencoder.decode(posterior["mean"][None])[0, 0]
             (top, left), (height, width) = attrs["transform"]["pad_offset"], attrs["transform"]["resized_shape"]
             assert dicom.Rows > height and dicom.Columns > width  # enlarged back: no antialiasing
-            oracle = F.interpolate(oracle[None, None, top: top + height, left: left + width],
-                                   size=(dicom.Rows, dicom.Columns), mode=cxr["interpolation"], align_corners=False)[0, 0]
+            oracle = F.interpolate(
+                oracle[None, None, top : top + height, left : left + width],
+                size=(dicom.Rows, dicom.Columns),
+                mode=cxr["interpolation"],
+                align_corners=False,
+            )[0, 0]
             np.testing.assert_allclose(decoded, oracle.numpy(), atol=1e-5)
             seen += 1
     assert seen == cxr["index"]["num_samples"] > 0
@@ -79,18 +103,22 @@ def test_2d_png_is_16_bit_on_the_model_range_and_source_intensities_invert_the_w
     split = min((s for s, n in cxr["index"]["splits"].items() if n), key=cxr["index"]["splits"].get)
     first = next(iter(load_latents(cxr["dataset"], split=split)))[2]
     pngs = decode_dataset(cxr["dataset"], cxr["tmp"] / "png", split=split, workdir=cxr["tmp"])
-    nifti = decode_dataset(cxr["dataset"], cxr["tmp"] / "source", split=split, fmt="nifti", intensity="source",
-                           weights=cxr["weights"])
-    model_scale = decode_dataset(cxr["dataset"], cxr["tmp"] / "model", split=split, fmt="nifti",
-                                 weights=cxr["weights"])
+    nifti = decode_dataset(
+        cxr["dataset"], cxr["tmp"] / "source", split=split, fmt="nifti", intensity="source", weights=cxr["weights"]
+    )
+    model_scale = decode_dataset(cxr["dataset"], cxr["tmp"] / "model", split=split, fmt="nifti", weights=cxr["weights"])
     assert len(pngs) == len(nifti) == cxr["index"]["splits"][split]
     png = np.asarray(Image.open(cxr["tmp"] / "png" / split / f"{first['item_id']}.png"))
     model = np.asarray(nib.load(model_scale[0]).dataobj)
     assert png.dtype == np.uint16 and png.shape == model.shape
     np.testing.assert_array_equal(png, np.round(np.clip((model + 1) / 2, 0, 1) * 65535).astype(np.uint16))
     low, high = first["normalization"]["intensity"]["window"]
-    np.testing.assert_allclose(np.asarray(nib.load(nifti[0]).dataobj), (model + 1) / 2 * (high - low) + low,
-                               rtol=1e-5, atol=1e-3 * (high - low))
+    np.testing.assert_allclose(
+        np.asarray(nib.load(nifti[0]).dataobj),
+        (model + 1) / 2 * (high - low) + low,
+        rtol=1e-5,
+        atol=1e-3 * (high - low),
+    )
 
 
 def test_weights_other_than_the_indexed_ones_are_refused_naming_both_hashes(cxr, tmp_path):
@@ -127,8 +155,9 @@ def test_decoding_without_the_acquisition_grid_names_both_ways_out(cxr, tmp_path
 
 def _ct_dataset(tmp_path_factory, source_id: str, access: dict) -> dict:
     """A demo CT source generated small, normalized to RAS at 2 mm into 32^3, as a 3D latent dataset."""
-    from medlatent import config as mlconfig
     from conftest import DEMO_CONFIG, FULL_CONFIG
+
+    from medlatent import config as mlconfig
 
     tmp = tmp_path_factory.mktemp(source_id)
     weights = tiny_model(tmp / "results" / "models" / "tiny" / "stage2.pt", dims=3, latent_channels=1)
@@ -181,10 +210,18 @@ CT_SOURCES = {"bodyct": _nifti_source, "headct": _dicom_series_source}
 def test_3d_decode_lands_on_each_source_files_own_grid_and_affine(fixture, request):
     built = request.getfixturevalue(fixture)
     out = built["tmp"] / "decoded"
-    assert cli.main(["decode", str(built["dataset"]), "--out", str(out), "--weights", str(built["weights"]),
-                     "--device", "cpu"]) == 0
-    metas = {meta["item_id"]: meta for split in ("train", "val", "test") if built["index"]["splits"][split]
-             for _, _, meta in load_latents(built["dataset"], split=split)}
+    assert (
+        cli.main(
+            ["decode", str(built["dataset"]), "--out", str(out), "--weights", str(built["weights"]), "--device", "cpu"]
+        )
+        == 0
+    )
+    metas = {
+        meta["item_id"]: meta
+        for split in ("train", "val", "test")
+        if built["index"]["splits"][split]
+        for _, _, meta in load_latents(built["dataset"], split=split)
+    }
     orientations = set()
     for item, meta in metas.items():
         split = meta["split"]
@@ -230,12 +267,17 @@ def test_resampling_the_normalized_input_back_reproduces_the_source_volume(fixtu
 
 
 def test_3d_decode_on_the_normalized_grid_is_the_models_decode_with_the_normalized_affine(bodyct):
-    written = decode_dataset(bodyct["dataset"], bodyct["tmp"] / "normalized_grid", grid="normalized",
-                             weights=bodyct["weights"])
+    written = decode_dataset(
+        bodyct["dataset"], bodyct["tmp"] / "normalized_grid", grid="normalized", weights=bodyct["weights"]
+    )
     model = load_model(bodyct["weights"])
     normalized = _normalized_items(bodyct)
-    stored = {meta["item_id"]: latent for split in ("train", "val", "test") if bodyct["index"]["splits"][split]
-              for latent, _, meta in load_latents(bodyct["dataset"], split=split)}
+    stored = {
+        meta["item_id"]: latent
+        for split in ("train", "val", "test")
+        if bodyct["index"]["splits"][split]
+        for latent, _, meta in load_latents(bodyct["dataset"], split=split)
+    }
     assert len(written) == bodyct["index"]["num_samples"] == len(normalized) == len(stored) > 0
     for path in written:
         item = path.name.removesuffix(".nii.gz")
@@ -255,8 +297,8 @@ def test_3d_logvar_is_stored_beside_the_mean_and_is_the_encoders(bodyct):
     for latent, _, meta, posterior in load_latents(bodyct["dataset"], split="train", posterior=("logvar",)):
         with torch.inference_mode():
             expected = model.autoencoder.encode(torch.from_numpy(normalized[meta["item_id"]][0])[None, None])
-        torch.testing.assert_close(latent, expected.mean[0], rtol=2 ** -9, atol=1e-3)
-        torch.testing.assert_close(posterior["logvar"], expected.logvar[0], rtol=2 ** -9, atol=1e-3)
+        torch.testing.assert_close(latent, expected.mean[0], rtol=2**-9, atol=1e-3)
+        torch.testing.assert_close(posterior["logvar"], expected.logvar[0], rtol=2**-9, atol=1e-3)
     assert bodyct["index"]["latent"]["stored"] == ["latent", "logvar"]
     with pytest.raises(InputError, match=r"latents\.store"):
         load_latents(bodyct["dataset"], split="train", posterior=("mean",))
@@ -295,6 +337,7 @@ def test_3d_latent_larger_than_the_window_is_decoded_window_by_window(bodyct, tm
     model = load_model(bodyct["weights"])
     latent = next(latent for latent, _, meta in load_latents(bodyct["dataset"], split=split) if meta["item_id"] == item)
     with torch.inference_mode():  # how the public MedVAE code decodes 3D latents (MVAE.decode)
-        oracle = sliding_window_inference(latent[None], [12, 12, 12], 1, model.autoencoder.decode, overlap=0.5,
-                                          mode="gaussian")[0, 0]
+        oracle = sliding_window_inference(
+            latent[None], [12, 12, 12], 1, model.autoencoder.decode, overlap=0.5, mode="gaussian"
+        )[0, 0]
     np.testing.assert_allclose(np.asarray(nib.load(written[0]).dataobj), oracle.numpy(), atol=1e-5)

@@ -13,10 +13,10 @@ import torch
 from latent_fixtures import CC0, PHI_STRINGS, demo_dataset, extract_spec, index_spec, tiny_model, write_source
 
 from medlatent import cli, load_latents
-from medlatent.latents import extract as latents_module
 from medlatent.core.errors import InputError
-from medlatent.latents.index import write_dataset_files
+from medlatent.latents import extract as latents_module
 from medlatent.latents.extract import extract_shard
+from medlatent.latents.index import write_dataset_files
 
 SOURCE = "demo.wrist"  # the dot is deliberate: it must never reach a sample key
 SHARDS = {"train-000": 5, "train-001": 0, "val-000": 2, "test-000": 3}
@@ -29,12 +29,32 @@ def built(tmp_path_factory) -> dict:
     weights = tiny_model(tmp / "models" / "tiny" / "stage2.pt")
     folder, manifest = write_source(tmp, SOURCE, SHARDS, (32, 32))
     dataset = tmp / "latents" / "tiny" / SOURCE
-    parts = [extract_shard(extract_spec("tiny", SOURCE), folder / f"{shard}.h5", manifest, weights, dataset,
-                           tmp / "parts" / f"{shard}.json") for shard in SHARDS]
-    index = write_dataset_files(index_spec("tiny", SOURCE, CC0), [tmp / "parts" / f"{s}.json" for s in SHARDS],
-                                weights.parent / "card.json", dataset)
-    return {"tmp": tmp, "weights": weights, "folder": folder, "manifest": manifest, "dataset": dataset,
-            "parts": parts, "index": index}
+    parts = [
+        extract_shard(
+            extract_spec("tiny", SOURCE),
+            folder / f"{shard}.h5",
+            manifest,
+            weights,
+            dataset,
+            tmp / "parts" / f"{shard}.json",
+        )
+        for shard in SHARDS
+    ]
+    index = write_dataset_files(
+        index_spec("tiny", SOURCE, CC0),
+        [tmp / "parts" / f"{s}.json" for s in SHARDS],
+        weights.parent / "card.json",
+        dataset,
+    )
+    return {
+        "tmp": tmp,
+        "weights": weights,
+        "folder": folder,
+        "manifest": manifest,
+        "dataset": dataset,
+        "parts": parts,
+        "index": index,
+    }
 
 
 def tar_members(path: Path) -> list[tarfile.TarInfo]:
@@ -55,8 +75,12 @@ def test_samples_hold_float16_latents_allowlisted_meta_and_labels(built):
     assert meta["weights_sha256"] == built["index"]["weights_sha256"] and meta["demo_weights"] is True
     assert meta["encoding"]["method"] == "posterior_mean" and meta["encoding"]["projection"] is True
     assert meta["encoding"]["stored"] == ["latent", "mean"] and meta["encoding"]["normalized_shape"] == [32, 32]
-    assert meta["normalization"] == {"intensity": {"window": [0.0, 4095.0], "output_range": [-1.0, 1.0]},
-                                     "scale": 0.5, "pad_offset": [1, 2], "resized_shape": [32, 32]}
+    assert meta["normalization"] == {
+        "intensity": {"window": [0.0, 4095.0], "output_range": [-1.0, 1.0]},
+        "scale": 0.5,
+        "pad_offset": [1, 2],
+        "resized_shape": [32, 32],
+    }
     row = built["manifest"].set_index("item_id").loc[meta["item_id"]]
     assert labels["finding"] == row["label_finding"]
     assert (labels["grade"] is None) == bool(np.isnan(row["label_grade"]))
@@ -73,14 +97,18 @@ def test_latent_is_the_deterministic_projected_posterior_mean(built):
         expected = load_model(built["weights"]).encode_latent(torch.from_numpy(image)[None, None])[0]
     # Batched and single-item encodings differ in float32 rounding, which can flip one float16
     # rounding step; a sample instead of the mean would be off by the posterior std, far beyond this.
-    torch.testing.assert_close(latent, expected.float(), rtol=2 ** -9, atol=1e-3)
+    torch.testing.assert_close(latent, expected.float(), rtol=2**-9, atol=1e-3)
 
 
 def test_every_kept_item_appears_exactly_once_and_empty_shards_write_no_tar(built):
     manifest = built["manifest"]
     rejected = set(built["index"]["rejected_items"])
-    keys = [Path(m.name).name.split(".", 1)[0] for s in built["index"]["shards"]
-            for m in tar_members(built["dataset"] / s["file"]) if m.name.endswith(".latent.npy")]
+    keys = [
+        Path(m.name).name.split(".", 1)[0]
+        for s in built["index"]["shards"]
+        for m in tar_members(built["dataset"] / s["file"])
+        if m.name.endswith(".latent.npy")
+    ]
     assert sorted(keys) == sorted(set(manifest["item_id"]) - rejected)
     assert len(rejected) == 1 and rejected <= set(manifest["item_id"])
     assert not (built["dataset"] / "train-001.tar").exists()
@@ -91,7 +119,11 @@ def test_every_kept_item_appears_exactly_once_and_empty_shards_write_no_tar(buil
 
 
 def test_dotted_source_id_round_trips_every_sample_key(built):
-    seen = [meta["item_id"] for split in ("train", "val", "test") for _, _, meta in load_latents(built["dataset"], split=split)]
+    seen = [
+        meta["item_id"]
+        for split in ("train", "val", "test")
+        for _, _, meta in load_latents(built["dataset"], split=split)
+    ]
     assert all("." not in key and key.startswith("demo-wrist_") for key in seen)
     assert sorted(seen) == sorted(set(built["manifest"]["item_id"]) - set(built["index"]["rejected_items"]))
     assert {meta["source"] for _, _, meta in load_latents(built["dataset"], split="val")} == {SOURCE}
@@ -99,8 +131,14 @@ def test_dotted_source_id_round_trips_every_sample_key(built):
 
 def test_rerun_gives_byte_identical_tars_and_part_records(built, tmp_path):
     shard = "train-000"
-    part = extract_shard(extract_spec("tiny", SOURCE), built["folder"] / f"{shard}.h5", built["manifest"],
-                         built["weights"], tmp_path / "again", tmp_path / "part.json")
+    part = extract_shard(
+        extract_spec("tiny", SOURCE),
+        built["folder"] / f"{shard}.h5",
+        built["manifest"],
+        built["weights"],
+        tmp_path / "again",
+        tmp_path / "part.json",
+    )
     assert (tmp_path / "again" / f"{shard}.tar").read_bytes() == (built["dataset"] / f"{shard}.tar").read_bytes()
     assert part == next(p for p in built["parts"] if p["shard"] == shard)
     assert (tmp_path / "part.json").read_bytes() == (built["tmp"] / "parts" / f"{shard}.json").read_bytes()
@@ -121,8 +159,14 @@ def test_killed_extraction_leaves_no_partial_tar_and_no_part_record(built, tmp_p
 
     monkeypatch.setattr(latents_module, "encode_items", dies_after_two)
     with pytest.raises(RuntimeError, match="killed mid-write"):
-        extract_shard(extract_spec("tiny", SOURCE, batch_size=1), built["folder"] / "train-000.h5", built["manifest"],
-                      built["weights"], dataset, tmp_path / "part.json")
+        extract_shard(
+            extract_spec("tiny", SOURCE, batch_size=1),
+            built["folder"] / "train-000.h5",
+            built["manifest"],
+            built["weights"],
+            dataset,
+            tmp_path / "part.json",
+        )
     assert sorted(p.name for p in dataset.iterdir()) == ["train-000.tar"]  # no temporary left behind
     assert (dataset / "train-000.tar").read_bytes() == old_tar
     assert not (tmp_path / "part.json").exists()
@@ -141,8 +185,14 @@ def test_no_phi_reaches_tars_index_info_or_card(built):
 def test_index_and_card_name_licence_demo_weights_and_loading(built):
     index = json.loads((built["dataset"] / "index.json").read_text())
     assert index["license"] == CC0 and index["latent"] == {
-        "dtype": "float16", "shape": [2, 16, 16], "shapes": [[2, 16, 16]], "channels_first": True, "projected": True,
-        "classification_scale": 4.6, "stored": ["latent", "mean"]}
+        "dtype": "float16",
+        "shape": [2, 16, 16],
+        "shapes": [[2, 16, 16]],
+        "channels_first": True,
+        "projected": True,
+        "classification_scale": 4.6,
+        "stored": ["latent", "mean"],
+    }
     assert all(len(s["sha256"]) == 64 for s in index["shards"]) and len(index["model_card_sha256"]) == 64
     card = (built["dataset"] / "README.md").read_text()
     assert "synthetic (CC0)" in card and "Demo weights: yes" in card
@@ -183,15 +233,24 @@ def test_storage_ratio_in_card_is_within_5_percent_of_theoretical(tmp_path, stor
     weights = tiny_model(tmp_path / "m" / "stage2.pt", latent_channels=16, model_id="wide")
     folder, manifest = write_source(tmp_path, "big", {"train-000": 6}, (128, 128), rejected=0)
     part = tmp_path / "part.json"
-    extract_shard(extract_spec("wide", "big", store=store), folder / "train-000.h5", manifest, weights, tmp_path / "ds", part)
+    extract_shard(
+        extract_spec("wide", "big", store=store), folder / "train-000.h5", manifest, weights, tmp_path / "ds", part
+    )
     index = write_dataset_files(index_spec("wide", "big", CC0), [part], weights.parent / "card.json", tmp_path / "ds")
     store_figures = index["storage"]
-    assert store_figures["theoretical_ratio"] == pytest.approx(4 * 4 / (2 * 16))  # f=4 pixels per latent, C=16, fp32/fp16
+    assert store_figures["theoretical_ratio"] == pytest.approx(
+        4 * 4 / (2 * 16)
+    )  # f=4 pixels per latent, C=16, fp32/fp16
     # every stored array costs one latent: the payload ratio is the model's ratio over their count
-    assert store_figures["payload_ratio"] == pytest.approx(store_figures["theoretical_ratio"] / (1 + len(store)), abs=1e-4)
+    assert store_figures["payload_ratio"] == pytest.approx(
+        store_figures["theoretical_ratio"] / (1 + len(store)), abs=1e-4
+    )
     assert store_figures["measured_over_payload"] == pytest.approx(1.0, abs=0.05)
     card = (tmp_path / "ds" / "README.md").read_text()
-    assert f"Theoretical storage ratio (float32 image bytes / float16 latent bytes): {store_figures['theoretical_ratio']:.2f}" in card
+    assert (
+        "Theoretical storage ratio (float32 image bytes / float16 latent bytes): "
+        f"{store_figures['theoretical_ratio']:.2f}" in card
+    )
     assert f"{100 * store_figures['measured_over_payload']:.1f}% of the payload ratio" in card
     assert ("- Also stored (`latents.store`): `mean.npy`, `logvar.npy`," in card) == bool(store)
     assert ("Not decodable: the latents are projected" in card) == (not store)  # and names latents.store
@@ -201,8 +260,14 @@ def test_shard_not_matching_the_manifest_is_refused(built, tmp_path):
     manifest = built["manifest"].copy()
     manifest.loc[manifest["shard"] == "train-000", "shard"] = "train-001"
     with pytest.raises(InputError, match="rerun the normalize_shard job"):
-        extract_shard(extract_spec("tiny", SOURCE), built["folder"] / "train-000.h5", manifest, built["weights"],
-                      tmp_path / "ds", tmp_path / "part.json")
+        extract_shard(
+            extract_spec("tiny", SOURCE),
+            built["folder"] / "train-000.h5",
+            manifest,
+            built["weights"],
+            tmp_path / "ds",
+            tmp_path / "part.json",
+        )
 
 
 def test_index_refuses_a_tar_changed_after_extraction(built, tmp_path):
@@ -218,14 +283,17 @@ def test_index_refuses_a_tar_changed_after_extraction(built, tmp_path):
 
 def test_verify_accepts_the_dataset_as_written(built, capsys):
     assert cli.main(["verify", str(built["dataset"])]) == 0
-    assert json.loads(capsys.readouterr().out)["splits"] == built["index"]["splits"] == {"train": 4, "val": 2,
-                                                                                          "test": 3}
+    assert (
+        json.loads(capsys.readouterr().out)["splits"] == built["index"]["splits"] == {"train": 4, "val": 2, "test": 3}
+    )
 
 
 def test_verify_names_every_tampered_truncated_missing_or_edited_file(built, tmp_path, capsys):
     copy = shutil.copytree(built["dataset"], tmp_path / "copy")
-    with tarfile.open(built["dataset"] / "train-000.tar") as original, \
-            tarfile.open(copy / "train-000.tar", "w", format=tarfile.USTAR_FORMAT) as tampered:
+    with (
+        tarfile.open(built["dataset"] / "train-000.tar") as original,
+        tarfile.open(copy / "train-000.tar", "w", format=tarfile.USTAR_FORMAT) as tampered,
+    ):
         members = original.getmembers()
         first_key = members[0].name.split(".")[0]
         for member in members:  # every member of one sample dropped
@@ -249,8 +317,13 @@ def test_no_phi_from_synthetic_dicom_headers_reaches_the_dataset(demo_config, tm
     normalize and extraction: none of their PHI is in any file of the latent dataset."""
     from medlatent.demo.registry import phi_strings
 
-    built = demo_dataset(demo_config, "demo_cxr", tmp_path, {"n_patients": 6, "images_per_patient": 2},
-                         tiny_model(tmp_path / "model" / "stage2.pt"))
+    built = demo_dataset(
+        demo_config,
+        "demo_cxr",
+        tmp_path,
+        {"n_patients": 6, "images_per_patient": 2},
+        tiny_model(tmp_path / "model" / "stage2.pt"),
+    )
     phi = phi_strings(built["raw"])
     assert built["index"]["num_samples"] == len(built["manifest"]) - len(built["index"]["rejected_items"]) > 0
     assert len(phi) > 5

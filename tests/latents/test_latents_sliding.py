@@ -9,17 +9,25 @@ import torch.nn.functional as F
 from latent_fixtures import CC0, extract_spec, index_spec, tiny_model, write_source
 
 from medlatent.core.errors import ConfigError
-from medlatent.latents.index import write_dataset_files
 from medlatent.latents.extract import extract_shard
-from medlatent.models.registry import build_medvae
+from medlatent.latents.index import write_dataset_files
 from medlatent.latents.window import check_window, encode_volume
+from medlatent.models.registry import build_medvae
 
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
-    spec = {"id": "t3", "dims": 3, "f": 64, "latent_channels": 1, "ch": 16, "ch_mult": [1, 2, 2],
-            "num_res_blocks": 1, "norm_groups": 8}
+    spec = {
+        "id": "t3",
+        "dims": 3,
+        "f": 64,
+        "latent_channels": 1,
+        "ch": 16,
+        "ch_mult": [1, 2, 2],
+        "num_res_blocks": 1,
+        "norm_groups": 8,
+    }
     return build_medvae(spec).eval()
 
 
@@ -95,10 +103,12 @@ def test_3d_shards_are_extracted_through_the_windows(tmp_path):
     folder, manifest = write_source(tmp_path, "vol", {"train-000": 2, "test-000": 1}, (24, 24, 20))
     parts = [tmp_path / "parts" / f"{s}.json" for s in ("train-000", "test-000")]
     for part in parts:
-        extract_shard(extract_spec("tiny3d", "vol", dims=3), folder / f"{part.stem}.h5", manifest, weights,
-                      tmp_path / "ds", part)
-    index = write_dataset_files(index_spec("tiny3d", "vol", CC0, dims=3), parts, weights.parent / "card.json",
-                                tmp_path / "ds")
+        extract_shard(
+            extract_spec("tiny3d", "vol", dims=3), folder / f"{part.stem}.h5", manifest, weights, tmp_path / "ds", part
+        )
+    index = write_dataset_files(
+        index_spec("tiny3d", "vol", CC0, dims=3), parts, weights.parent / "card.json", tmp_path / "ds"
+    )
     from medlatent import load_latents
 
     latent, _, meta = next(iter(load_latents(tmp_path / "ds", split="test")))

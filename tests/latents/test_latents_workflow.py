@@ -19,14 +19,51 @@ def test_cli_extracts_and_indexes_a_dataset(tmp_path):
     dataset, parts = tmp_path / "latents" / "tiny" / "src", []
     for shard in ("train-000", "test-000"):
         parts.append(str(tmp_path / "parts" / f"{shard}.json"))
-        assert cli.main(["extract-latents", "--spec", json.dumps(extract_spec("tiny", "src")), "--shard-file",
-                         str(folder / f"{shard}.h5"), "--manifest", str(tmp_path / "manifest.parquet"), "--weights",
-                         str(weights), "--dataset-dir", str(dataset), "--part", parts[-1], "--gpus", "0"]) == 0
-    assert cli.main(["index-latents", "--spec", json.dumps(index_spec("tiny", "src", CC0)), "--card",
-                     str(weights.parent / "card.json"), "--parts", *parts, "--dataset-dir", str(dataset)]) == 0
+        assert (
+            cli.main(
+                [
+                    "extract-latents",
+                    "--spec",
+                    json.dumps(extract_spec("tiny", "src")),
+                    "--shard-file",
+                    str(folder / f"{shard}.h5"),
+                    "--manifest",
+                    str(tmp_path / "manifest.parquet"),
+                    "--weights",
+                    str(weights),
+                    "--dataset-dir",
+                    str(dataset),
+                    "--part",
+                    parts[-1],
+                    "--gpus",
+                    "0",
+                ]
+            )
+            == 0
+        )
+    assert (
+        cli.main(
+            [
+                "index-latents",
+                "--spec",
+                json.dumps(index_spec("tiny", "src", CC0)),
+                "--card",
+                str(weights.parent / "card.json"),
+                "--parts",
+                *parts,
+                "--dataset-dir",
+                str(dataset),
+            ]
+        )
+        == 0
+    )
     _, index = read_index(dataset)
     assert index["splits"] == {"train": 3, "val": 0, "test": 0} and sorted(p.name for p in dataset.iterdir()) == [
-        "README.md", "_info.json", "index.json", "train-000.tar"]
+        "README.md",
+        "_info.json",
+        "index.json",
+        "train-000.tar",
+    ]
 
 
 def test_dry_run_plans_one_job_per_model_source_shard_of_matching_dims(tmp_path, demo_config):
@@ -38,10 +75,17 @@ def test_dry_run_plans_one_job_per_model_source_shard_of_matching_dims(tmp_path,
     jobs = planned_jobs(snakemake(tmp_path, "-n").stdout)
     extract = {(w["model"], w["source"], w["shard"]) for rule, w in jobs if rule == "extract_latents"}
     dims = {m["id"]: m["dims"] for m in demo_config["models"]}
-    expected = {(m, s["id"], shard) for m in dims for s in demo_config["sources"] if s["dims"] == dims[m]
-                for shard in mlconfig.shard_ids(s)}
+    expected = {
+        (m, s["id"], shard)
+        for m in dims
+        for s in demo_config["sources"]
+        if s["dims"] == dims[m]
+        for shard in mlconfig.shard_ids(s)
+    }
     assert extract == expected and ("demo3d_f64_c1", "demo_knee", "test-000") in extract
-    assert {(w["model"], w["source"]) for rule, w in jobs if rule == "index_latents"} == set(mlconfig.latent_pairs(demo_config))
+    assert {(w["model"], w["source"]) for rule, w in jobs if rule == "index_latents"} == set(
+        mlconfig.latent_pairs(demo_config)
+    )
     assert not any(rule == "publish_latents" for rule, _ in jobs)  # publishing is asked for, never implied
 
 
@@ -70,4 +114,7 @@ def test_store_and_classification_scale_reach_only_the_jobs_that_use_them(demo_c
     assert mlconfig.latents_extract_slice(demo_config, "demo3d_f64_c1", "demo_knee")["store"] == ["logvar"]
     demo_config["latents"]["store"] = []
     assert mlconfig.latents_extract_slice(demo_config, "demo3d_f64_c1", "demo_knee") == three_d
-    assert mlconfig.latents_index_slice(demo_config, "demo_f16_c1", "demo.wrist")["config_sha256"] != index_before["config_sha256"]
+    assert (
+        mlconfig.latents_index_slice(demo_config, "demo_f16_c1", "demo.wrist")["config_sha256"]
+        != index_before["config_sha256"]
+    )

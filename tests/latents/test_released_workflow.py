@@ -16,15 +16,15 @@ import pytest
 import torch
 import webdataset as wds
 import yaml
-from pydicom.uid import generate_uid
-
 from hub_fixtures import fill_hub_cache
+from medvae_oracle import RGB_MODELS, model_entry, released_model, save_released
+from pydicom.uid import generate_uid
+from workflow_helpers import REPO, planned_jobs, snakemake
+
+from medlatent.demo.dicom import write_dicom
 from medlatent.io.h5 import ShardReader
 from medlatent.latents.loader import decode_sample, shard_urls
 from medlatent.models.registry import RELEASED, RELEASED_REPO, architecture, published_spec
-from medlatent.demo.dicom import write_dicom
-from medvae_oracle import RGB_MODELS, model_entry, released_model, save_released
-from workflow_helpers import REPO, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 PRESET = REPO / "workflow" / "presets" / "medvae-released.yaml"
@@ -46,9 +46,16 @@ def write_radiographs(folder, count: int = 3) -> None:
     rng = np.random.default_rng(0)
     for i in range(count):
         uid = generate_uid()
-        attrs = {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.1", "SOPInstanceUID": uid, "Modality": "DX",
-                 "PatientID": f"P{i}", "StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid(),
-                 "BitsStored": 12, "PixelRepresentation": 0}
+        attrs = {
+            "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.1",
+            "SOPInstanceUID": uid,
+            "Modality": "DX",
+            "PatientID": f"P{i}",
+            "StudyInstanceUID": generate_uid(),
+            "SeriesInstanceUID": generate_uid(),
+            "BitsStored": 12,
+            "PixelRepresentation": 0,
+        }
         write_dicom(folder / f"patient{i}" / "image.dcm", rng.integers(0, 4096, (40, 36)), attrs)
 
 
@@ -68,8 +75,10 @@ def byo_run(tmp_path_factory):
     write_volumes(root / "images" / "mri")
     sources = readme_sources()
     for entry in sources:
-        entry.update(access={**entry["access"], "path": str(root / "images" / FOLDERS[entry["id"]])},
-                     normalize=SMALL[entry["id"]])
+        entry.update(
+            access={**entry["access"], "path": str(root / "images" / FOLDERS[entry["id"]])},
+            normalize=SMALL[entry["id"]],
+        )
     (root / "my-sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
     authors_models, files, entries = {}, {}, []
     for name in MODELS.values():
@@ -90,8 +99,11 @@ def byo_run(tmp_path_factory):
 def test_readme_example_extracts_the_authors_latents(byo_run):
     root, _, authors_models, _ = byo_run
     for source_id, name in MODELS.items():
-        normalized = {item: array for shard in sorted((root / "run" / "data" / "normalized" / source_id).glob("*.h5"))
-                      for item, array, _ in ShardReader(shard)}
+        normalized = {
+            item: array
+            for shard in sorted((root / "run" / "data" / "normalized" / source_id).glob("*.h5"))
+            for item, array, _ in ShardReader(shard)
+        }
         dataset = root / "run" / "data" / "latents" / f"medvae_{name}" / source_id
         samples = list(wds.WebDataset(shard_urls(dataset, "train"), shardshuffle=False))
         assert len(samples) == len(normalized) > 0

@@ -18,8 +18,15 @@ from medlatent.models.ldm_layout import load_ldm_weights, load_strict
 from medlatent.models.lora import apply_lora, lora_layers, merged_state_dict
 from medlatent.models.perceptual import load_perceptual, slice_batches
 from medlatent.models.projection import CLASSIFICATION_SCALE, MedVAE, ProjectionHead
-from medlatent.models.registry import (PUBLISHED, build_medvae, compression_factor, create_autoencoder,
-                                       load_model, published_spec, save_model)
+from medlatent.models.registry import (
+    PUBLISHED,
+    build_medvae,
+    compression_factor,
+    create_autoencoder,
+    load_model,
+    published_spec,
+    save_model,
+)
 
 LAYOUT = json.loads((Path(__file__).parents[1] / "data" / "ldm_autoencoderkl_layout.json").read_text())
 #: Which architecture each reference layout is (RGB natural-image VAEs and MedVAE gray models).
@@ -29,8 +36,16 @@ LAYOUT_MODELS = {
     "medvae_f16_C1_gray": published_spec("f16_c1"),
     "medvae_f64_C1_gray": published_spec("f64_c1"),
 }
-TINY = {"id": "tiny", "dims": 2, "f": 4, "latent_channels": 2, "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1,
-        "norm_groups": 8}
+TINY = {
+    "id": "tiny",
+    "dims": 2,
+    "f": 4,
+    "latent_channels": 2,
+    "ch": 32,
+    "ch_mult": [1, 2],
+    "num_res_blocks": 1,
+    "norm_groups": 8,
+}
 
 
 def tiny(seed: int = 0, **overrides) -> AutoencoderKL:
@@ -50,11 +65,14 @@ def shapes(state_dict: dict) -> dict[str, tuple[int, ...]]:
 
 def layout_state_dict(name: str, device: str = "cpu") -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    return {k: (torch.randn(s, generator=generator) if device == "cpu" else torch.empty(s, device=device))
-            for k, s in LAYOUT[name].items()}
+    return {
+        k: (torch.randn(s, generator=generator) if device == "cpu" else torch.empty(s, device=device))
+        for k, s in LAYOUT[name].items()
+    }
 
 
 # --- LDM layout -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(LAYOUT_MODELS))
 def test_state_dict_is_exactly_the_ldm_layout_in_2d_and_3d(name):
@@ -77,10 +95,12 @@ def test_sd_vae_checkpoint_loads_strictly_into_the_gray_f64_model(tmp_path):
     ckpt = tmp_path / "sd_vae_kl_f8.ckpt"
     extra = {"loss.discriminator.main.0.weight": torch.zeros(64, 3, 4, 4), "loss.logvar": torch.zeros(())}
     torch.save({"state_dict": {**rgb, **extra}, "global_step": 840000}, ckpt)
-    expected = {"decoder.mid.attn_1.q.weight": rgb["decoder.mid.attn_1.q.weight"],
-                "encoder.conv_in.weight": rgb["encoder.conv_in.weight"].sum(1, keepdim=True),
-                "decoder.conv_out.weight": rgb["decoder.conv_out.weight"].mean(0, keepdim=True),
-                "decoder.conv_out.bias": rgb["decoder.conv_out.bias"].mean(0, keepdim=True)}
+    expected = {
+        "decoder.mid.attn_1.q.weight": rgb["decoder.mid.attn_1.q.weight"],
+        "encoder.conv_in.weight": rgb["encoder.conv_in.weight"].sum(1, keepdim=True),
+        "decoder.conv_out.weight": rgb["decoder.conv_out.weight"].mean(0, keepdim=True),
+        "decoder.conv_out.bias": rgb["decoder.conv_out.bias"].mean(0, keepdim=True),
+    }
     del rgb  # keep peak memory to one copy of the weights plus the model
     model = meta_model(published_spec("f64_c4")).to_empty(device="cpu")
     load_ldm_weights(model, ckpt)
@@ -112,8 +132,9 @@ def test_safetensors_and_full_ldm_checkpoints_load(tmp_path):
 
     source = tiny(seed=1)
     save_file(source.state_dict(), tmp_path / "vae.safetensors")
-    torch.save({"state_dict": {f"first_stage_model.{k}": v for k, v in source.state_dict().items()}},
-               tmp_path / "ldm.ckpt")
+    torch.save(
+        {"state_dict": {f"first_stage_model.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "ldm.ckpt"
+    )
     for name in ("vae.safetensors", "ldm.ckpt"):
         target = load_ldm_weights(tiny(seed=2), tmp_path / name)
         assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), source.state_dict().values()))
@@ -137,12 +158,13 @@ def test_rgb_weights_adapted_to_gray_keep_the_function_on_gray_images(tmp_path):
 
 # --- numerics and API -------------------------------------------------------------------------
 
+
 def test_attention_matches_the_ldm_bmm_softmax_formula():
     attn = tiny().encoder.mid.attn_1
     x = torch.randn(2, 64, 4, 6)
     h = attn.norm(x)
     q, k, v = attn.q(h).flatten(2), attn.k(h).flatten(2), attn.v(h).flatten(2)
-    w = torch.softmax(torch.bmm(q.permute(0, 2, 1), k) * 64 ** -0.5, dim=2)
+    w = torch.softmax(torch.bmm(q.permute(0, 2, 1), k) * 64**-0.5, dim=2)
     reference = x + attn.proj_out(torch.bmm(v, w.permute(0, 2, 1)).reshape(x.shape))
     assert torch.allclose(attn(x), reference, atol=1e-5)
 
@@ -201,6 +223,7 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
 
 # --- registry ---------------------------------------------------------------------------------
 
+
 def test_published_models_validate_and_mismatched_f_names_the_model():
     assert {spec["f"] for spec in PUBLISHED.values()} == {16, 64, 512}
     for name in PUBLISHED:
@@ -212,6 +235,7 @@ def test_published_models_validate_and_mismatched_f_names_the_model():
 
 
 # --- inflation --------------------------------------------------------------------------------
+
 
 def test_inflated_model_reproduces_the_2d_model_slice_by_slice():
     model2d = tiny(seed=5, ch_mult=[1, 2, 2], f=16).eval()
@@ -245,6 +269,7 @@ def test_inflated_kernel_is_centred_on_the_last_axis():
 
 # --- LoRA -------------------------------------------------------------------------------------
 
+
 def test_lora_freezes_base_starts_at_base_and_trains_only_adapters():
     base = tiny(seed=6)
     x = torch.rand(2, 1, 16, 16) * 2 - 1
@@ -253,8 +278,11 @@ def test_lora_freezes_base_starts_at_base_and_trains_only_adapters():
     model = apply_lora(base, rank=4, alpha=4, dropout=0.1)
     layers = lora_layers(model)
     # every res-block conv (2 per block + shortcuts) and the 4 convs of each mid attention
-    expected = {n for n, _ in tiny().named_modules()
-                if n.rsplit(".", 1)[-1] in {"conv1", "conv2", "nin_shortcut", "q", "k", "v", "proj_out"}}
+    expected = {
+        n
+        for n, _ in tiny().named_modules()
+        if n.rsplit(".", 1)[-1] in {"conv1", "conv2", "nin_shortcut", "q", "k", "v", "proj_out"}
+    }
     assert set(layers) == expected and "decoder.conv_out" not in layers
     layer = layers["encoder.mid.attn_1.q"]
     assert layer.r["default"] == 4 and layer.scaling["default"] == 1.0
@@ -296,6 +324,7 @@ def test_lora_wraps_3d_convs():
 
 
 # --- projection head and MedVAE file ----------------------------------------------------------
+
 
 def test_projection_head_is_residual_and_keeps_the_shape():
     head = ProjectionHead(2, 3)
@@ -339,6 +368,7 @@ def test_saved_model_round_trips_with_lora_merged(tmp_path):
 
 # --- embedders --------------------------------------------------------------------------------
 
+
 def test_demo_embedder_is_frozen_seeded_labelled_and_passes_gradients():
     embedder = load_embedder({"kind": "demo"})
     assert embedder.is_demo and "demo" in embedder.name
@@ -355,8 +385,13 @@ def test_demo_embedder_is_frozen_seeded_labelled_and_passes_gradients():
 def test_biomedclip_without_weights_explains_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(MedLatentError, match="embedder.path.*kind: demo"):
-        load_embedder({"kind": "biomedclip", "path": None,
-                       "hub_id": "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"})
+        load_embedder(
+            {
+                "kind": "biomedclip",
+                "path": None,
+                "hub_id": "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+            }
+        )
     with pytest.raises(MedLatentError, match="open_clip_config.json"):
         load_embedder({"kind": "biomedclip", "path": str(tmp_path / "nowhere")})
 
@@ -365,11 +400,24 @@ def test_biomedclip_image_tower_loads_from_an_open_clip_directory(tmp_path):
     """Same files as the hub repo, with a tiny ViT so the test stays small."""
     from open_clip.model import _build_vision_tower
 
-    vision_cfg = {"timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False,
-                  "timm_pool": "", "timm_proj": "linear", "image_size": 224}
-    (tmp_path / "open_clip_config.json").write_text(json.dumps(
-        {"model_cfg": {"embed_dim": 16, "vision_cfg": vision_cfg, "text_cfg": {"hf_model_name": "unused"}},
-         "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}))
+    vision_cfg = {
+        "timm_model_name": "vit_tiny_patch16_224",
+        "timm_model_pretrained": False,
+        "timm_pool": "",
+        "timm_proj": "linear",
+        "image_size": 224,
+    }
+    (tmp_path / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": {"embed_dim": 16, "vision_cfg": vision_cfg, "text_cfg": {"hf_model_name": "unused"}},
+                "preprocess_cfg": {
+                    "mean": [0.48145466, 0.4578275, 0.40821073],
+                    "std": [0.26862954, 0.26130258, 0.27577711],
+                },
+            }
+        )
+    )
     torch.manual_seed(0)
     tower = _build_vision_tower(16, vision_cfg).eval()
     weights = {f"visual.{k}": v for k, v in tower.state_dict().items()}
@@ -385,6 +433,7 @@ def test_biomedclip_image_tower_loads_from_an_open_clip_directory(tmp_path):
 
 
 # --- perceptual network -----------------------------------------------------------------------
+
 
 def test_demo_lpips_is_a_frozen_distance_in_2d_and_over_all_3d_slices():
     lpips = load_perceptual({"kind": "demo"})
@@ -412,8 +461,13 @@ def test_lpips_vgg_loads_local_weight_files(tmp_path):
     torch.save(vgg, tmp_path / "vgg16.pth")
     heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 128, 256, 512, 512))}
     torch.save(heads, tmp_path / "lpips_vgg.pth")
-    lpips = load_perceptual({"kind": "lpips_vgg", "vgg_weights": str(tmp_path / "vgg16.pth"),
-                             "lpips_weights": str(tmp_path / "lpips_vgg.pth")})
+    lpips = load_perceptual(
+        {
+            "kind": "lpips_vgg",
+            "vgg_weights": str(tmp_path / "vgg16.pth"),
+            "lpips_weights": str(tmp_path / "lpips_vgg.pth"),
+        }
+    )
     assert not lpips.is_demo
     assert torch.equal(lpips.features[28].weight, features[28].weight)
     assert torch.equal(lpips.lin3.model[1].weight, heads["lin3.model.1.weight"])

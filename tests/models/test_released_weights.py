@@ -11,15 +11,15 @@ import json
 
 import pytest
 import torch
+from medvae_oracle import LORA_MODELS, RGB_MODELS, authors, file_name, model_entry, mvae, released_model, save_released
+from train_helpers import make_config, one_thread  # noqa: F401  (fixture)
 
 from medlatent import cli
 from medlatent import config as mlconfig
 from medlatent.core.errors import InputError
+from medlatent.latents.window import encode_volume, medvae_window
 from medlatent.models.registry import PUBLISHED, build_medvae, load_model
 from medlatent.models.serialize import import_model
-from medlatent.latents.window import encode_volume, medvae_window
-from medvae_oracle import LORA_MODELS, RGB_MODELS, authors, file_name, model_entry, mvae, released_model, save_released
-from train_helpers import make_config, one_thread  # noqa: F401  (fixture)
 
 TOLERANCE = 1e-4
 
@@ -30,8 +30,10 @@ def import_through_the_command(tmp_path, name: str, model: torch.nn.Module):
     entry = model_entry(name, str(path))
     spec = mlconfig.canonical_json(mlconfig.import_weights_slice(make_config(tmp_path, [entry]), entry["id"]))
     out, card = tmp_path / "stage2.pt", tmp_path / "card.json"
-    assert cli.main(["import-weights", "--spec", spec, "--weights", str(path), "--out", str(out),
-                     "--card", str(card)]) == 0
+    assert (
+        cli.main(["import-weights", "--spec", spec, "--weights", str(path), "--out", str(out), "--card", str(card)])
+        == 0
+    )
     return load_model(out), json.loads(card.read_text())
 
 
@@ -98,8 +100,18 @@ def test_medvae_window_rule_is_roi_size_calc_and_off_grid_windows_shrink_onto_th
     roi_size_calc = authors().extras.roi_size_calc
     for shape in ([192, 16, 16], [160, 161, 320], [321, 400, 1000], [700, 20, 159], [176, 200, 96]):
         assert medvae_window(shape) == roi_size_calc(shape), shape
-    tiny = build_medvae({"id": "tiny3d", "dims": 3, "f": 64, "latent_channels": 1, "ch": 8, "ch_mult": [1, 1, 1],
-                         "num_res_blocks": 1, "norm_groups": 4}).eval()
+    tiny = build_medvae(
+        {
+            "id": "tiny3d",
+            "dims": 3,
+            "f": 64,
+            "latent_channels": 1,
+            "ch": 8,
+            "ch_mult": [1, 1, 1],
+            "num_res_blocks": 1,
+            "norm_groups": 4,
+        }
+    ).eval()
     # 176 voxels: their window is 88, stride int(0.75 * 88) = 66, not a multiple of 4
     latent, info = encode_volume(tiny, torch.zeros(176, 8, 8), "medvae", overlap=0.25)
     assert info["medvae_window"] == [88, 8, 8] and info["window"] == [80, 8, 8] and latent.shape == (1, 44, 2, 2)

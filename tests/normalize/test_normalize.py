@@ -4,10 +4,24 @@ import pytest
 
 from medlatent.normalize.run import normalize_2d, normalize_3d, scale_intensity
 
-SPEC_2D = {"modality": "xray", "dims": 2, "size": [64, 64], "intensity": "minmax", "percentiles": [0.0, 100.0],
-           "output_range": [-1.0, 1.0], "interpolation": "bicubic"}
-SPEC_CT = {"modality": "ct", "dims": 3, "hu_window": [-1000.0, 1000.0], "spacing": [2.0, 2.0, 2.0], "size": None,
-           "output_range": [-1.0, 1.0], "interpolation": "bilinear"}
+SPEC_2D = {
+    "modality": "xray",
+    "dims": 2,
+    "size": [64, 64],
+    "intensity": "minmax",
+    "percentiles": [0.0, 100.0],
+    "output_range": [-1.0, 1.0],
+    "interpolation": "bicubic",
+}
+SPEC_CT = {
+    "modality": "ct",
+    "dims": 3,
+    "hu_window": [-1000.0, 1000.0],
+    "spacing": [2.0, 2.0, 2.0],
+    "size": None,
+    "output_range": [-1.0, 1.0],
+    "interpolation": "bilinear",
+}
 
 
 def test_2d_keeps_aspect_and_pads_with_background():

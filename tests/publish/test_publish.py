@@ -17,13 +17,18 @@ from latent_fixtures import CC0, extract_spec, index_spec, tiny_model, write_sou
 
 from medlatent import config as mlconfig
 from medlatent import load_latents
-from medlatent.latents.index import write_dataset_files
 from medlatent.latents.extract import extract_shard
+from medlatent.latents.index import write_dataset_files
 from medlatent.publish.dvc import LicenseError, PublishError, dvc_setup, publish, sharing_allowed
 
 REPO = Path(__file__).resolve().parents[2]
-KNEE = {"name": "synthetic (CC0)", "share_derived": False, "commercial": False, "permission": None,
-        "notes": "marked not shareable on purpose"}
+KNEE = {
+    "name": "synthetic (CC0)",
+    "share_derived": False,
+    "commercial": False,
+    "permission": None,
+    "notes": "marked not shareable on purpose",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -67,8 +72,12 @@ def build_dataset(root: Path, shards: dict[str, int], seed: int = 0) -> Path:
 
 
 def spec(remote: Path, license_block: dict = CC0, source: str = "demo.wrist") -> dict:
-    return {"remote": {"name": "demo", "url": str(remote)}, "data": "data",
-            "datasets": [{"model": "tiny", "source": source, "license": license_block}], "withheld": []}
+    return {
+        "remote": {"name": "demo", "url": str(remote)},
+        "data": "data",
+        "datasets": [{"model": "tiny", "source": source, "license": license_block}],
+        "withheld": [],
+    }
 
 
 def mtimes(folder: Path) -> dict[str, int]:
@@ -125,8 +134,17 @@ def test_publish_versions_and_a_second_clone_imports_and_updates(tmp_path):
 
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", str(root), str(clone))
-    dvc(clone, "import", "--quiet", str(root), "data/latents/tiny/demo.wrist", "-o", "shared",
-        "--rev", "latents/tiny/demo.wrist/v1")
+    dvc(
+        clone,
+        "import",
+        "--quiet",
+        str(root),
+        "data/latents/tiny/demo.wrist",
+        "-o",
+        "shared",
+        "--rev",
+        "latents/tiny/demo.wrist/v1",
+    )
     samples = [meta["item_id"] for _, _, meta in load_latents(clone / "shared", split="train")]
     assert len(samples) == 3  # 4 train items, the first one rejected in normalization
 

@@ -10,24 +10,43 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from cad_fixtures import TINY_2D, TINY_3D, write_latent_dataset, write_model, write_source
+from workflow_helpers import planned_jobs, snakemake
 
 from medlatent.report.summary import build_report
 from medlatent.report.tables import cad_display, cad_table, markdown_table, mean_std, write_table
-from cad_fixtures import TINY_2D, TINY_3D, write_latent_dataset, write_model, write_source
-from workflow_helpers import planned_jobs, snakemake
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def metrics(task: str, method: str, seed: int, auroc: float | None, demo_weights: bool = False) -> dict:
-    return {"task": task, "method": method, "kind": "highres" if method == "highres" else "medvae", "f": 1, "seed": seed,
-            "auroc": auroc, "accuracy": 0.5 + seed / 10, "macro_f1": 0.4, "n_train": 30, "n_test": 10,
-            "classifier": "hrnet_w18_small", "demo_data": True, "demo_weights": demo_weights}
+    return {
+        "task": task,
+        "method": method,
+        "kind": "highres" if method == "highres" else "medvae",
+        "f": 1,
+        "seed": seed,
+        "auroc": auroc,
+        "accuracy": 0.5 + seed / 10,
+        "macro_f1": 0.4,
+        "n_train": 30,
+        "n_test": 10,
+        "classifier": "hrnet_w18_small",
+        "demo_data": True,
+        "demo_weights": demo_weights,
+    }
 
 
 def test_cad_table_is_mean_and_sample_std_over_seeds_per_task_and_method():
-    table = cad_table([metrics("a", "highres", 0, 0.8), metrics("a", "highres", 1, 0.9), metrics("a", "highres", 2, 1.0),
-                       metrics("a", "m16", 0, 0.6, True), metrics("b", "highres", 0, None)])
+    table = cad_table(
+        [
+            metrics("a", "highres", 0, 0.8),
+            metrics("a", "highres", 1, 0.9),
+            metrics("a", "highres", 2, 1.0),
+            metrics("a", "m16", 0, 0.6, True),
+            metrics("b", "highres", 0, None),
+        ]
+    )
     row = table[(table["task"] == "a") & (table["method"] == "highres")].iloc[0]
     assert row["seeds"] == 3 and row["auroc_mean"] == pytest.approx(0.9) and row["auroc_std"] == pytest.approx(0.1)
     assert row["accuracy_mean"] == pytest.approx(0.6) and not row["demo_weights"]
@@ -59,24 +78,65 @@ def test_build_report_draws_every_figure_and_lists_everything_in_the_summary(tmp
     cad.to_csv(tmp_path / "cad.csv", index=False)
     for name in ("recon", "storage"):
         pd.DataFrame({"demo_weights": [False]}).to_csv(tmp_path / f"{name}.csv", index=False)
-    pd.DataFrame([{"dims": 2, "input": "image", "f": 1, "latency_ms": 10.0, "throughput_per_s": 100.0, "max_batch": 4,
-                   "max_batch_capped": True, "device": "cpu (test)", "demo_weights": False},
-                  {"dims": 2, "input": "latent f=64", "f": 64, "latency_ms": 1.0, "throughput_per_s": 1000.0, "max_batch": 4,
-                   "max_batch_capped": True, "device": "cpu (test)", "demo_weights": False}]).to_csv(tmp_path / "efficiency.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "dims": 2,
+                "input": "image",
+                "f": 1,
+                "latency_ms": 10.0,
+                "throughput_per_s": 100.0,
+                "max_batch": 4,
+                "max_batch_capped": True,
+                "device": "cpu (test)",
+                "demo_weights": False,
+            },
+            {
+                "dims": 2,
+                "input": "latent f=64",
+                "f": 64,
+                "latency_ms": 1.0,
+                "throughput_per_s": 1000.0,
+                "max_batch": 4,
+                "max_batch_capped": True,
+                "device": "cpu (test)",
+                "demo_weights": False,
+            },
+        ]
+    ).to_csv(tmp_path / "efficiency.csv", index=False)
     panel_dir = tmp_path / "recon" / "ct_head"
     panel_dir.mkdir(parents=True)
     np.savez(panel_dir / "panels.npz", **{"original::s/i": np.zeros((8, 8)), "m::s/i": np.ones((8, 8)) * 0.1})
     curation = tmp_path / "report.json"
-    curation.write_text(json.dumps({"source": "s", "found": 5, "kept": 4, "rejected": 1,
-                                    "rejected_by_category": {"unreadable": 1}}))
+    curation.write_text(
+        json.dumps({"source": "s", "found": 5, "kept": 4, "rejected": 1, "rejected_by_category": {"unreadable": 1}})
+    )
     model_dir = tmp_path / "models" / "m"
     model_dir.mkdir(parents=True)
     (model_dir / "stage2.pt").write_bytes(b"")
-    pd.DataFrame({"step": [0, 1, 2], "loss": [1.0, 0.5, 0.2], "kl": [0.1, 0.1, 0.1]}).to_csv(model_dir / "stage1_losses.csv")
-    spec = {"config_hash": "0123456789ab", "project": "test", "demo": True, "models": ["m"], "sources": ["s"], "tasks": ["a"]}
+    pd.DataFrame({"step": [0, 1, 2], "loss": [1.0, 0.5, 0.2], "kl": [0.1, 0.1, 0.1]}).to_csv(
+        model_dir / "stage1_losses.csv"
+    )
+    spec = {
+        "config_hash": "0123456789ab",
+        "project": "test",
+        "demo": True,
+        "models": ["m"],
+        "sources": ["s"],
+        "tasks": ["a"],
+    }
     summary = tmp_path / "report" / "summary.md"
-    figures = build_report(spec, tables, tmp_path / "cad.csv", tmp_path / "efficiency.csv", [str(panel_dir / "panels.npz")],
-                           [str(curation)], [str(model_dir / "stage2.pt")], tmp_path / "figures", summary)
+    figures = build_report(
+        spec,
+        tables,
+        tmp_path / "cad.csv",
+        tmp_path / "efficiency.csv",
+        [str(panel_dir / "panels.npz")],
+        [str(curation)],
+        [str(model_dir / "stage2.pt")],
+        tmp_path / "figures",
+        summary,
+    )
     assert sorted(figures) == ["cad_auroc", "curation_counts", "efficiency", "recon_panels", "training_curves"]
     for path in figures.values():
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
@@ -88,8 +148,15 @@ def test_build_report_draws_every_figure_and_lists_everything_in_the_summary(tmp
 
 # --- the evaluation rules under Snakemake ----------------------------------------------------------
 
-EVALUATION_RULES = ["cad_train", "cad_table", "recon_image_type", "recon_table", "efficiency_timing",
-                    "efficiency_table", "report_summary"]
+EVALUATION_RULES = [
+    "cad_train",
+    "cad_table",
+    "recon_image_type",
+    "recon_table",
+    "efficiency_timing",
+    "efficiency_table",
+    "report_summary",
+]
 
 
 def _model_entry(spec: dict, **extra) -> dict:
@@ -101,33 +168,81 @@ def _workflow_config(path: Path) -> Path:
         "project": {"name": "evaluation-test", "demo": True, "seed": 0, "salt": "test-salt"},
         "normalize": {"xray": {"size": [32, 32]}, "ct": {"spacing": [2.0, 2.0, 2.0], "size": [16, 16, 16]}},
         "sources": [
-            {"id": "blob.2d", "modality": "xray", "dims": 2, "anatomy": "wrist", "role": "cad",
-             "access": {"method": "synthetic"}, "license": {"name": "CC0", "share_derived": True},
-             "shards": {"train": 1, "val": 1, "test": 1}},
-            {"id": "blob3d", "modality": "ct", "dims": 3, "anatomy": "head", "role": "cad",
-             "access": {"method": "synthetic"}, "license": {"name": "CC0", "share_derived": True},
-             "shards": {"train": 1, "val": 1, "test": 1}},
+            {
+                "id": "blob.2d",
+                "modality": "xray",
+                "dims": 2,
+                "anatomy": "wrist",
+                "role": "cad",
+                "access": {"method": "synthetic"},
+                "license": {"name": "CC0", "share_derived": True},
+                "shards": {"train": 1, "val": 1, "test": 1},
+            },
+            {
+                "id": "blob3d",
+                "modality": "ct",
+                "dims": 3,
+                "anatomy": "head",
+                "role": "cad",
+                "access": {"method": "synthetic"},
+                "license": {"name": "CC0", "share_derived": True},
+                "shards": {"train": 1, "val": 1, "test": 1},
+            },
         ],
         "embedder": {"kind": "demo"},
         "perceptual": {"kind": "demo"},
-        "models": [_model_entry(TINY_2D, stage1={"steps": 1, "batch_size": 2, "lr": 1.0e-3}),
-                   _model_entry(TINY_3D, inflate_from=TINY_2D["id"])],
+        "models": [
+            _model_entry(TINY_2D, stage1={"steps": 1, "batch_size": 2, "lr": 1.0e-3}),
+            _model_entry(TINY_3D, inflate_from=TINY_2D["id"]),
+        ],
         "cad_tasks": [
-            {"id": "blob2d_finding", "dims": 2, "source": "blob.2d", "label": "finding", "classes": 2, "input_size": [32, 32]},
-            {"id": "blob3d_finding", "dims": 3, "source": "blob3d", "label": "finding", "classes": 2,
-             "input_size": [16, 16, 16]},
+            {
+                "id": "blob2d_finding",
+                "dims": 2,
+                "source": "blob.2d",
+                "label": "finding",
+                "classes": 2,
+                "input_size": [32, 32],
+            },
+            {
+                "id": "blob3d_finding",
+                "dims": 3,
+                "source": "blob3d",
+                "label": "finding",
+                "classes": 2,
+                "input_size": [16, 16, 16],
+            },
         ],
         "latents": {"batch_size": 8, "window": [16, 16, 16], "overlap": 0.5},
         "publish": {"remote": {"name": "test", "url": ".dvc-remote-test"}},
         "evaluation": {
-            "cad": {"models": None, "methods": ["highres", "medvae"], "interpolations": ["bicubic"], "seeds": [0], "epochs": 1, "batch_size_2d": 8, "batch_size_3d_images": 4,
-                    "batch_size_3d_latents": 4, "num_workers": 0,
-                    "classifier_2d": {"name": "test_resnet", "pretrained_path": None},
-                    "classifier_3d": {"name": "seresnet50", "layers": [1, 1, 1, 1]}},
-            "recon": {"methods": ["interpolation", "medvae"], "n_images_2d": 4, "seeds_2d": 1, "n_volumes_3d": 2,
-                      "crop_3d": [16, 16, 16]},
-            "efficiency": {"image_size_2d": [64, 64], "image_size_3d": [16, 16, 16], "warmup": 0, "iterations": 1,
-                           "max_batch_cap_cpu": 1},
+            "cad": {
+                "models": None,
+                "methods": ["highres", "medvae"],
+                "interpolations": ["bicubic"],
+                "seeds": [0],
+                "epochs": 1,
+                "batch_size_2d": 8,
+                "batch_size_3d_images": 4,
+                "batch_size_3d_latents": 4,
+                "num_workers": 0,
+                "classifier_2d": {"name": "test_resnet", "pretrained_path": None},
+                "classifier_3d": {"name": "seresnet50", "layers": [1, 1, 1, 1]},
+            },
+            "recon": {
+                "methods": ["interpolation", "medvae"],
+                "n_images_2d": 4,
+                "seeds_2d": 1,
+                "n_volumes_3d": 2,
+                "crop_3d": [16, 16, 16],
+            },
+            "efficiency": {
+                "image_size_2d": [64, 64],
+                "image_size_3d": [16, 16, 16],
+                "warmup": 0,
+                "iterations": 1,
+                "max_batch_cap_cpu": 1,
+            },
         },
     }
     path.write_text(yaml.safe_dump(config))
@@ -136,17 +251,25 @@ def _workflow_config(path: Path) -> Path:
 
 def _upstream_outputs(root: Path) -> None:
     """What fetch, curate, normalize, training and latents would have written, oldest first."""
-    sources = {"blob.2d": write_source(root, "blob.2d", (32, 32), 24),
-               "blob3d": write_source(root, "blob3d", (16, 16, 16), 16)}
+    sources = {
+        "blob.2d": write_source(root, "blob.2d", (32, 32), 24),
+        "blob3d": write_source(root, "blob3d", (16, 16, 16), 16),
+    }
     for name, source in sources.items():
         raw = root / "data" / "raw" / name
         raw.mkdir(parents=True, exist_ok=True)
         (raw / "fetch.json").write_text("{}")
         pd.DataFrame({"file_key": [], "path": [], "item_id": []}).to_parquet(raw / "files_index.parquet")
         pd.DataFrame({"file_key": [], "n_files": [], "category": [], "reason": []}).to_parquet(
-            root / "data" / "curated" / name / "rejected.parquet")
-    models = {spec["id"]: write_model(root / "results" / "models" / spec["id"] / "stage2.pt", spec) for spec in (TINY_2D, TINY_3D)}
-    pd.DataFrame({"step": [0, 1], "loss": [1.0, 0.5]}).to_csv(root / "results" / "models" / TINY_2D["id"] / "stage1_losses.csv")
+            root / "data" / "curated" / name / "rejected.parquet"
+        )
+    models = {
+        spec["id"]: write_model(root / "results" / "models" / spec["id"] / "stage2.pt", spec)
+        for spec in (TINY_2D, TINY_3D)
+    }
+    pd.DataFrame({"step": [0, 1], "loss": [1.0, 0.5]}).to_csv(
+        root / "results" / "models" / TINY_2D["id"] / "stage1_losses.csv"
+    )
     write_latent_dataset(root, sources["blob.2d"], "blob.2d", models[TINY_2D["id"]], TINY_2D)
     write_latent_dataset(root, sources["blob3d"], "blob3d", models[TINY_3D["id"]], TINY_3D)
 
@@ -160,8 +283,9 @@ def test_evaluation_rules_run_report_and_rerun_only_the_edited_task(tmp_path):
     snakemake(work, *allowed, "results/report/summary.md", configfile=config)
 
     table = pd.read_csv(work / "results" / "tables" / "cad.csv")
-    assert set(zip(table["task"], table["method"])) == {
-        ("blob2d_finding", m) for m in ("highres", "tiny_f16")} | {("blob3d_finding", m) for m in ("highres", "tiny3d_f64")}
+    assert set(zip(table["task"], table["method"])) == {("blob2d_finding", m) for m in ("highres", "tiny_f16")} | {
+        ("blob3d_finding", m) for m in ("highres", "tiny3d_f64")
+    }
     assert (work / "results" / "cad" / "blob2d_finding" / "tiny_f16" / "seed0" / "metrics.json").exists()
     recon = pd.read_csv(work / "results" / "tables" / "recon.csv")
     assert set(recon["image_type"]) == {"xray_wrist", "ct_head"} and recon["demo_weights"].any()

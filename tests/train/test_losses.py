@@ -11,11 +11,25 @@ from medlatent.models.lora import apply_lora
 from medlatent.models.perceptual import load_perceptual
 from medlatent.models.projection import ProjectionHead
 from medlatent.models.registry import create_autoencoder
-from medlatent.train.losses import (Stage1Loss, adaptive_weight, embedding_distance, hinge_d_loss,
-                                    last_layer_parameter, stage2_loss)
+from medlatent.train.losses import (
+    Stage1Loss,
+    adaptive_weight,
+    embedding_distance,
+    hinge_d_loss,
+    last_layer_parameter,
+    stage2_loss,
+)
 
-TINY = {"id": "tiny", "dims": 2, "f": 4, "latent_channels": 1, "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1,
-        "norm_groups": 8}
+TINY = {
+    "id": "tiny",
+    "dims": 2,
+    "f": 4,
+    "latent_channels": 1,
+    "ch": 32,
+    "ch_mult": [1, 2],
+    "num_res_blocks": 1,
+    "norm_groups": 8,
+}
 
 
 @pytest.fixture(scope="module")

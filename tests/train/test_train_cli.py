@@ -11,8 +11,15 @@ import sys
 from pathlib import Path
 
 import torch
-from train_helpers import one_thread  # noqa: F401 (autouse fixture)
-from train_helpers import TINY_2D, TINY_3D, make_config, make_data, make_job, train_spec
+from train_helpers import (
+    TINY_2D,
+    TINY_3D,
+    make_config,
+    make_data,
+    make_job,
+    one_thread,  # noqa: F401 (autouse fixture)
+    train_spec,
+)
 
 from medlatent import cli
 from medlatent import config as mlconfig
@@ -22,21 +29,45 @@ from medlatent.train import recipes
 
 
 def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
-    model = {**TINY_2D, "lora": {"rank": 2, "alpha": 2, "dropout": 0.1},
-             "stage1": {"steps": 3, "batch_size": 4, "gpus": 2, "lr": 5.0e-4, "disc_start": 1,
-                        "perceptual_weight": 0}}
+    model = {
+        **TINY_2D,
+        "lora": {"rank": 2, "alpha": 2, "dropout": 0.1},
+        "stage1": {"steps": 3, "batch_size": 4, "gpus": 2, "lr": 5.0e-4, "disc_start": 1, "perceptual_weight": 0},
+    }
     spec = train_spec(make_config(tmp_path, [model]), "tiny2d", "stage1")
     shards = make_data(tmp_path, (32, 32))
     reference = recipes.train_stage1(make_job(tmp_path / "one", spec, shards))
     assert reference.device["processes"] == 1 and reference.device["accumulation"] == 2
 
     out = tmp_path / "two" / "stage1.pt"
-    env = {**os.environ, "MEDLATENT_FAKE_GPUS": "2", "MEDLATENT_GPU_LOCK_DIR": str(tmp_path / "locks"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [sys.executable, "-m", "medlatent.cli", "train-stage1", "--spec", mlconfig.canonical_json(spec),
-               "--train-shards", *shards[0], "--val-shards", *shards[1], "--out", str(out),
-               "--losses", str(out.with_suffix(".csv")), "--curve", str(out.with_suffix(".png")),
-               "--checkpoints", str(tmp_path / "two" / "checkpoints"), "--threads", "2"]
+    env = {
+        **os.environ,
+        "MEDLATENT_FAKE_GPUS": "2",
+        "MEDLATENT_GPU_LOCK_DIR": str(tmp_path / "locks"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "medlatent.cli",
+        "train-stage1",
+        "--spec",
+        mlconfig.canonical_json(spec),
+        "--train-shards",
+        *shards[0],
+        "--val-shards",
+        *shards[1],
+        "--out",
+        str(out),
+        "--losses",
+        str(out.with_suffix(".csv")),
+        "--curve",
+        str(out.with_suffix(".png")),
+        "--checkpoints",
+        str(tmp_path / "two" / "checkpoints"),
+        "--threads",
+        "2",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
     assert "2 process(es)" in result.stderr and "launching 2 processes" in result.stderr
@@ -60,7 +91,10 @@ def test_released_ldm_weights_are_imported_with_an_identity_projection(tmp_path)
     assert mlconfig.trained_models(config, 2) == [] and mlconfig.imported_models(config) == ["tiny2d"]
     out, card = tmp_path / "models" / "stage2.pt", tmp_path / "models" / "card.json"
     spec = mlconfig.canonical_json(mlconfig.import_weights_slice(config, "tiny2d"))
-    assert cli.main(["import-weights", "--spec", spec, "--weights", str(path), "--out", str(out), "--card", str(card)]) == 0
+    assert (
+        cli.main(["import-weights", "--spec", spec, "--weights", str(path), "--out", str(out), "--card", str(card)])
+        == 0
+    )
     model = load_model(out)
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     with torch.no_grad():
@@ -72,21 +106,37 @@ def test_released_ldm_weights_are_imported_with_an_identity_projection(tmp_path)
 
 def test_a_3d_medlatent_weights_file_is_imported_as_is(tmp_path):
     shards = make_data(tmp_path, (24, 24, 24), 2, 0)
-    model2d = {**TINY_2D, "stage1": {"steps": 1, "batch_size": 1, "lr": 1e-4, "perceptual_weight": 0,
-                                     "disc_start": 5}}
-    model3d = {**TINY_3D, "stage2": {"steps": 1, "batch_size": 1, "lr": 1e-4, "perceptual_weight": 0,
-                                     "disc_start": 5, "patch": [24, 24, 24]}}
+    model2d = {**TINY_2D, "stage1": {"steps": 1, "batch_size": 1, "lr": 1e-4, "perceptual_weight": 0, "disc_start": 5}}
+    model3d = {
+        **TINY_3D,
+        "stage2": {
+            "steps": 1,
+            "batch_size": 1,
+            "lr": 1e-4,
+            "perceptual_weight": 0,
+            "disc_start": 5,
+            "patch": [24, 24, 24],
+        },
+    }
     config = make_config(tmp_path, [model2d, model3d])
     shards2d = make_data(tmp_path, (32, 32), 2, 0)
     recipes.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), shards2d))
-    recipes.train_stage2_3d(make_job(tmp_path, train_spec(config, "tiny3d", "stage2"), shards,
-                                  parent=tmp_path / "results" / "models" / "tiny2d" / "stage1.pt"))
+    recipes.train_stage2_3d(
+        make_job(
+            tmp_path,
+            train_spec(config, "tiny3d", "stage2"),
+            shards,
+            parent=tmp_path / "results" / "models" / "tiny2d" / "stage1.pt",
+        )
+    )
     trained = tmp_path / "results" / "models" / "tiny3d" / "stage2.pt"
     imported = make_config(tmp_path, [model2d, {**model3d, "weights": str(trained)}])
     out, card = tmp_path / "imported" / "stage2.pt", tmp_path / "imported" / "card.json"
     spec = mlconfig.canonical_json(mlconfig.import_weights_slice(imported, "tiny3d"))
-    assert cli.main(["import-weights", "--spec", spec, "--weights", str(trained), "--out", str(out),
-                     "--card", str(card)]) == 0
+    assert (
+        cli.main(["import-weights", "--spec", spec, "--weights", str(trained), "--out", str(out), "--card", str(card)])
+        == 0
+    )
     a, b = torch.load(trained, weights_only=True), torch.load(out, weights_only=True)
     assert all(torch.equal(a["autoencoder"][k], b["autoencoder"][k]) for k in a["autoencoder"])
     assert b["projection"] is None and json.loads(card.read_text())["imported_from"]["layout"] == "medlatent-model/1"

@@ -6,13 +6,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_helpers import one_thread  # noqa: F401 (autouse fixture)
-from train_helpers import make_data, write_shard
+from train_helpers import (
+    make_data,
+    one_thread,  # noqa: F401 (autouse fixture)
+    write_shard,
+)
 
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.io.h5 import ShardReader
-from medlatent.train.data import (CropDataset, MicroBatches, StepSampler, crop_size, index_shards, train_loader,
-                                  validation_loader)
+from medlatent.train.data import (
+    CropDataset,
+    MicroBatches,
+    StepSampler,
+    crop_size,
+    index_shards,
+    train_loader,
+    validation_loader,
+)
 
 
 def test_2d_crops_are_clipped_to_the_smallest_image_and_to_the_downsampling(tmp_path):

@@ -11,8 +11,15 @@ import re
 
 import pytest
 import torch
-from train_helpers import one_thread  # noqa: F401 (autouse fixture)
-from train_helpers import TINY_2D, TINY_3D, make_config, make_data, make_job, train_spec
+from train_helpers import (
+    TINY_2D,
+    TINY_3D,
+    make_config,
+    make_data,
+    make_job,
+    one_thread,  # noqa: F401 (autouse fixture)
+    train_spec,
+)
 
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.models import load_model
@@ -48,6 +55,7 @@ def kill_after(step: int):
     def hook(done: int, _row: dict) -> None:
         if done == step:
             raise Kill(f"killed after step {done}")
+
     return hook
 
 
@@ -66,8 +74,9 @@ def test_stage1_reconstruction_loss_falls_and_curves_are_written(tmp_path, data2
 
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, data2d):
     # LoRA dropout, posterior sampling and the discriminator all draw random numbers
-    config = make_config(tmp_path, [tiny({"steps": 4, "disc_start": 1, "checkpoint_every": 2, "perceptual_weight": 0},
-                                         lora=LORA)])
+    config = make_config(
+        tmp_path, [tiny({"steps": 4, "disc_start": 1, "checkpoint_every": 2, "perceptual_weight": 0}, lora=LORA)]
+    )
     spec = train_spec(config, "tiny2d", "stage1")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     recipes.train_stage1(make_job(whole, spec, data2d))
@@ -86,8 +95,9 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, dat
 
 
 def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, data2d):
-    config = make_config(tmp_path, [tiny({"steps": 2, "disc_start": 100, "checkpoint_every": 1,
-                                          "perceptual_weight": 0})])
+    config = make_config(
+        tmp_path, [tiny({"steps": 2, "disc_start": 100, "checkpoint_every": 1, "perceptual_weight": 0})]
+    )
     spec = train_spec(config, "tiny2d", "stage1")
     with pytest.raises(Kill):
         recipes.train_stage1(make_job(tmp_path, spec, data2d, hooks=[kill_after(1)]))
@@ -98,8 +108,7 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, data2d):
 
 def test_discriminator_trains_in_train_mode_even_after_validation(tmp_path, data2d, monkeypatch):
     # checkpoint_every=1: a validation (discriminator in eval mode) after every step
-    config = make_config(tmp_path, [tiny({"steps": 2, "disc_start": 0, "checkpoint_every": 1,
-                                          "perceptual_weight": 0})])
+    config = make_config(tmp_path, [tiny({"steps": 2, "disc_start": 0, "checkpoint_every": 1, "perceptual_weight": 0})])
     spec = train_spec(config, "tiny2d", "stage1")
     modes: list[tuple[bool, bool]] = []  # (training mode, forward that trains the discriminator)
     original = Stage1Loss.__init__
@@ -108,7 +117,9 @@ def test_discriminator_trains_in_train_mode_even_after_validation(tmp_path, data
         original(self, *args, **kwargs)
         self.discriminator.register_forward_pre_hook(
             lambda module, _: modes.append(
-                (module.training, torch.is_grad_enabled() and next(module.parameters()).requires_grad)))
+                (module.training, torch.is_grad_enabled() and next(module.parameters()).requires_grad)
+            )
+        )
 
     monkeypatch.setattr(Stage1Loss, "__init__", recording_init)
     recipes.train_stage1(make_job(tmp_path / "ok", spec, data2d))
@@ -116,8 +127,11 @@ def test_discriminator_trains_in_train_mode_even_after_validation(tmp_path, data
     assert all(training for training, trains in modes if trains) and any(trains for _, trains in modes)
 
     # the public code's defect: once validation put it in eval mode, it stayed there
-    monkeypatch.setattr(Stage1Loss, "set_discriminator_mode",
-                        lambda self, training: None if training else self.discriminator.train(False))
+    monkeypatch.setattr(
+        Stage1Loss,
+        "set_discriminator_mode",
+        lambda self, training: None if training else self.discriminator.train(False),
+    )
     with pytest.raises(RuntimeError, match="eval mode"):
         recipes.train_stage1(make_job(tmp_path / "defect", spec, data2d))
 
@@ -144,7 +158,8 @@ def test_stage2_trains_only_the_projection_and_writes_the_card(tmp_path, data2d)
     stage2 = card["stages"]["stage2"]
     assert stage2["config"] == spec2 and stage2["steps"] == 2 and "embed" in stage2["final_losses"]["train"]
     assert stage2["training_data"]["manifests_sha256"] == {
-        "src2d": hashlib.sha256(b"stand-in manifest bytes").hexdigest()}
+        "src2d": hashlib.sha256(b"stand-in manifest bytes").hexdigest()
+    }
     assert card["code"]["package"] and "dirty" in card["code"] and stage2["device"]["type"] == "cpu"
 
 
@@ -179,8 +194,9 @@ def test_learning_rate_is_scaled_by_the_global_batch_for_the_adversarial_stages(
 
 def test_the_six_demo_models_train_and_load_with_the_published_latent_shapes(tmp_path):
     """Every demo architecture through its stages (1 step each); latents via load_model."""
-    from medlatent import config as mlconfig
     from train_helpers import DEMO_CONFIG, FULL_CONFIG
+
+    from medlatent import config as mlconfig
 
     config = mlconfig.load(FULL_CONFIG, DEMO_CONFIG)
     shards = {2: make_data(tmp_path, (64, 64), n_train=4, n_val=0), 3: make_data(tmp_path, (32, 32, 32), 2, 0)}
@@ -191,12 +207,19 @@ def test_the_six_demo_models_train_and_load_with_the_published_latent_shapes(tmp
         name, dims = model["id"], model["dims"]
         if dims == 2:
             recipes.train_stage1(make_job(tmp_path, train_spec(config, name, "stage1", **quick[2]), shards[2]))
-            recipes.train_stage2_2d(make_job(tmp_path, train_spec(config, name, "stage2", **quick[2]), shards[2],
-                                          parent=models / name / "stage1.pt"))
+            recipes.train_stage2_2d(
+                make_job(
+                    tmp_path,
+                    train_spec(config, name, "stage2", **quick[2]),
+                    shards[2],
+                    parent=models / name / "stage1.pt",
+                )
+            )
         else:
             parent = models / model["inflate_from"] / "stage1.pt"
-            recipes.train_stage2_3d(make_job(tmp_path, train_spec(config, name, "stage2", **quick[3]), shards[3],
-                                          parent=parent))
+            recipes.train_stage2_3d(
+                make_job(tmp_path, train_spec(config, name, "stage2", **quick[3]), shards[3], parent=parent)
+            )
     shapes = {}
     for model in config["models"]:
         medvae = load_model(models / model["id"] / "stage2.pt")
@@ -207,17 +230,31 @@ def test_the_six_demo_models_train_and_load_with_the_published_latent_shapes(tmp
             shapes[model["id"]] = tuple(medvae.encode_latent(x).shape)
         assert medvae.downsample_factor == side
     assert shapes == {
-        "demo_f16_c1": (1, 1, 16, 16), "demo_f16_c3": (1, 3, 16, 16),
-        "demo_f64_c1": (1, 1, 8, 8), "demo_f64_c4": (1, 4, 8, 8),
-        "demo3d_f64_c1": (1, 1, 8, 8, 8), "demo3d_f512_c1": (1, 1, 4, 4, 4),
+        "demo_f16_c1": (1, 1, 16, 16),
+        "demo_f16_c3": (1, 3, 16, 16),
+        "demo_f64_c1": (1, 1, 8, 8),
+        "demo_f64_c4": (1, 4, 8, 8),
+        "demo3d_f64_c1": (1, 1, 8, 8, 8),
+        "demo3d_f512_c1": (1, 1, 4, 4, 4),
     }
 
 
 def test_a_3d_model_needs_the_architecture_of_its_parent(tmp_path, data2d):
-    config = make_config(tmp_path, [tiny({"steps": 1, "perceptual_weight": 0}), {**TINY_3D, "ch": 16, "norm_groups": 4,
-                                                          "stage2": {"steps": 1, "batch_size": 1, "lr": 1e-4}}])
+    config = make_config(
+        tmp_path,
+        [
+            tiny({"steps": 1, "perceptual_weight": 0}),
+            {**TINY_3D, "ch": 16, "norm_groups": 4, "stage2": {"steps": 1, "batch_size": 1, "lr": 1e-4}},
+        ],
+    )
     recipes.train_stage1(make_job(tmp_path, train_spec(config, "tiny2d", "stage1"), data2d))
     shards3d = make_data(tmp_path, (24, 24, 24), 2, 0)
     with pytest.raises(ConfigError, match="architecture of its inflate_from model tiny2d"):
-        recipes.train_stage2_3d(make_job(tmp_path, train_spec(config, "tiny3d", "stage2"), shards3d,
-                                      parent=tmp_path / "results" / "models" / "tiny2d" / "stage1.pt"))
+        recipes.train_stage2_3d(
+            make_job(
+                tmp_path,
+                train_spec(config, "tiny3d", "stage2"),
+                shards3d,
+                parent=tmp_path / "results" / "models" / "tiny2d" / "stage1.pt",
+            )
+        )

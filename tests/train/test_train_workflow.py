@@ -8,8 +8,10 @@ import re
 import pytest
 from workflow_helpers import edited_demo_config, planned_jobs, snakemake
 
-WEIGHTS = [f"results/models/{m}/stage2.pt" for m in
-           ("demo_f16_c1", "demo_f16_c3", "demo_f64_c1", "demo_f64_c4", "demo3d_f64_c1", "demo3d_f512_c1")]
+WEIGHTS = [
+    f"results/models/{m}/stage2.pt"
+    for m in ("demo_f16_c1", "demo_f16_c3", "demo_f64_c1", "demo_f64_c4", "demo3d_f64_c1", "demo3d_f512_c1")
+]
 
 
 def jobs(dry_run: str) -> list[tuple[str, str | None]]:
@@ -28,8 +30,13 @@ def finished(tmp_path_factory):
     plan = snakemake(work, "-n", *WEIGHTS).stdout
     planned = jobs(plan)
     assert [job for job in planned if job[0].startswith("train_")] == sorted(
-        [(f"train_stage{s}", m) for m in ("demo_f16_c1", "demo_f16_c3", "demo_f64_c1", "demo_f64_c4")
-         for s in ("1", "2_2d")] + [("train_stage2_3d", "demo3d_f64_c1"), ("train_stage2_3d", "demo3d_f512_c1")])
+        [
+            (f"train_stage{s}", m)
+            for m in ("demo_f16_c1", "demo_f16_c3", "demo_f64_c1", "demo_f64_c4")
+            for s in ("1", "2_2d")
+        ]
+        + [("train_stage2_3d", "demo3d_f64_c1"), ("train_stage2_3d", "demo3d_f512_c1")]
+    )
     for line in re.findall(r"^\s+output: (.+)$", plan, re.MULTILINE):
         for name in line.split(", "):
             (work / name).parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +54,10 @@ def test_a_stage2_knob_reruns_only_that_models_stage2(finished, tmp_path):
 def test_a_stage1_knob_reruns_the_model_and_the_3d_model_inflated_from_it(finished, tmp_path):
     edited = edited_demo_config(tmp_path, lambda c: model(c, "demo_f64_c1")["stage1"].update(disc_start=20))
     assert jobs(snakemake(finished, "-n", *WEIGHTS, configfile=edited).stdout) == [
-        ("train_stage1", "demo_f64_c1"), ("train_stage2_2d", "demo_f64_c1"), ("train_stage2_3d", "demo3d_f512_c1")]
+        ("train_stage1", "demo_f64_c1"),
+        ("train_stage2_2d", "demo_f64_c1"),
+        ("train_stage2_3d", "demo3d_f512_c1"),
+    ]
 
 
 def test_resources_and_threads_do_not_rerun_anything(finished, tmp_path):

@@ -15,10 +15,10 @@ from pathlib import Path
 import h5py
 import pandas as pd
 import pytest
+from workflow_helpers import DEMO_CONFIG, REPO, edited_demo_config, planned_jobs, snakemake
 
 from medlatent import config as mlconfig
 from medlatent.demo.registry import phi_strings
-from workflow_helpers import DEMO_CONFIG, REPO, edited_demo_config, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -70,7 +70,10 @@ def test_each_planted_broken_file_is_rejected_with_its_reason_and_the_source_com
 def test_counts_reconcile_for_every_source(data_run, demo):
     for source in mlconfig.source_ids(demo):
         report = curated(data_run, source, "report.json")
-        manifest, rejected = curated(data_run, source, "manifest.parquet"), curated(data_run, source, "rejected.parquet")
+        manifest, rejected = (
+            curated(data_run, source, "manifest.parquet"),
+            curated(data_run, source, "rejected.parquet"),
+        )
         assert report["kept"] == len(manifest) and report["rejected"] == len(rejected)
         assert report["found"] == report["kept"] + report["rejected"]
         assert manifest["item_id"].is_unique and not manifest["item_id"].str.contains(".", regex=False).any()
@@ -81,7 +84,11 @@ def test_no_phi_passes_data_raw(data_run, demo):
     for source in mlconfig.source_ids(demo):
         secrets |= phi_strings(data_run / "data" / "raw" / source)
     assert len(secrets) > 20  # names, ids, dates and birth dates of the synthetic DICOM headers
-    outside_raw = [p for p in (data_run / "data").rglob("*") if p.is_file() and "raw" not in p.relative_to(data_run / "data").parts[:1]]
+    outside_raw = [
+        p
+        for p in (data_run / "data").rglob("*")
+        if p.is_file() and "raw" not in p.relative_to(data_run / "data").parts[:1]
+    ]
     assert any(p.suffix == ".h5" for p in outside_raw) and any(p.suffix == ".parquet" for p in outside_raw)
     for path in outside_raw:
         content = path.read_bytes()
@@ -118,7 +125,9 @@ def test_highres_cad_finds_the_planted_findings_of_the_demo(data_run, demo, task
     spec["epochs"] = epochs or spec["epochs"]
     source = spec["task"]["source"]
     shards = [str(data_run / "data" / "normalized" / source / f"{shard}.h5") for shard in ("train-000", "test-000")]
-    metrics = run_cad(spec, data_run / "data" / "curated" / source / "manifest.parquet", shards, None, tmp_path / "metrics.json")
+    metrics = run_cad(
+        spec, data_run / "data" / "curated" / source / "manifest.parquet", shards, None, tmp_path / "metrics.json"
+    )
     assert metrics["auroc"] > 0.75 and metrics["demo_data"] is True
 
 

@@ -36,18 +36,34 @@ def small_slice(config: dict) -> None:
 
 
 def files(workdir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted(workdir.rglob("*"))
-            if p.is_file() and p.relative_to(workdir).parts[0] not in EXCLUDED}
+    return {
+        str(p.relative_to(workdir)): p.read_bytes()
+        for p in sorted(workdir.rglob("*"))
+        if p.is_file() and p.relative_to(workdir).parts[0] not in EXCLUDED
+    }
 
 
 def kill_during_training(workdir: Path, configfile: Path) -> None:
     """Start the slice and SIGKILL its whole process group once stage 1 wrote a checkpoint."""
     checkpoints = workdir / "results" / "checkpoints" / MODEL / "stage1"
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-               "--configfile", str(configfile), "--cores", "2", "latents"]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        "latents",
+    ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    run = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 600
     while not list(checkpoints.glob("step-*.pt")):
         assert run.poll() is None, "the run ended before stage 1 wrote a checkpoint"

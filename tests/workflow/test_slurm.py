@@ -27,11 +27,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from workflow_helpers import DEMO_CONFIG, REPO, edited_demo_config
+from workflow_helpers import snakemake as local_snakemake
 
 from medlatent import config as mlconfig
 from medlatent.io.h5 import ShardReader
-from workflow_helpers import DEMO_CONFIG, REPO, edited_demo_config
-from workflow_helpers import snakemake as local_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -39,12 +39,29 @@ SLURM_SCRIPTS = REPO / "tests" / "slurm"
 SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
 SITE_TEMPLATE = REPO / "workflow" / "profiles" / "slurm-site-example" / "config.yaml"
 PACKAGES = ("slurm-wlm", "slurmdbd", "munge", "mariadb-server")
-TOOLS = ("slurmctld", "slurmd", "slurmdbd", "sbatch", "srun", "sacct", "sacctmgr", "munged", "mungekey", "mariadbd", "mariadb-install-db")
+TOOLS = (
+    "slurmctld",
+    "slurmd",
+    "slurmdbd",
+    "sbatch",
+    "srun",
+    "sacct",
+    "sacctmgr",
+    "munged",
+    "mungekey",
+    "mariadbd",
+    "mariadb-install-db",
+)
 APT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medlatent" / "slurm-apt.json"
 APT_RETRY_AFTER_S = 24 * 3600
 # What up.sh creates: account, partition, GPU type and node feature; the site template's
 # placeholders are replaced by these.
-TEST_SITE = {"slurm_partition": "debug", "slurm_account": "medlatent-test", "gpu_model": "fake", "constraint": "fake_gpu"}
+TEST_SITE = {
+    "slurm_partition": "debug",
+    "slurm_account": "medlatent-test",
+    "gpu_model": "fake",
+    "constraint": "fake_gpu",
+}
 RUN_ID = re.compile(r"SLURM run ID: (\S+)")
 DEMO_SOURCE = "demo_cxr"
 TRAIN_MODEL = "demo_f16_c1"
@@ -109,7 +126,16 @@ def slurm_unavailable() -> str | None:
     started = time.monotonic()
     failure = _install_packages()
     APT_CACHE.parent.mkdir(parents=True, exist_ok=True)
-    APT_CACHE.write_text(json.dumps({"ok": failure is None, "reason": failure, "seconds": round(time.monotonic() - started, 1), "time": time.time()}))
+    APT_CACHE.write_text(
+        json.dumps(
+            {
+                "ok": failure is None,
+                "reason": failure,
+                "seconds": round(time.monotonic() - started, 1),
+                "time": time.time(),
+            }
+        )
+    )
     return f"{why}; {failure}" if failure else None
 
 
@@ -133,7 +159,10 @@ class Cluster:
         return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line]
 
     def logs(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}" for log in sorted((self.state / "log").glob("*.log")))
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
+            for log in sorted((self.state / "log").glob("*.log"))
+        )
 
 
 @pytest.fixture(scope="module")
@@ -149,18 +178,28 @@ def cluster(tmp_path_factory, request) -> Cluster:
         pytest.skip(f"this host cannot run the test cluster: {up.stderr.strip()}")
     path = os.pathsep.join([str(state / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]])
     # sbatch exports the submitter's environment: GPU choices must come from SLURM alone
-    inherited = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "MEDLATENT_FAKE_GPUS")}
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "MEDLATENT_FAKE_GPUS")
+    }
     found = Cluster(state, {**inherited, "SLURM_CONF": str(state / "etc" / "slurm.conf"), "PATH": path})
     if up.returncode != 0:
         pytest.fail(f"SLURM bring-up failed:\n{up.stdout}\n{up.stderr}\n{found.logs()}")
     return found
 
 
-def site_profile(directory: Path, gpu_rules: tuple[str, ...] = (), set_threads: dict[str, int] | None = None,
-                 set_resources: dict[str, dict] | None = None) -> Path:
+def site_profile(
+    directory: Path,
+    gpu_rules: tuple[str, ...] = (),
+    set_threads: dict[str, int] | None = None,
+    set_resources: dict[str, dict] | None = None,
+) -> Path:
     """The site template filled in for the test cluster; `gpu_rules` get its GPU settings too."""
     site = yaml.safe_load(SITE_TEMPLATE.read_text())
-    site["default-resources"].update(slurm_partition=TEST_SITE["slurm_partition"], slurm_account=TEST_SITE["slurm_account"], runtime=15, mem_mb=2000)
+    site["default-resources"].update(
+        slurm_partition=TEST_SITE["slurm_partition"], slurm_account=TEST_SITE["slurm_account"], runtime=15, mem_mb=2000
+    )
     gpu_settings = {key: TEST_SITE[key] for key in next(iter(site["set-resources"].values()))}
     rules = [*site["set-resources"], *gpu_rules]
     site["set-resources"] = {rule: {**gpu_settings, **(set_resources or {}).get(rule, {})} for rule in rules}
@@ -175,23 +214,40 @@ def site_profile(directory: Path, gpu_rules: tuple[str, ...] = (), set_threads: 
 def slurm_command(site: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> list[str]:
     # Status polls start 2 s after submission instead of the plugin's 40 s.
     return [
-        sys.executable, "-m", "snakemake", "-s", str(snakefile), "--profile", str(SLURM_PROFILE), "--profile", str(site),
-        "--slurm-init-seconds-before-status-checks", "2", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(snakefile),
+        "--profile",
+        str(SLURM_PROFILE),
+        "--profile",
+        str(site),
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        *args,
     ]
 
 
-def run_on_slurm(cluster: Cluster, workdir: Path, command: list[str], timeout: float = 240, check: bool = True) -> tuple[subprocess.CompletedProcess, str]:
+def run_on_slurm(
+    cluster: Cluster, workdir: Path, command: list[str], timeout: float = 240, check: bool = True
+) -> tuple[subprocess.CompletedProcess, str]:
     """Run Snakemake in `workdir` against the cluster; returns the result and the plugin's run id."""
     workdir.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(command, cwd=workdir, env=cluster.env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake on SLURM failed ({result.returncode}):\n{result.stderr[-6000:]}\n{_slurm_logs(workdir)}\n{cluster.logs()}")
+        raise AssertionError(
+            f"snakemake on SLURM failed ({result.returncode}):\n{result.stderr[-6000:]}\n"
+            f"{_slurm_logs(workdir)}\n{cluster.logs()}"
+        )
     found = RUN_ID.search(result.stderr)
     return result, found.group(1) if found else "(no run id: snakemake stopped before submitting)"
 
 
 def _slurm_logs(workdir: Path) -> str:
-    return "\n".join(f"--- {log}\n{log.read_text(errors='replace')[-3000:]}" for log in sorted(workdir.glob("logs/**/*.log")))
+    return "\n".join(
+        f"--- {log}\n{log.read_text(errors='replace')[-3000:]}" for log in sorted(workdir.glob("logs/**/*.log"))
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -202,8 +258,21 @@ def test_profiles_combine_into_a_slurm_dry_run(tmp_path):
     """Generic + site profile parse, combine, and give every job the site's partition and account."""
     site = site_profile(tmp_path)
     command = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "work"), "--configfile", str(DEMO_CONFIG),
-        "--profile", str(SLURM_PROFILE), "--profile", str(site), "-n", f"data/curated/{DEMO_SOURCE}/report.json",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(tmp_path / "work"),
+        "--configfile",
+        str(DEMO_CONFIG),
+        "--profile",
+        str(SLURM_PROFILE),
+        "--profile",
+        str(site),
+        "-n",
+        f"data/curated/{DEMO_SOURCE}/report.json",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -229,7 +298,9 @@ def test_site_template_sends_every_gpu_rule_to_the_gpu_partition():
     jobs = _dry_run_jobs(SLURM_PROFILE, SITE_TEMPLATE.parent)
     rules = {rule for rule, _ in jobs}
     template = yaml.safe_load(SITE_TEMPLATE.read_text())["set-resources"]
-    assert set(template) <= rules, f"{SITE_TEMPLATE} sets resources of rules the demo does not run: {sorted(set(template) - rules)}"
+    assert set(template) <= rules, (
+        f"{SITE_TEMPLATE} sets resources of rules the demo does not run: {sorted(set(template) - rules)}"
+    )
     gpu_rules = {rule for rule, resources in jobs if re.search(r"\bgpu=[1-9]", resources)}
     assert gpu_rules, "the demo plans no GPU job"
     assert gpu_rules <= set(template), f"GPU rules missing from {SITE_TEMPLATE}: {sorted(gpu_rules - set(template))}"
@@ -275,7 +346,10 @@ def demo_on_slurm(cluster, tmp_path_factory) -> DemoRun:
     directory = tmp_path_factory.mktemp("demo-on-slurm")
     configfile = edited_demo_config(directory, _small_training)
     config = mlconfig.load(REPO / "config.yaml", configfile)
-    shards = [f"data/normalized/{s}/{shard}.h5" for s, shard in mlconfig.training_shards(config, 2, "train") + mlconfig.training_shards(config, 2, "val")]
+    shards = [
+        f"data/normalized/{s}/{shard}.h5"
+        for s, shard in mlconfig.training_shards(config, 2, "train") + mlconfig.training_shards(config, 2, "val")
+    ]
     extracted_shard = f"data/normalized/{DEMO_SOURCE}/test-000.h5"  # the input of the extraction job
     data_targets = [f"data/curated/{DEMO_SOURCE}/report.json", *shards, extracted_shard]
     train_target = f"results/models/{TRAIN_MODEL}/stage1.pt"
@@ -283,15 +357,20 @@ def demo_on_slurm(cluster, tmp_path_factory) -> DemoRun:
     # The test node has 2 CPUs and ~80 % of this host's memory; the demo's training jobs ask
     # for the full recipe's threads and memory, which a site profile caps like this.
     training = ("train_stage1", "train_stage2_2d")
-    site = site_profile(directory, set_threads={rule: 2 for rule in training},
-                        set_resources={rule: {"mem_mb": 4000} for rule in training})
+    site = site_profile(
+        directory,
+        set_threads={rule: 2 for rule in training},
+        set_resources={rule: {"mem_mb": 4000} for rule in training},
+    )
     command = slurm_command(site, *data_targets, train_target, extract_target, "--configfile", str(configfile))
     # The local run of the same data targets works while the SLURM run waits between polls.
     with ThreadPoolExecutor(1) as pool:
         local = pool.submit(local_snakemake, directory / "local", *data_targets, configfile=configfile)
         result, run_id = run_on_slurm(cluster, directory / "work", command, timeout=400, check=False)
         local.exception()
-    return DemoRun(directory / "work", directory / "local", local, result, run_id, data_targets, train_target, extract_target)
+    return DemoRun(
+        directory / "work", directory / "local", local, result, run_id, data_targets, train_target, extract_target
+    )
 
 
 def _rule(job: dict[str, str]) -> str:
@@ -306,7 +385,9 @@ def test_demo_slice_on_slurm_matches_local_run(cluster, demo_on_slurm):
     for name in ("manifest.parquet", "rejected.parquet"):
         remote = run.workdir / f"data/curated/{DEMO_SOURCE}/{name}"
         assert remote.exists(), failed
-        pd.testing.assert_frame_equal(pd.read_parquet(remote), pd.read_parquet(local / f"data/curated/{DEMO_SOURCE}/{name}"))
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(remote), pd.read_parquet(local / f"data/curated/{DEMO_SOURCE}/{name}")
+        )
     for shard in run.data_targets[1:]:
         with ShardReader(run.workdir / shard) as remote, ShardReader(local / shard) as here:
             assert remote.meta == here.meta and remote.rejected == here.rejected
@@ -316,10 +397,14 @@ def test_demo_slice_on_slurm_matches_local_run(cluster, demo_on_slurm):
                 np.testing.assert_array_equal(remote_array, array)
                 assert remote_meta == meta
 
-    data_jobs = [job for job in cluster.jobs(run.run_id) if _rule(job) in ("fetch_source", "curate_source", "normalize_shard")]
+    data_jobs = [
+        job for job in cluster.jobs(run.run_id) if _rule(job) in ("fetch_source", "curate_source", "normalize_shard")
+    ]
     assert {job["State"] for job in data_jobs} == {"COMPLETED"}, data_jobs
     ours = [job for job in data_jobs if DEMO_SOURCE in job["Comment"]]
-    assert sorted(map(_rule, ours)) == ["curate_source", "fetch_source"] + ["normalize_shard"] * (len(run.data_targets) - 1)
+    assert sorted(map(_rule, ours)) == ["curate_source", "fetch_source"] + ["normalize_shard"] * (
+        len(run.data_targets) - 1
+    )
 
 
 def test_training_job_runs_on_the_gpu_slurm_gave_it(cluster, demo_on_slurm):
@@ -347,7 +432,10 @@ def test_extraction_after_training_runs_on_slurm_and_writes_a_complete_shard(clu
 
 
 def _failure_report(cluster: Cluster, run: DemoRun) -> str:
-    return f"snakemake exit {run.result.returncode}:\n{run.result.stderr[-6000:]}\n{_slurm_logs(run.workdir)}\n{cluster.logs()}"
+    return (
+        f"snakemake exit {run.result.returncode}:\n{run.result.stderr[-6000:]}\n"
+        f"{_slurm_logs(run.workdir)}\n{cluster.logs()}"
+    )
 
 
 PROBE_SNAKEFILE = """
@@ -380,7 +468,11 @@ def test_gpu_job_gets_the_device_slurm_bound(cluster, tmp_path):
     site = site_profile(tmp_path, gpu_rules=("gpu_probe",))
     result, run_id = run_on_slurm(cluster, tmp_path, slurm_command(site, "--verbose", snakefile=tmp_path / "Snakefile"))
 
-    sbatch = {line.split("--comment ")[1].split()[0]: line for line in result.stderr.splitlines() if line.startswith("sbatch call:")}
+    sbatch = {
+        line.split("--comment ")[1].split()[0]: line
+        for line in result.stderr.splitlines()
+        if line.startswith("sbatch call:")
+    }
     assert "--gpus=fake:1" in sbatch["rule_gpu_probe"] and "-C fake_gpu" in sbatch["rule_gpu_probe"]
     assert "--gpus" not in sbatch["rule_cpu_probe"]
 
@@ -388,7 +480,9 @@ def test_gpu_job_gets_the_device_slurm_bound(cluster, tmp_path):
     env = gpu["env"]
     assert env["SLURM_JOB_ID"] and env["CUDA_VISIBLE_DEVICES"] in {"0", "1"}
     assert env["CUDA_VISIBLE_DEVICES"] == env["SLURM_STEP_GPUS"] == env["GPU_DEVICE_ORDINAL"]
-    assert gpu["granted"] == [env["CUDA_VISIBLE_DEVICES"]] and gpu["source"].startswith(f"SLURM job {env['SLURM_JOB_ID']}")
+    assert gpu["granted"] == [env["CUDA_VISIBLE_DEVICES"]] and gpu["source"].startswith(
+        f"SLURM job {env['SLURM_JOB_ID']}"
+    )
     cpu = json.loads((tmp_path / "cpu.json").read_text())
     assert cpu["env"]["SLURM_JOB_ID"] and "CUDA_VISIBLE_DEVICES" not in cpu["env"] and cpu["granted"] == []
 
@@ -444,7 +538,11 @@ def test_cancelled_job_is_retried_and_resumes_from_its_checkpoint(cluster, tmp_p
     with open(tmp_path / "snakemake.log", "w") as log:
         process = subprocess.Popen(command, cwd=tmp_path, env=cluster.env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_for(lambda: process.poll() is not None or _progress(tmp_path / "state.json") >= 3, 120, "the job to checkpoint 3 steps")
+            _wait_for(
+                lambda: process.poll() is not None or _progress(tmp_path / "state.json") >= 3,
+                120,
+                "the job to checkpoint 3 steps",
+            )
             assert process.poll() is None, (tmp_path / "snakemake.log").read_text()[-5000:]
             running = cluster.run("squeue", "-h", "-o", "%i %k").split()
             first_job = running[running.index("rule_count") - 1]

@@ -8,17 +8,17 @@ rule cad_train:
         unpack(get_cad_inputs),
     output:
         f"{RESULTS}/cad/{{task}}/{{method}}/seed{{seed}}/metrics.json",
-    params:
-        spec=get_cad_spec,
-    threads: mlconfig.cad_train_resources(config)["threads"]
-    resources:
-        gpu=mlconfig.cad_train_resources(config)["gpu"],
     log:
         "logs/cad/{task}/{method}/seed{seed}.log",
     benchmark:
         "benchmarks/cad/{task}/{method}/seed{seed}.tsv"
     conda:
         ENV
+    threads: mlconfig.cad_train_resources(config)["threads"]
+    resources:
+        gpu=mlconfig.cad_train_resources(config)["gpu"],
+    params:
+        spec=get_cad_spec,
     shell:
         "OMP_NUM_THREADS={threads} medlatent cad-train --spec {params.spec:q} --manifest {input.manifest}"
         " --shards {input.shards} --model-input {input.model} --threads {threads} --gpus {resources.gpu}"
@@ -32,13 +32,13 @@ rule cad_table:
     output:
         csv=report(f"{RESULTS}/tables/cad.csv", caption="../report/cad_table.rst", category="1. Downstream CAD"),
         md=report(f"{RESULTS}/tables/cad.md", caption="../report/cad_table.rst", category="1. Downstream CAD"),
-    params:
-        spec=get_table_spec("cad"),
     log:
         "logs/cad/table.log",
     benchmark:
         "benchmarks/cad/table.tsv"
     conda:
         ENV
+    params:
+        spec=get_table_spec("cad"),
     shell:
         "medlatent cad-table --spec {params.spec:q} --metrics {input} --csv {output.csv} --md {output.md} > {log} 2>&1"

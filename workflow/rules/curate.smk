@@ -8,15 +8,15 @@ rule curate_source:
         report=f"{DATA}/curated/{{source}}/report.json",
         # item -> raw file map: real file names can carry patient ids, so it stays in data/raw
         files=f"{DATA}/raw/{{source}}/files_index.parquet",
-    params:
-        spec=get_slice(mlconfig.curate_slice),
-        project=mlconfig.canonical_json(mlconfig.project_settings(config)),
     log:
         "logs/curate/{source}.log",
     benchmark:
         "benchmarks/curate/{source}.tsv"
     conda:
         ENV
+    params:
+        spec=get_slice(mlconfig.curate_slice),
+        project=mlconfig.canonical_json(mlconfig.project_settings(config)),
     shell:
         "medlatent curate --spec {params.spec:q} --project {params.project:q} --receipt {input.receipt}"
         " --manifest {output.manifest} --rejected {output.rejected} --report {output.report}"

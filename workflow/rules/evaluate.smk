@@ -9,18 +9,18 @@ rule recon_image_type:
     output:
         per_item=f"{RESULTS}/recon/{{image_type}}/per_item.csv",
         panels=f"{RESULTS}/recon/{{image_type}}/panels.npz",
-    params:
-        spec=get_recon_spec,
-        weights=get_recon_weights_arg,
-    threads: 1
-    resources:
-        gpu=mlconfig.evaluation_gpus(config, "recon"),
     log:
         "logs/recon/{image_type}.log",
     benchmark:
         "benchmarks/recon/{image_type}.tsv"
     conda:
         ENV
+    threads: 1
+    resources:
+        gpu=mlconfig.evaluation_gpus(config, "recon"),
+    params:
+        spec=get_recon_spec,
+        weights=get_recon_weights_arg,
     shell:
         "OMP_NUM_THREADS={threads} medlatent recon --spec {params.spec:q} --shards {input.shards}"
         " --weights {params.weights} --threads {threads} --gpus {resources.gpu}"
@@ -34,14 +34,14 @@ rule recon_table:
     output:
         csv=report(f"{RESULTS}/tables/recon.csv", caption="../report/recon_table.rst", category="2. Reconstruction"),
         md=report(f"{RESULTS}/tables/recon.md", caption="../report/recon_table.rst", category="2. Reconstruction"),
-    params:
-        spec=get_table_spec("recon"),
     log:
         "logs/recon/table.log",
     benchmark:
         "benchmarks/recon/table.tsv"
     conda:
         ENV
+    params:
+        spec=get_table_spec("recon"),
     shell:
         "medlatent recon-table --spec {params.spec:q} --per-item {input} --csv {output.csv} --md {output.md} > {log} 2>&1"
 
@@ -50,18 +50,18 @@ rule efficiency_timing:
     """Latency, throughput and max batch of the CAD classifiers on images and on latents at every f."""
     output:
         f"{RESULTS}/efficiency/timing.json",
-    params:
-        spec=get_efficiency_spec,
-    # all cores: timings need the machine to themselves
-    threads: workflow.cores
-    resources:
-        gpu=mlconfig.evaluation_gpus(config, "efficiency"),
     log:
         "logs/efficiency/timing.log",
     benchmark:
         "benchmarks/efficiency/timing.tsv"
     conda:
         ENV
+    # all cores: timings need the machine to themselves
+    threads: workflow.cores
+    resources:
+        gpu=mlconfig.evaluation_gpus(config, "efficiency"),
+    params:
+        spec=get_efficiency_spec,
     shell:
         "OMP_NUM_THREADS={threads} medlatent efficiency --spec {params.spec:q} --threads {threads}"
         " --gpus {resources.gpu} --out {output} > {log} 2>&1"
@@ -73,18 +73,24 @@ rule efficiency_table:
         timing=f"{RESULTS}/efficiency/timing.json",
         indexes=get_latent_indexes,
     output:
-        csv=report(f"{RESULTS}/tables/efficiency.csv", caption="../report/efficiency_table.rst", category="3. Efficiency"),
+        csv=report(
+            f"{RESULTS}/tables/efficiency.csv", caption="../report/efficiency_table.rst", category="3. Efficiency"
+        ),
         md=report(f"{RESULTS}/tables/efficiency.md", caption="../report/efficiency_table.rst", category="3. Efficiency"),
-        storage_csv=report(f"{RESULTS}/tables/storage.csv", caption="../report/storage_table.rst", category="3. Efficiency"),
-        storage_md=report(f"{RESULTS}/tables/storage.md", caption="../report/storage_table.rst", category="3. Efficiency"),
-    params:
-        spec=get_table_spec("efficiency"),
+        storage_csv=report(
+            f"{RESULTS}/tables/storage.csv", caption="../report/storage_table.rst", category="3. Efficiency"
+        ),
+        storage_md=report(
+            f"{RESULTS}/tables/storage.md", caption="../report/storage_table.rst", category="3. Efficiency"
+        ),
     log:
         "logs/efficiency/table.log",
     benchmark:
         "benchmarks/efficiency/table.tsv"
     conda:
         ENV
+    params:
+        spec=get_table_spec("efficiency"),
     shell:
         "medlatent efficiency-table --spec {params.spec:q} --timing {input.timing} --latent-indexes {input.indexes}"
         " --csv {output.csv} --md {output.md} --storage-csv {output.storage_csv} --storage-md {output.storage_md}"

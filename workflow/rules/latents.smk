@@ -10,18 +10,18 @@ rule extract_latents:
         weights=f"{RESULTS}/models/{{model}}/stage2.pt",
     output:
         part=f"{DATA}/latent_parts/{{model}}/{{source}}/{{shard}}.json",
-    params:
-        spec=get_latents_spec(mlconfig.latents_extract_slice),
-        dataset=get_latent_dataset_dir,
-    threads: 1
-    resources:
-        gpu=mlconfig.latents_gpus(config),
     log:
         "logs/latents/{model}/{source}/{shard}.log",
     benchmark:
         "benchmarks/latents/{model}/{source}/{shard}.tsv"
     conda:
         ENV
+    threads: 1
+    resources:
+        gpu=mlconfig.latents_gpus(config),
+    params:
+        spec=get_latents_spec(mlconfig.latents_extract_slice),
+        dataset=get_latent_dataset_dir,
     shell:
         "OMP_NUM_THREADS={threads} medlatent extract-latents --spec {params.spec:q} --shard-file {input.shard}"
         " --manifest {input.manifest} --weights {input.weights} --dataset-dir {params.dataset:q}"
@@ -37,15 +37,15 @@ rule index_latents:
         index=f"{DATA}/latents/{{model}}/{{source}}/index.json",
         info=f"{DATA}/latents/{{model}}/{{source}}/_info.json",
         card=f"{DATA}/latents/{{model}}/{{source}}/README.md",
-    params:
-        spec=get_latents_spec(mlconfig.latents_index_slice),
-        dataset=get_latent_dataset_dir,
     log:
         "logs/latents/{model}/{source}/index.log",
     benchmark:
         "benchmarks/latents/{model}/{source}/index.tsv"
     conda:
         ENV
+    params:
+        spec=get_latents_spec(mlconfig.latents_index_slice),
+        dataset=get_latent_dataset_dir,
     shell:
         "medlatent index-latents --spec {params.spec:q} --card {input.card} --parts {input.parts}"
         " --dataset-dir {params.dataset:q} > {log} 2>&1"

@@ -6,15 +6,15 @@ rule normalize_shard:
         receipt=f"{DATA}/raw/{{source}}/fetch.json",
     output:
         f"{DATA}/normalized/{{source}}/{{shard}}.h5",
-    params:
-        spec=get_slice(mlconfig.normalize_slice),
-        demo=mlconfig.is_demo(config),
     log:
         "logs/normalize/{source}/{shard}.log",
     benchmark:
         "benchmarks/normalize/{source}/{shard}.tsv"
     conda:
         ENV
+    params:
+        spec=get_slice(mlconfig.normalize_slice),
+        demo=mlconfig.is_demo(config),
     shell:
         "medlatent normalize --spec {params.spec:q} --shard {wildcards.shard} --manifest {input.manifest}"
         " --files-index {input.files} --receipt {input.receipt} --demo {params.demo} --out {output} > {log} 2>&1"

@@ -3,17 +3,17 @@
 
 
 rule publish_latents:
-    """dvc add + push every shareable latent dataset and tag latents/{model}/{source}/vN (one job: DVC locks the repo)."""
-    localrule: True
     input:
         get_published_indexes,
     output:
         f"{RESULTS}/publish/receipt.json",
-    params:
-        spec=get_publish_spec,
     log:
         "logs/publish/publish.log",
+    """dvc add + push every shareable latent dataset and tag latents/{model}/{source}/vN (one job: DVC locks the repo)."""
+    localrule: True
     conda:
         ENV
+    params:
+        spec=get_publish_spec,
     shell:
         "medlatent publish --spec {params.spec:q} --receipt {output} > {log} 2>&1"

@@ -13,21 +13,29 @@ rule report_summary:
         weights=get_model_weights,
     output:
         cad=report(f"{RESULTS}/figures/cad_auroc.png", caption="../report/cad_auroc.rst", category="1. Downstream CAD"),
-        recon=report(f"{RESULTS}/figures/recon_panels.png", caption="../report/recon_panels.rst", category="2. Reconstruction"),
-        efficiency=report(f"{RESULTS}/figures/efficiency.png", caption="../report/efficiency.rst", category="3. Efficiency"),
-        training=report(f"{RESULTS}/figures/training_curves.png", caption="../report/training_curves.rst", category="4. Training"),
-        curation=report(f"{RESULTS}/figures/curation_counts.png", caption="../report/curation_counts.rst", category="5. Curation"),
+        recon=report(
+            f"{RESULTS}/figures/recon_panels.png", caption="../report/recon_panels.rst", category="2. Reconstruction"
+        ),
+        efficiency=report(
+            f"{RESULTS}/figures/efficiency.png", caption="../report/efficiency.rst", category="3. Efficiency"
+        ),
+        training=report(
+            f"{RESULTS}/figures/training_curves.png", caption="../report/training_curves.rst", category="4. Training"
+        ),
+        curation=report(
+            f"{RESULTS}/figures/curation_counts.png", caption="../report/curation_counts.rst", category="5. Curation"
+        ),
         summary=report(f"{RESULTS}/report/summary.md", caption="../report/summary.rst", category="0. Summary"),
-    params:
-        spec=get_report_spec,
-        config_hash=get_report_config_hash,
-        figures=lambda wildcards, output: os.path.dirname(output.cad),
     log:
         "logs/report/summary.log",
     benchmark:
         "benchmarks/report/summary.tsv"
     conda:
         ENV
+    params:
+        spec=get_report_spec,
+        config_hash=get_report_config_hash,
+        figures=lambda wildcards, output: os.path.dirname(output.cad),
     shell:
         "medlatent report --spec {params.spec:q} --tables {input.tables} --cad-csv {input.cad}"
         " --efficiency-csv {input.efficiency} --panels {input.panels} --curation {input.curation}"

@@ -13,22 +13,22 @@ rule train_stage1:
         weights=f"{RESULTS}/models/{{model}}/stage1.pt",
         losses=f"{RESULTS}/models/{{model}}/stage1_losses.csv",
         curve=f"{RESULTS}/models/{{model}}/stage1_losses.png",
-    wildcard_constraints:
-        model=MODELS_2D,
-    params:
-        spec=get_train_spec("stage1"),
-        checkpoints=f"{RESULTS}/checkpoints/{{model}}/stage1",
-    resources:
-        gpu=get_train_resource("stage1", "gpu"),
-        mem_mb=get_train_resource("stage1", "mem_mb"),
-        runtime=get_train_resource("stage1", "runtime"),
-    threads: get_train_resource("stage1", "threads")
     log:
         "logs/train/{model}/stage1.log",
     benchmark:
         "benchmarks/train/{model}/stage1.tsv"
+    wildcard_constraints:
+        model=MODELS_2D,
     conda:
         ENV
+    threads: get_train_resource("stage1", "threads")
+    resources:
+        gpu=get_train_resource("stage1", "gpu"),
+        mem_mb=get_train_resource("stage1", "mem_mb"),
+        runtime=get_train_resource("stage1", "runtime"),
+    params:
+        spec=get_train_spec("stage1"),
+        checkpoints=f"{RESULTS}/checkpoints/{{model}}/stage1",
     shell:
         "medlatent train-stage1 --spec {params.spec:q} --train-shards {input.train} --val-shards {input.val}"
         " --manifests {input.manifests} --out {output.weights} --losses {output.losses} --curve {output.curve}"
@@ -48,23 +48,23 @@ rule train_stage2_2d:
         card=f"{RESULTS}/models/{{model}}/card.json",
         losses=f"{RESULTS}/models/{{model}}/stage2_losses.csv",
         curve=f"{RESULTS}/models/{{model}}/stage2_losses.png",
-    wildcard_constraints:
-        model=MODELS_2D,
-    params:
-        command="train-stage2-2d",
-        spec=get_train_spec("stage2"),
-        checkpoints=f"{RESULTS}/checkpoints/{{model}}/stage2",
-    resources:
-        gpu=get_train_resource("stage2", "gpu"),
-        mem_mb=get_train_resource("stage2", "mem_mb"),
-        runtime=get_train_resource("stage2", "runtime"),
-    threads: get_train_resource("stage2", "threads")
     log:
         "logs/train/{model}/stage2.log",
     benchmark:
         "benchmarks/train/{model}/stage2.tsv"
+    wildcard_constraints:
+        model=MODELS_2D,
     conda:
         ENV
+    threads: get_train_resource("stage2", "threads")
+    resources:
+        gpu=get_train_resource("stage2", "gpu"),
+        mem_mb=get_train_resource("stage2", "mem_mb"),
+        runtime=get_train_resource("stage2", "runtime"),
+    params:
+        command="train-stage2-2d",
+        spec=get_train_spec("stage2"),
+        checkpoints=f"{RESULTS}/checkpoints/{{model}}/stage2",
     shell:
         "medlatent {params.command} --spec {params.spec:q} --stage1 {input.stage1} --train-shards {input.train}"
         " --val-shards {input.val} --manifests {input.manifests} --out {output.weights} --card {output.card}"
@@ -86,16 +86,16 @@ rule import_weights:
     output:
         weights=f"{RESULTS}/models/{{model}}/stage2.pt",
         card=f"{RESULTS}/models/{{model}}/card.json",
-    wildcard_constraints:
-        model=MODELS_IMPORTED,
-    params:
-        spec=get_import_spec,
     log:
         "logs/train/{model}/import.log",
     benchmark:
         "benchmarks/train/{model}/import.tsv"
+    wildcard_constraints:
+        model=MODELS_IMPORTED,
     conda:
         ENV
+    params:
+        spec=get_import_spec,
     shell:
         "medlatent import-weights --spec {params.spec:q} --weights {input.weights} --out {output.weights}"
         " --card {output.card} > {log} 2>&1"

@@ -54,9 +54,12 @@ def build_classifier_2d(spec: dict, outputs: int) -> nn.Module:
     if spec.get("pretrained_path"):
         path = Path(spec["pretrained_path"])
         if not path.is_file():
-            raise InputError(path, "pretrained classifier weights not found",
-                             "download them once (e.g. timm's hrnet_w64 ImageNet weights) and point "
-                             "evaluation.cad.classifier_2d.pretrained_path at the file, or set it to null")
+            raise InputError(
+                path,
+                "pretrained classifier weights not found",
+                "download them once (e.g. timm's hrnet_w64 ImageNet weights) and point "
+                "evaluation.cad.classifier_2d.pretrained_path at the file, or set it to null",
+            )
         network = timm.create_model(spec["name"], pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     else:
         network = timm.create_model(spec["name"], pretrained=False, **kwargs)

@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from medlatent.core.ids import SPLITS
-from medlatent.normalize import BACKGROUND
 from medlatent.core.errors import ConfigError, InputError
+from medlatent.core.ids import SPLITS
 from medlatent.io.h5 import ShardReader
+from medlatent.normalize import BACKGROUND
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,24 @@ def class_targets(values: pd.Series, task: dict, where: str | Path) -> np.ndarra
         order = {str(v): k for k, v in enumerate(task["label_values"])}
         unknown = sorted({str(v) for v in values} - set(order))
         if unknown:
-            raise InputError(where, f"task {task['id']}: labels {unknown[:5]} are not in label_values {task['label_values']}",
-                             "add them to cad_tasks[].label_values or fix the labels")
+            raise InputError(
+                where,
+                f"task {task['id']}: labels {unknown[:5]} are not in label_values {task['label_values']}",
+                "add them to cad_tasks[].label_values or fix the labels",
+            )
         return np.array([order[str(v)] for v in values], dtype=np.int64)
-    numeric = pd.to_numeric(values.astype(object).map(lambda v: int(v) if isinstance(v, (bool, np.bool_)) else v),
-                            errors="coerce")
+    numeric = pd.to_numeric(
+        values.astype(object).map(lambda v: int(v) if isinstance(v, (bool, np.bool_)) else v), errors="coerce"
+    )
     if numeric.notna().all() and (numeric == numeric.round()).all() and numeric.between(0, classes - 1).all():
         return numeric.astype(np.int64).to_numpy()
     found = sorted({str(v) for v in values})
     if len(found) > classes:
-        raise InputError(where, f"task {task['id']}: {len(found)} distinct labels {found[:8]} for {classes} classes",
-                         "set cad_tasks[].classes or cad_tasks[].label_values")
+        raise InputError(
+            where,
+            f"task {task['id']}: {len(found)} distinct labels {found[:8]} for {classes} classes",
+            "set cad_tasks[].classes or cad_tasks[].label_values",
+        )
     order = {v: k for k, v in enumerate(found)}
     return np.array([order[str(v)] for v in values], dtype=np.int64)
 
@@ -72,20 +79,36 @@ def task_items(manifest: pd.DataFrame, task: dict, where: str | Path) -> pd.Data
     """item_id, split, shard and target of every labelled item of the task's source."""
     column = f"{LABEL_PREFIX}{task['label']}"
     if column not in manifest.columns:
-        labels = sorted(c[len(LABEL_PREFIX):] for c in manifest.columns if c.startswith(LABEL_PREFIX))
-        raise InputError(where, f"task {task['id']}: no label column {column!r}; labels present: {labels}",
-                         "fix cad_tasks[].label or the source's label table")
+        labels = sorted(c[len(LABEL_PREFIX) :] for c in manifest.columns if c.startswith(LABEL_PREFIX))
+        raise InputError(
+            where,
+            f"task {task['id']}: no label column {column!r}; labels present: {labels}",
+            "fix cad_tasks[].label or the source's label table",
+        )
     labelled = manifest[manifest[column].notna()]
     if len(labelled) < len(manifest):
-        log.warning("task %s: %d of %d items have no %s label and are left out", task["id"],
-                    len(manifest) - len(labelled), len(manifest), task["label"])
-    items = pd.DataFrame({"item_id": labelled["item_id"].to_numpy(), "split": labelled["split"].to_numpy(),
-                          "shard": labelled["shard"].to_numpy(),
-                          "target": class_targets(labelled[column], task, where)})
+        log.warning(
+            "task %s: %d of %d items have no %s label and are left out",
+            task["id"],
+            len(manifest) - len(labelled),
+            len(manifest),
+            task["label"],
+        )
+    items = pd.DataFrame(
+        {
+            "item_id": labelled["item_id"].to_numpy(),
+            "split": labelled["split"].to_numpy(),
+            "shard": labelled["shard"].to_numpy(),
+            "target": class_targets(labelled[column], task, where),
+        }
+    )
     for split in ("train", "test"):
         if not (items["split"] == split).any():
-            raise InputError(where, f"task {task['id']}: no labelled item in the {split} split",
-                             "check the source's split fractions and labels")
+            raise InputError(
+                where,
+                f"task {task['id']}: no labelled item in the {split} split",
+                "check the source's split fractions and labels",
+            )
     return items.sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
@@ -95,7 +118,7 @@ def task_items(manifest: pd.DataFrame, task: dict, where: str | Path) -> pd.Data
 def axis_factor(f: int, dims: int) -> int:
     """Size reduction per axis for compression f in `dims` dimensions (f=64: 8 in 2D, 4 in 3D)."""
     factor = round(f ** (1 / dims))
-    if factor ** dims != f:
+    if factor**dims != f:
         raise ConfigError(f"compression factor f={f} is not a {dims}D power of an integer")
     return factor
 
@@ -116,7 +139,9 @@ def fit(x: torch.Tensor, shape: list[int], value: float | None = BACKGROUND) -> 
     puts the extra voxel after.
     """
     x = x.float()
-    crop = tuple(slice(n // 2 - s // 2, n // 2 - s // 2 + s) if n > s else slice(None) for n, s in zip(x.shape[1:], shape))
+    crop = tuple(
+        slice(n // 2 - s // 2, n // 2 - s // 2 + s) if n > s else slice(None) for n, s in zip(x.shape[1:], shape)
+    )
     x = x[(slice(None), *crop)]
     pad: list[int] = []
     for n, s in reversed(list(zip(x.shape[1:], shape))):
@@ -143,10 +168,13 @@ def resize(x: torch.Tensor, shape: list[int], mode: str) -> torch.Tensor:
     if x.ndim == 4:
         return F.interpolate(x, size=shape, mode=mode, antialias=True, align_corners=False)
     n, c, depth, height, width = x.shape
-    planes = F.interpolate(x.reshape(n, c * depth, height, width), size=shape[1:], mode=mode, antialias=True,
-                           align_corners=False)
+    planes = F.interpolate(
+        x.reshape(n, c * depth, height, width), size=shape[1:], mode=mode, antialias=True, align_corners=False
+    )
     columns = planes.reshape(n, c, depth, shape[1] * shape[2])
-    columns = F.interpolate(columns, size=(shape[0], shape[1] * shape[2]), mode=mode, antialias=True, align_corners=False)
+    columns = F.interpolate(
+        columns, size=(shape[0], shape[1] * shape[2]), mode=mode, antialias=True, align_corners=False
+    )
     return columns.reshape(n, c, *shape)
 
 
@@ -191,7 +219,11 @@ class ItemDataset(Dataset):
     """(input, target) pairs; `load` turns an item id into the method's input tensor."""
 
     def __init__(self, item_ids: list[str], targets: np.ndarray, load: Callable[[str], torch.Tensor]) -> None:
-        self.item_ids, self.targets, self.load = list(item_ids), torch.tensor(np.asarray(targets), dtype=torch.long), load
+        self.item_ids, self.targets, self.load = (
+            list(item_ids),
+            torch.tensor(np.asarray(targets), dtype=torch.long),
+            load,
+        )
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -203,7 +235,9 @@ class ItemDataset(Dataset):
 class ImageLoader:
     """Normalized image fitted to the task's input size, optionally downsized (interpolation baselines)."""
 
-    def __init__(self, store: ShardStore, input_size: list[int], mode: str | None = None, shape: list[int] | None = None) -> None:
+    def __init__(
+        self, store: ShardStore, input_size: list[int], mode: str | None = None, shape: list[int] | None = None
+    ) -> None:
         self.store, self.input_size, self.mode, self.shape = store, input_size, mode, shape
 
     def __call__(self, item_id: str) -> torch.Tensor:
@@ -291,8 +325,12 @@ def encode_slicewise(model: torch.nn.Module, volume: torch.Tensor, axis: int, ba
     """
     slices = volume.movedim(axis, 0)[:, None]
     device = model_device(model)
-    latents = torch.cat([posterior_mean(model, slices[i:i + batch_size].to(device)).float().cpu()
-                         for i in range(0, len(slices), batch_size)])
+    latents = torch.cat(
+        [
+            posterior_mean(model, slices[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(slices), batch_size)
+        ]
+    )
     return latents.movedim(0, axis + 1)
 
 

@@ -20,13 +20,30 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
-from torchmetrics.functional.classification import (binary_auroc, multiclass_accuracy, multiclass_auroc,
-                                                    multiclass_f1_score)
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    multiclass_accuracy,
+    multiclass_auroc,
+    multiclass_f1_score,
+)
 
+from medlatent.cad.classifiers import build_classifier, num_outputs
+from medlatent.cad.data import (
+    ImageLoader,
+    ItemDataset,
+    ShardStore,
+    classifier_latent,
+    encode_slicewise,
+    encode_whole,
+    fit,
+    is_demo_model,
+    load_autoencoder,
+    method_shape,
+    read_latent_dataset,
+    task_items,
+)
 from medlatent.core.atomic import write_text
 from medlatent.core.errors import InputError
-from medlatent.cad.data import ImageLoader, ItemDataset, ShardStore, classifier_latent, encode_slicewise, encode_whole, fit, is_demo_model, load_autoencoder, method_shape, read_latent_dataset, task_items
-from medlatent.cad.classifiers import build_classifier, num_outputs
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +65,19 @@ def _available(items: pd.DataFrame, present: set[str], rejected: set[str], where
     absent = set(items["item_id"]) - present
     unexplained = sorted(absent - rejected)
     if unexplained:
-        raise InputError(where, f"{len(unexplained)} labelled items of the manifest are missing (e.g. {unexplained[:3]})",
-                         "the manifest changed after normalization or extraction: rerun those jobs")
+        raise InputError(
+            where,
+            f"{len(unexplained)} labelled items of the manifest are missing (e.g. {unexplained[:3]})",
+            "the manifest changed after normalization or extraction: rerun those jobs",
+        )
     if absent:
         log.warning("%d items were rejected upstream (normalization) and are left out", len(absent))
     return items[items["item_id"].isin(present)].reset_index(drop=True)
 
 
-def method_inputs(spec: dict, items: pd.DataFrame, shard_paths: list[str], model_input: str | None,
-                  device: torch.device) -> tuple[Callable[[str], torch.Tensor], list[int], pd.DataFrame, bool]:
+def method_inputs(
+    spec: dict, items: pd.DataFrame, shard_paths: list[str], model_input: str | None, device: torch.device
+) -> tuple[Callable[[str], torch.Tensor], list[int], pd.DataFrame, bool]:
     """The method's input per item id, its spatial shape, the items that have one, demo weights flag.
 
     Only full-size images are read lazily; every smaller input is computed once and kept in memory.
@@ -90,8 +111,11 @@ def method_inputs(spec: dict, items: pd.DataFrame, shard_paths: list[str], model
 
         def encode(image: torch.Tensor) -> torch.Tensor:
             return encode_whole(model, image)
-    inputs = {i: classifier_latent(encode(fit(torch.from_numpy(store.read(i))[None], size)[0]), spec["latent_scale"], shape)
-              for i in items["item_id"]}
+
+    inputs = {
+        i: classifier_latent(encode(fit(torch.from_numpy(store.read(i))[None], size)[0]), spec["latent_scale"], shape)
+        for i in items["item_id"]
+    }
     return inputs.__getitem__, shape, items, is_demo_model(model)
 
 
@@ -107,12 +131,20 @@ def train_loader(dataset: ItemDataset, spec: dict, generator: torch.Generator) -
         counts = torch.bincount(dataset.targets, minlength=spec["task"]["classes"]).clamp(min=1)
         sampler = WeightedRandomSampler((1.0 / counts)[dataset.targets].double(), len(dataset), generator=generator)
     # drop_last: a last batch of one sample breaks BatchNorm in training mode
-    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
-                      drop_last=len(dataset) > batch_size, num_workers=spec["num_workers"], generator=generator)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=len(dataset) > batch_size,
+        num_workers=spec["num_workers"],
+        generator=generator,
+    )
 
 
-def train_classifier(model: nn.Module, dataset: ItemDataset, spec: dict, device: torch.device,
-                     generator: torch.Generator) -> list[float]:
+def train_classifier(
+    model: nn.Module, dataset: ItemDataset, spec: dict, device: torch.device, generator: torch.Generator
+) -> list[float]:
     """AdamW for `epochs` epochs; returns the mean training loss of every epoch."""
     loader = train_loader(dataset, spec, generator)
     # foreach: one fused update over all tensors; PyTorch only defaults to it on CUDA
@@ -170,8 +202,14 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: 
     }
 
 
-def run_cad(spec: dict, manifest_path: str | Path, shard_paths: list[str], model_input: str | None,
-            out: str | Path, device: torch.device = torch.device("cpu")) -> dict:
+def run_cad(
+    spec: dict,
+    manifest_path: str | Path,
+    shard_paths: list[str],
+    model_input: str | None,
+    out: str | Path,
+    device: torch.device = torch.device("cpu"),
+) -> dict:
     """Train and test one (task, method, seed) on `device`; writes metrics.json atomically and returns it."""
     started = time.perf_counter()
     task, method = spec["task"], spec["method"]
@@ -179,7 +217,9 @@ def run_cad(spec: dict, manifest_path: str | Path, shard_paths: list[str], model
     items = items[items["split"].isin(("train", "test"))].reset_index(drop=True)  # val is not used
     load, shape, items, demo_weights = method_inputs(spec, items, shard_paths, model_input, device)
     splits = {split: items[items["split"] == split] for split in ("train", "test")}
-    datasets = {split: ItemDataset(rows["item_id"].tolist(), rows["target"].to_numpy(), load) for split, rows in splits.items()}
+    datasets = {
+        split: ItemDataset(rows["item_id"].tolist(), rows["target"].to_numpy(), load) for split, rows in splits.items()
+    }
     generator = seed_everything(spec["seed"])
     model = build_classifier(task["dims"], task["classes"], spec["classifier"]).to(device)
     history = train_classifier(model, datasets["train"], spec, device, generator)

@@ -9,8 +9,19 @@ import argparse
 import json
 
 #: Modules registering subcommands, in the order of the DAG (the order `medlatent --help` lists them in).
-MODULES = ("sources", "fetch", "curate", "normalize", "train", "latents", "publish", "cad", "evaluate", "report",
-           "workdir")
+MODULES = (
+    "sources",
+    "fetch",
+    "curate",
+    "normalize",
+    "train",
+    "latents",
+    "publish",
+    "cad",
+    "evaluate",
+    "report",
+    "workdir",
+)
 
 
 def json_arg(text: str) -> dict:
@@ -25,8 +36,14 @@ def bool_arg(text: str) -> bool:
     return text.lower() == "true"
 
 
-def spec_command(commands: argparse._SubParsersAction, name: str, help_text: str, run, device: bool = False,
-                 outputs: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+def spec_command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    run,
+    device: bool = False,
+    outputs: tuple[str, ...] = (),
+) -> argparse.ArgumentParser:
     """A subcommand taking its config slice (`--spec`), required outputs and, for compute jobs, threads and GPUs.
 
     Args:
@@ -44,8 +61,9 @@ def spec_command(commands: argparse._SubParsersAction, name: str, help_text: str
     parser.add_argument("--spec", type=json_arg, required=True, help="the job's config slice (JSON)")
     if device:
         parser.add_argument("--threads", type=int, default=1)
-        parser.add_argument("--gpus", type=int, default=0,
-                            help="GPUs to lock for the job (medlatent.core.gpus); 0: CPU")
+        parser.add_argument(
+            "--gpus", type=int, default=0, help="GPUs to lock for the job (medlatent.core.gpus); 0: CPU"
+        )
     for output in outputs:
         parser.add_argument(f"--{output}", required=True)
     parser.set_defaults(run=run)

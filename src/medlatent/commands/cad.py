@@ -22,13 +22,25 @@ def cad_table(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = spec_command(commands, "cad-train", "train and test one CAD classifier (task, method, seed)", cad_train,
-                          device=True, outputs=("out",))
+    parser = spec_command(
+        commands,
+        "cad-train",
+        "train and test one CAD classifier (task, method, seed)",
+        cad_train,
+        device=True,
+        outputs=("out",),
+    )
     parser.add_argument("--manifest", required=True, help="the task source's curated manifest (labels, splits)")
     parser.add_argument("--shards", nargs="*", default=[], help="normalized shards (image-based methods)")
-    parser.add_argument("--model-input", nargs="?", default=None, const=None,
-                        help="latent dataset index.json (medvae) or autoencoder weights (slicewise, external)")
+    parser.add_argument(
+        "--model-input",
+        nargs="?",
+        default=None,
+        const=None,
+        help="latent dataset index.json (medvae) or autoencoder weights (slicewise, external)",
+    )
 
-    parser = spec_command(commands, "cad-table", "aggregate CAD metrics over seeds into CSV + Markdown", cad_table,
-                          outputs=("csv", "md"))
+    parser = spec_command(
+        commands, "cad-table", "aggregate CAD metrics over seeds into CSV + Markdown", cad_table, outputs=("csv", "md")
+    )
     parser.add_argument("--metrics", nargs="+", required=True)

@@ -10,8 +10,9 @@ from medlatent.commands import json_arg
 
 
 def curate(args: argparse.Namespace) -> None:
+    from medlatent.curate.run import CurationOutputs
+    from medlatent.curate.run import curate as run_curation
     from medlatent.curate.salt import patient_salt
-    from medlatent.curate.run import CurationOutputs, curate as run_curation
 
     receipt = json.loads(Path(args.receipt).read_text(encoding="utf-8"))
     raw_root = Path(args.receipt).resolve().parents[1]

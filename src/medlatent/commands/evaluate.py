@@ -35,24 +35,47 @@ def efficiency(args: argparse.Namespace) -> None:
 def efficiency_table(args: argparse.Namespace) -> None:
     from medlatent.report.tables import write_efficiency_tables
 
-    write_efficiency_tables(args.spec, args.timing, args.latent_indexes, args.csv, args.md, args.storage_csv,
-                            args.storage_md)
+    write_efficiency_tables(
+        args.spec, args.timing, args.latent_indexes, args.csv, args.md, args.storage_csv, args.storage_md
+    )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = spec_command(commands, "recon", "reconstruction scores of every method on one image type", recon,
-                          device=True, outputs=("per-item", "panels"))
+    parser = spec_command(
+        commands,
+        "recon",
+        "reconstruction scores of every method on one image type",
+        recon,
+        device=True,
+        outputs=("per-item", "panels"),
+    )
     parser.add_argument("--shards", nargs="+", required=True)
     parser.add_argument("--weights", nargs="*", default=[], help="MODEL=PATH of every autoencoder")
 
-    parser = spec_command(commands, "recon-table", "aggregate reconstruction scores into CSV + Markdown",
-                          recon_table, outputs=("csv", "md"))
+    parser = spec_command(
+        commands,
+        "recon-table",
+        "aggregate reconstruction scores into CSV + Markdown",
+        recon_table,
+        outputs=("csv", "md"),
+    )
     parser.add_argument("--per-item", nargs="+", required=True)
 
-    spec_command(commands, "efficiency", "latency, throughput and max batch of the CAD classifiers", efficiency,
-                 device=True, outputs=("out",))
+    spec_command(
+        commands,
+        "efficiency",
+        "latency, throughput and max batch of the CAD classifiers",
+        efficiency,
+        device=True,
+        outputs=("out",),
+    )
 
-    parser = spec_command(commands, "efficiency-table", "efficiency and storage tables (CSV + Markdown)",
-                          efficiency_table, outputs=("csv", "md", "storage-csv", "storage-md"))
+    parser = spec_command(
+        commands,
+        "efficiency-table",
+        "efficiency and storage tables (CSV + Markdown)",
+        efficiency_table,
+        outputs=("csv", "md", "storage-csv", "storage-md"),
+    )
     parser.add_argument("--timing", required=True)
     parser.add_argument("--latent-indexes", nargs="*", default=[])

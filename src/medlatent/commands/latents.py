@@ -18,8 +18,15 @@ def extract(args: argparse.Namespace) -> None:
 
     with granted(args.gpus) as grant:
         os.environ.update(grant.environment())  # before CUDA starts: this job sees only its devices
-        extract_shard(args.spec, Path(args.shard_file), pd.read_parquet(args.manifest), Path(args.weights),
-                      Path(args.dataset_dir), Path(args.part), device=grant.torch_device().type)
+        extract_shard(
+            args.spec,
+            Path(args.shard_file),
+            pd.read_parquet(args.manifest),
+            Path(args.weights),
+            Path(args.dataset_dir),
+            Path(args.part),
+            device=grant.torch_device().type,
+        )
 
 
 def index(args: argparse.Namespace) -> None:
@@ -40,8 +47,17 @@ def decode(args: argparse.Namespace) -> None:
     from medlatent.latents.decode import decode_dataset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    written = decode_dataset(args.dataset, args.out, split=args.split, fmt=args.format, intensity=args.intensity,
-                             grid=args.grid, workdir=args.workdir, weights=args.weights, device=device)
+    written = decode_dataset(
+        args.dataset,
+        args.out,
+        split=args.split,
+        fmt=args.format,
+        intensity=args.intensity,
+        grid=args.grid,
+        workdir=args.workdir,
+        weights=args.weights,
+        device=device,
+    )
     print(f"{len(written)} images in {args.out}")
 
 
@@ -72,13 +88,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="receives <split>/<item_id>.png or .nii.gz")
     parser.add_argument("--split", choices=("train", "val", "test"), help="default: every split with samples")
     parser.add_argument("--format", choices=("nifti", "png"), help="default: png for 2D, nifti for 3D")
-    parser.add_argument("--intensity", choices=("model", "source"), default="model",
-                        help="model: the decoder's scale (output_range); source: mapped back through the "
-                             "normalization's intensity window (NIfTI only)")
-    parser.add_argument("--grid", choices=("original", "normalized"), default="original",
-                        help="3D: original: each item's acquisition grid and affine; normalized: the model's "
-                             "input grid (RAS, configured spacing and size)")
-    parser.add_argument("--workdir", default=".", help="the workflow directory holding results/models/<model>/stage2.pt")
+    parser.add_argument(
+        "--intensity",
+        choices=("model", "source"),
+        default="model",
+        help="model: the decoder's scale (output_range); source: mapped back through the "
+        "normalization's intensity window (NIfTI only)",
+    )
+    parser.add_argument(
+        "--grid",
+        choices=("original", "normalized"),
+        default="original",
+        help="3D: original: each item's acquisition grid and affine; normalized: the model's "
+        "input grid (RAS, configured spacing and size)",
+    )
+    parser.add_argument(
+        "--workdir", default=".", help="the workflow directory holding results/models/<model>/stage2.pt"
+    )
     parser.add_argument("--weights", help="the model's weights file instead (its sha256 must match the index)")
     parser.add_argument("--device", help="torch device; default cuda when available, else cpu")
     parser.set_defaults(run=decode)

@@ -29,8 +29,12 @@ def publish(args: argparse.Namespace) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("dvc-setup", help="idempotent: dvc init, link cache, the configured remote")
     parser.add_argument("--root", default=".", help="the git repository root")
-    parser.add_argument("--configfile", nargs="+", default=["config.yaml"],
-                        help="config files relative to --root, merged like snakemake --configfile")
+    parser.add_argument(
+        "--configfile",
+        nargs="+",
+        default=["config.yaml"],
+        help="config files relative to --root, merged like snakemake --configfile",
+    )
     parser.set_defaults(run=dvc_setup)
 
     parser = commands.add_parser("publish", help="dvc add + push latent datasets and tag their versions")

@@ -25,7 +25,12 @@ def human_size(size: int) -> str:
 
 
 def folder_size(root: Path) -> int:
-    return sum((Path(folder) / name).stat().st_size for folder, _, names in os.walk(root) for name in names if (Path(folder) / name).is_file())
+    return sum(
+        (Path(folder) / name).stat().st_size
+        for folder, _, names in os.walk(root)
+        for name in names
+        if (Path(folder) / name).is_file()
+    )
 
 
 def expected(source: dict) -> list[str]:
@@ -83,7 +88,10 @@ def list_sources(args: argparse.Namespace) -> None:
     from medlatent.fetch import credentials
 
     if args.source:
-        raise ConfigError(f"`medlatent sources` takes no source id (got {args.source!r}); to check one: medlatent sources check {args.source}")
+        raise ConfigError(
+            f"`medlatent sources` takes no source id (got {args.source!r}); "
+            f"to check one: medlatent sources check {args.source}"
+        )
     config, root = _load(args)
     raw = root / data_dir(config) / "raw"
     header = ("id", "method", "credentials", "local", "size")
@@ -91,7 +99,9 @@ def list_sources(args: argparse.Namespace) -> None:
     for source in sources(config):
         state, size = presence(source, raw / source["id"], root)
         status = credentials.credential_status(source)
-        rows.append((source["id"], source["access"]["method"], status, state, "-" if size is None else human_size(size)))
+        rows.append(
+            (source["id"], source["access"]["method"], status, state, "-" if size is None else human_size(size))
+        )
         if status == "missing":
             hints[source["id"]] = credentials_hint(source["access"])
     widths = [max(len(str(row[k])) for row in (header, *rows)) for k in range(len(header))]
@@ -115,10 +125,17 @@ def check_source(args: argparse.Namespace) -> None:
     method = source["access"]["method"]
     if method != "manual":
         manual_ids = [s["id"] for s in sources(config) if s["access"]["method"] == "manual"]
-        raise ConfigError(f"source {args.source!r} is fetched by method {method!r}, not placed by hand; `check` is for the manual sources {manual_ids}")
+        raise ConfigError(
+            f"source {args.source!r} is fetched by method {method!r}, not placed by hand; "
+            f"`check` is for the manual sources {manual_ids}"
+        )
     placed = manual_root(source, root)
     # The manual fetcher's own check, so `check` passing means `snakemake` will find the data too.
-    manual.fetch({**source, "access": {**source["access"], "path": str(placed)}}, root / data_dir(config) / "raw" / source["id"], seed=0)
+    manual.fetch(
+        {**source, "access": {**source["access"], "path": str(placed)}},
+        root / data_dir(config) / "raw" / source["id"],
+        seed=0,
+    )
     print(f"{args.source}: OK, files matching {' or '.join(expected(source))} found under {placed}")
 
 
@@ -127,9 +144,22 @@ def _action(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("sources", help="list every source: access method, credentials, local data, size; `sources check ID` validates a manually placed one")
+    parser = commands.add_parser(
+        "sources",
+        help=(
+            "list every source: access method, credentials, local data, size; "
+            "`sources check ID` validates a manually placed one"
+        ),
+    )
     parser.add_argument("action", nargs="?", choices=("list", "check"), default="list")
     parser.add_argument("source", nargs="?", help="for check: the source id")
-    parser.add_argument("--root", default=".", help="the repository root (config files, data/ and access.path are relative to it)")
-    parser.add_argument("--configfile", nargs="+", default=["config.yaml"], help="config files relative to --root, merged like snakemake --configfile")
+    parser.add_argument(
+        "--root", default=".", help="the repository root (config files, data/ and access.path are relative to it)"
+    )
+    parser.add_argument(
+        "--configfile",
+        nargs="+",
+        default=["config.yaml"],
+        help="config files relative to --root, merged like snakemake --configfile",
+    )
     parser.set_defaults(run=_action)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medlatent.core.errors import MedLatentError
 from medlatent.commands import json_arg
+from medlatent.core.errors import MedLatentError
 
 #: Command -> (function of medlatent.train.recipes, whether it starts from a stage-1 file).
 STAGES = {
@@ -23,9 +23,15 @@ def train(args: argparse.Namespace) -> None:
     from medlatent.train.launch import train_on_granted_devices
 
     fields = dict(
-        spec=args.spec, train_shards=args.train_shards, val_shards=args.val_shards, manifests=args.manifests,
-        checkpoints=Path(args.checkpoints), weights=Path(args.out), losses=Path(args.losses),
-        curve=Path(args.curve), card=Path(args.card) if args.card else None,
+        spec=args.spec,
+        train_shards=args.train_shards,
+        val_shards=args.val_shards,
+        manifests=args.manifests,
+        checkpoints=Path(args.checkpoints),
+        weights=Path(args.out),
+        losses=Path(args.losses),
+        curve=Path(args.curve),
+        card=Path(args.card) if args.card else None,
         parent=Path(args.stage1) if args.stage1 else None,
     )
     train_on_granted_devices(args.command, STAGES[args.command][0], fields, args.threads)
@@ -56,8 +62,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--val-shards", nargs="*", default=[], help="normalized val-split shards")
         parser.add_argument("--manifests", nargs="*", default=[], help="manifests of the training sources (card)")
         if needs_stage1:
-            parser.add_argument("--stage1", required=True,
-                                help="stage1.pt of this model (2D) or its inflate_from model (3D)")
+            parser.add_argument(
+                "--stage1", required=True, help="stage1.pt of this model (2D) or its inflate_from model (3D)"
+            )
             parser.add_argument("--card", required=True)
         parser.add_argument("--out", required=True, help="weights file to write")
         parser.add_argument("--losses", required=True, help="loss curve CSV")

@@ -26,10 +26,13 @@ def is_hub_path(value: str | os.PathLike | None) -> bool:
 
 def split_hub_path(value: str) -> tuple[str, str]:
     """`hf://OWNER/REPO/PATH` -> ("OWNER/REPO", "PATH"); PATH may be empty (the whole repo)."""
-    parts = value[len(SCHEME):].strip("/").split("/", 2)
+    parts = value[len(SCHEME) :].strip("/").split("/", 2)
     if len(parts) < 2 or not all(parts[:2]):
-        raise InputError(value, "not a hub path", "write hf://OWNER/REPO/PATH, e.g. "
-                         "hf://stanfordmimi/MedVAE/model_weights/vae_4x_1c_2D.ckpt")
+        raise InputError(
+            value,
+            "not a hub path",
+            "write hf://OWNER/REPO/PATH, e.g. hf://stanfordmimi/MedVAE/model_weights/vae_4x_1c_2D.ckpt",
+        )
     return f"{parts[0]}/{parts[1]}", parts[2] if len(parts) == 3 else ""
 
 
@@ -49,10 +52,13 @@ def download_command(repo_id: str, filename: str = "") -> str:
 
 
 def _missing(value: str, repo_id: str, filename: str, cache: Path) -> InputError:
-    return InputError(value, f"not in the Hugging Face cache {cache} (nothing is downloaded)",
-                      f"on a machine with internet run `{download_command(repo_id, filename)}` (huggingface_hub "
-                      "2.x; older releases call it `huggingface-cli download`), then copy its hub cache folder "
-                      f"to {cache} here, or set HF_HUB_CACHE / HF_HOME to where that copy is")
+    return InputError(
+        value,
+        f"not in the Hugging Face cache {cache} (nothing is downloaded)",
+        f"on a machine with internet run `{download_command(repo_id, filename)}` (huggingface_hub "
+        "2.x; older releases call it `huggingface-cli download`), then copy its hub cache folder "
+        f"to {cache} here, or set HF_HUB_CACHE / HF_HOME to where that copy is",
+    )
 
 
 def resolve(value: str | os.PathLike) -> Path:

@@ -59,12 +59,20 @@ def unlock_if_stale(workdir: str | Path) -> str | None:
         return None
     holders = snakemake_processes(workdir)
     if holders is None:
-        raise InputError(workdir, "locked, and running processes cannot be listed here",
-                         f"if no Snakemake run works in it, run `snakemake --unlock -d {workdir}`, then rerun")
+        raise InputError(
+            workdir,
+            "locked, and running processes cannot be listed here",
+            f"if no Snakemake run works in it, run `snakemake --unlock -d {workdir}`, then rerun",
+        )
     if holders:
-        raise InputError(workdir, f"locked by a running Snakemake (pid {', '.join(map(str, holders))})",
-                         "wait for it to finish or stop it, then rerun")
+        raise InputError(
+            workdir,
+            f"locked by a running Snakemake (pid {', '.join(map(str, holders))})",
+            "wait for it to finish or stop it, then rerun",
+        )
     for lock in locks:
         lock.unlink(missing_ok=True)
-    return (f"{workdir}: removed the lock left by a killed Snakemake run (no Snakemake process works there); "
-            "continuing: interrupted jobs rerun, training resumes from its last checkpoint")
+    return (
+        f"{workdir}: removed the lock left by a killed Snakemake run (no Snakemake process works there); "
+        "continuing: interrupted jobs rerun, training resumes from its last checkpoint"
+    )

@@ -28,8 +28,8 @@ from medlatent import io
 from medlatent.core import ids
 from medlatent.core.atomic import atomic_path, write_text
 from medlatent.core.errors import InputError
-from medlatent.io.types import COLOUR_RULE, HeaderInfo, is_colour
 from medlatent.curate.adapters import get_adapter
+from medlatent.io.types import COLOUR_RULE, HeaderInfo, is_colour
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ class Candidate:
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.key = ids.file_key(self.relative_path if self.frame is None else f"{self.relative_path}#frame={self.frame}")
+        self.key = ids.file_key(
+            self.relative_path if self.frame is None else f"{self.relative_path}#frame={self.frame}"
+        )
 
 
 @dataclass
@@ -105,15 +107,23 @@ class Curator:
             return [Outcome(candidate, category="unreadable", reason=error.reason)]
         if self.spec["dims"] == 2 and header.frames > 1:
             if self.curation["frames"] != "each":
-                reason = f"multi-frame DICOM ({header.frames} frames) in a 2D source; curation.frames: each keeps every frame as an item"
+                reason = (
+                    f"multi-frame DICOM ({header.frames} frames) in a 2D source; "
+                    "curation.frames: each keeps every frame as an item"
+                )
                 return [Outcome(candidate, category="multi_frame", reason=reason)]
             frame_header = io.dicom.frame_header(header)
-            return [self._inspect_one(Candidate(candidate.relative_path, frame=k), frame_header) for k in range(header.frames)]
+            return [
+                self._inspect_one(Candidate(candidate.relative_path, frame=k), frame_header)
+                for k in range(header.frames)
+            ]
         return [self._inspect_one(candidate, header)]
 
     def _inspect_one(self, candidate: Candidate, header: HeaderInfo) -> Outcome:
         if header.dims != self.spec["dims"]:
-            return Outcome(candidate, category="wrong_dims", reason=f"{header.dims}D image in a {self.spec['dims']}D source")
+            return Outcome(
+                candidate, category="wrong_dims", reason=f"{header.dims}D image in a {self.spec['dims']}D source"
+            )
         label_row = self.labels.loc[candidate.relative_path] if candidate.relative_path in self.labels.index else None
         filtered = self._filter(header, label_row)
         if filtered:
@@ -174,7 +184,8 @@ class Curator:
 
         manifest["split"] = manifest.apply(split_of, axis=1)
         manifest["shard"] = [
-            ids.shard_of(item, split, self.spec["shards"][split]) for item, split in zip(manifest["item_id"], manifest["split"])
+            ids.shard_of(item, split, self.spec["shards"][split])
+            for item, split in zip(manifest["item_id"], manifest["split"])
         ]
         return manifest.drop(columns="provided_split")
 
@@ -190,17 +201,30 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
     root = Path(receipt["root"])
     curator = Curator(spec, salt, root)
     candidates, metadata = find_candidates(root, [f["path"] for f in receipt["files"]], spec["dims"], curator.adapter)
-    outcomes = [o for c in tqdm(candidates, desc=f"curate {spec['id']}", unit="item", mininterval=5) for o in curator.inspect(c)]
+    outcomes = [
+        o for c in tqdm(candidates, desc=f"curate {spec['id']}", unit="item", mininterval=5) for o in curator.inspect(c)
+    ]
 
     kept = [o.record for o in outcomes if o.record]
-    manifest = curator.assign_splits(pd.DataFrame(kept, columns=None if kept else ["item_id", "provided_split", "patient_key"]))
+    manifest = curator.assign_splits(
+        pd.DataFrame(kept, columns=None if kept else ["item_id", "provided_split", "patient_key"])
+    )
     rejected = pd.DataFrame(
-        [{"file_key": o.candidate.key, "n_files": o.candidate.n_files, "category": o.category, "reason": o.reason} for o in outcomes if not o.record],
+        [
+            {"file_key": o.candidate.key, "n_files": o.candidate.n_files, "category": o.category, "reason": o.reason}
+            for o in outcomes
+            if not o.record
+        ],
         columns=["file_key", "n_files", "category", "reason"],
     )
     index = pd.DataFrame(
         [
-            {"file_key": o.candidate.key, "path": o.candidate.relative_path, "frame": o.candidate.frame, "item_id": o.record["item_id"] if o.record else None}
+            {
+                "file_key": o.candidate.key,
+                "path": o.candidate.relative_path,
+                "frame": o.candidate.frame,
+                "item_id": o.record["item_id"] if o.record else None,
+            }
             for o in outcomes
         ],
         columns=["file_key", "path", "frame", "item_id"],
@@ -215,7 +239,9 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
         "files": sum(c.n_files for c in candidates) + len(metadata),
         "frames_as_items": sum(o.candidate.frame is not None for o in outcomes),
         "rejected_by_category": dict(sorted(Counter(rejected["category"]).items())),
-        "kept_by_split": {s: int((manifest["split"] == s).sum()) for s in ("train", "val", "test")} if len(manifest) else {},
+        "kept_by_split": {s: int((manifest["split"] == s).sum()) for s in ("train", "val", "test")}
+        if len(manifest)
+        else {},
         "patients": int(manifest["patient_key"].nunique()) if len(manifest) else 0,
         "items_per_shard": dict(sorted(Counter(manifest["shard"]).items())) if len(manifest) else {},
     }
@@ -227,5 +253,7 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
     for outcome in outcomes:
         if outcome.category:
             log.warning("rejected %s (%s): %s", outcome.candidate.key, outcome.category, outcome.reason)
-    log.info("curated %s: %d kept, %d rejected of %d found", spec["id"], report["kept"], report["rejected"], report["found"])
+    log.info(
+        "curated %s: %d kept, %d rejected of %d found", spec["id"], report["kept"], report["rejected"], report["found"]
+    )
     return report

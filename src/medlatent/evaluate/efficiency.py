@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from medlatent.cad.data import method_shape
 from medlatent.cad.classifiers import CAD_IN_CHANNELS, build_classifier
+from medlatent.cad.data import method_shape
 from medlatent.core.atomic import write_text
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def latency_ms(model: torch.nn.Module, shape: list[int], batch_size: int, warmup: int, iterations: int,
-               device: torch.device) -> float:
+def latency_ms(
+    model: torch.nn.Module, shape: list[int], batch_size: int, warmup: int, iterations: int, device: torch.device
+) -> float:
     """Median wall time (ms) of one forward pass of a (batch, 1, *shape) batch."""
     x = torch.randn(batch_size, CAD_IN_CHANNELS, *shape, device=device)
     model.eval()
@@ -63,7 +64,11 @@ def latency_ms(model: torch.nn.Module, shape: list[int], batch_size: int, warmup
 def _is_oom(error: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or an allocator failure (CPU: "DefaultCPUAllocator: can't allocate memory")."""
     message = str(error).lower()
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in message or "can't allocate memory" in message
+    return (
+        isinstance(error, torch.cuda.OutOfMemoryError)
+        or "out of memory" in message
+        or "can't allocate memory" in message
+    )
 
 
 def max_batch_size(model: torch.nn.Module, shape: list[int], cap: int, device: torch.device) -> int:
@@ -107,15 +112,22 @@ def efficiency_rows(spec: dict, device: torch.device) -> list[dict]:
             shape = list(size) if f == 1 else method_shape(size, f, dims)
             latency = latency_ms(model, shape, spec["batch_size"], spec["warmup"], spec["iterations"], device)
             largest = max_batch_size(model, shape, cap, device)
-            rows.append({
-                "dims": dims, "input": "image" if f == 1 else f"latent f={f}", "f": f,
-                "input_shape": "x".join(map(str, [CAD_IN_CHANNELS, *shape])), "classifier": classifier["name"],
-                "batch_size": spec["batch_size"], "latency_ms": round(latency, 3),
-                "throughput_per_s": round(spec["batch_size"] / (latency / 1000), 2),
-                "max_batch": largest, "max_batch_capped": device.type != "cuda" and largest >= cap,
-                "input_bytes_float32": math.prod(shape) * CAD_IN_CHANNELS * INPUT_BYTES,
-                "device": name,
-            })
+            rows.append(
+                {
+                    "dims": dims,
+                    "input": "image" if f == 1 else f"latent f={f}",
+                    "f": f,
+                    "input_shape": "x".join(map(str, [CAD_IN_CHANNELS, *shape])),
+                    "classifier": classifier["name"],
+                    "batch_size": spec["batch_size"],
+                    "latency_ms": round(latency, 3),
+                    "throughput_per_s": round(spec["batch_size"] / (latency / 1000), 2),
+                    "max_batch": largest,
+                    "max_batch_capped": device.type != "cuda" and largest >= cap,
+                    "input_bytes_float32": math.prod(shape) * CAD_IN_CHANNELS * INPUT_BYTES,
+                    "device": name,
+                }
+            )
             log.info("%dD %s: %.1f ms, max batch %d", dims, rows[-1]["input"], latency, largest)
         del model
     return _with_ratios(rows)

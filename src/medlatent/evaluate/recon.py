@@ -44,8 +44,9 @@ DATA_RANGE = 2.0
 
 def psnr(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
     """PSNR in dB per item of (N, C, *spatial) batches in [-1, 1]; inf for identical items."""
-    return peak_signal_noise_ratio(test, reference, data_range=DATA_RANGE, reduction="none",
-                                   dim=tuple(range(1, reference.ndim)))
+    return peak_signal_noise_ratio(
+        test, reference, data_range=DATA_RANGE, reduction="none", dim=tuple(range(1, reference.ndim))
+    )
 
 
 def window_size(spatial: tuple[int, ...]) -> int:
@@ -60,7 +61,7 @@ def ms_ssim_scales(spatial: tuple[int, ...], win_size: int = WIN_SIZE) -> int:
     """How many MS-SSIM scales (at most 5) an image of this spatial shape supports with this window."""
     smaller = min(spatial)
     scales = 1
-    while scales < len(MS_SSIM_WEIGHTS) and smaller > (win_size - 1) * 2 ** scales:
+    while scales < len(MS_SSIM_WEIGHTS) and smaller > (win_size - 1) * 2**scales:
         scales += 1
     return scales
 
@@ -68,7 +69,9 @@ def ms_ssim_scales(spatial: tuple[int, ...], win_size: int = WIN_SIZE) -> int:
 def ms_ssim_variant(scales: int, win_size: int = WIN_SIZE) -> str:
     if scales == 1:
         return f"SSIM (win {win_size}; too small for MS-SSIM)"
-    return f"MS-SSIM ({scales} scales, win {win_size})" + ("" if scales == len(MS_SSIM_WEIGHTS) else "; reduced for size")
+    return f"MS-SSIM ({scales} scales, win {win_size})" + (
+        "" if scales == len(MS_SSIM_WEIGHTS) else "; reduced for size"
+    )
 
 
 def ms_ssim(reference: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -122,8 +125,9 @@ def load_item(store: ShardStore, item_id: str, crop: list[int] | None) -> torch.
 class Reconstructor:
     """Reconstructs (1, *spatial) items with one method; autoencoders are loaded once."""
 
-    def __init__(self, method: dict, weights: str | None, dims: int, slice_axis: int, batch_size: int,
-                 device: torch.device) -> None:
+    def __init__(
+        self, method: dict, weights: str | None, dims: int, slice_axis: int, batch_size: int, device: torch.device
+    ) -> None:
         self.method, self.dims, self.slice_axis, self.batch_size = method, dims, slice_axis, batch_size
         self.model = None
         if method["kind"] != "interpolation":
@@ -139,8 +143,10 @@ class Reconstructor:
             return resize(small, list(image.shape[1:]), self.method["mode"])[0]
         if kind == "slicewise":
             slices = image[0].movedim(self.slice_axis, 0)[:, None]
-            parts = [reconstruct(self.model, slices[i:i + self.batch_size].to(self.device)).float().cpu()
-                     for i in range(0, len(slices), self.batch_size)]
+            parts = [
+                reconstruct(self.model, slices[i : i + self.batch_size].to(self.device)).float().cpu()
+                for i in range(0, len(slices), self.batch_size)
+            ]
             return torch.cat(parts)[:, 0].movedim(0, self.slice_axis)[None]
         return reconstruct(self.model, image[None].to(self.device))[0].float().cpu()
 
@@ -149,12 +155,17 @@ def _stores(spec: dict, shard_paths: list[str]) -> dict[str, ShardStore]:
     """One store per source of the image type, over the shards of the configured split."""
     stores = {}
     for source in spec["sources"]:
-        paths = [p for p in shard_paths if Path(p).parent.name == source and Path(p).stem.split("-")[0] == spec["split"]]
+        paths = [
+            p for p in shard_paths if Path(p).parent.name == source and Path(p).stem.split("-")[0] == spec["split"]
+        ]
         if paths:
             stores[source] = ShardStore(paths)
     if not stores:
-        raise InputError(shard_paths[0] if shard_paths else "<no shards>",
-                         f"no {spec['split']} shard of image type {spec['image_type']}", "run the normalize jobs first")
+        raise InputError(
+            shard_paths[0] if shard_paths else "<no shards>",
+            f"no {spec['split']} shard of image type {spec['image_type']}",
+            "run the normalize jobs first",
+        )
     return stores
 
 
@@ -167,8 +178,9 @@ def _sampled(spec: dict, stores: dict[str, ShardStore]) -> Iterator[tuple[int, s
             yield (k, *by_key[key])
 
 
-def evaluate_image_type(spec: dict, shard_paths: list[str], weights: dict[str, str],
-                        device: torch.device) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def evaluate_image_type(
+    spec: dict, shard_paths: list[str], weights: dict[str, str], device: torch.device
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Per-item scores of every method on the sampled items, and example panels (original, reconstructions).
 
     Scores of an item are computed once and shared by every seed that drew it.
@@ -176,19 +188,29 @@ def evaluate_image_type(spec: dict, shard_paths: list[str], weights: dict[str, s
     stores = _stores(spec, shard_paths)
     draws = list(_sampled(spec, stores))
     unique = sorted({(source, item) for _, source, item in draws})
-    panel_items = [(source, item) for _, source, item in draws[:spec["panels"]]]
+    panel_items = [(source, item) for _, source, item in draws[: spec["panels"]]]
     crops = spec.get("crops", {})
     rows, panels = [], {}
     for method in spec["methods"]:
-        reconstructor = Reconstructor(method, weights.get(method.get("model", method["id"])), spec["dims"],
-                                      spec.get("slice_axis", 2), spec["batch_size"], device)
+        reconstructor = Reconstructor(
+            method,
+            weights.get(method.get("model", method["id"])),
+            spec["dims"],
+            spec.get("slice_axis", 2),
+            spec["batch_size"],
+            device,
+        )
         scores = {}
         for source, item in unique:
             image = load_item(stores[source], item, crops.get(source))
             recon = reconstructor(image).clamp(-1, 1)
             value_ms, variant = ms_ssim(image[None], recon[None])
-            score = {"psnr": float(psnr(image[None], recon[None])[0]), "ms_ssim": float(value_ms[0]),
-                     "ms_ssim_variant": variant, "shape": "x".join(map(str, image.shape[1:]))}
+            score = {
+                "psnr": float(psnr(image[None], recon[None])[0]),
+                "ms_ssim": float(value_ms[0]),
+                "ms_ssim_variant": variant,
+                "shape": "x".join(map(str, image.shape[1:])),
+            }
             if spec["dims"] == 3:
                 score["segsim_dice"] = segsim_dice(image[0], recon[0], spec["segmenter"])
             scores[(source, item)] = score
@@ -196,10 +218,21 @@ def evaluate_image_type(spec: dict, shard_paths: list[str], weights: dict[str, s
                 key = f"{source}/{item}"
                 panels.setdefault(f"original::{key}", _panel(image))
                 panels[f"{method['id']}::{key}"] = _panel(recon)
-        rows += [{"image_type": spec["image_type"], "seed": k, "source": source, "item_id": item,
-                  "method": method["id"], "kind": method["kind"], "f": method["f"],
-                  "demo_weights": reconstructor.demo_weights, "demo_data": bool(spec["demo"]),
-                  **scores[(source, item)]} for k, source, item in draws]
+        rows += [
+            {
+                "image_type": spec["image_type"],
+                "seed": k,
+                "source": source,
+                "item_id": item,
+                "method": method["id"],
+                "kind": method["kind"],
+                "f": method["f"],
+                "demo_weights": reconstructor.demo_weights,
+                "demo_data": bool(spec["demo"]),
+                **scores[(source, item)],
+            }
+            for k, source, item in draws
+        ]
         log.info("%s / %s: %d items", spec["image_type"], method["id"], len(unique))
     return pd.DataFrame(rows), panels
 
@@ -210,8 +243,9 @@ def _panel(image: torch.Tensor) -> np.ndarray:
     return array if array.ndim == 2 else array[:, :, array.shape[2] // 2]
 
 
-def write_image_type_outputs(rows: pd.DataFrame, panels: dict[str, np.ndarray], per_item_csv: str | Path,
-                             panels_npz: str | Path) -> None:
+def write_image_type_outputs(
+    rows: pd.DataFrame, panels: dict[str, np.ndarray], per_item_csv: str | Path, panels_npz: str | Path
+) -> None:
     """The per-item scores (CSV) and the report's panels (compressed npz) of one image type, atomically."""
     with atomic_path(per_item_csv) as temporary:
         rows.to_csv(temporary, index=False)

@@ -16,7 +16,9 @@ from medlatent.core.errors import ConfigError
 
 def threshold_segment(volume: torch.Tensor, thresholds: list[float]) -> torch.Tensor:
     """Label k for voxels in the k-th intensity band: 0 below the first threshold, len(thresholds) above the last."""
-    return torch.bucketize(volume.contiguous(), torch.tensor(sorted(thresholds), dtype=volume.dtype, device=volume.device))
+    return torch.bucketize(
+        volume.contiguous(), torch.tensor(sorted(thresholds), dtype=volume.dtype, device=volume.device)
+    )
 
 
 def segsim_dice(original: torch.Tensor, reconstruction: torch.Tensor, segmenter: dict) -> float:
@@ -25,11 +27,15 @@ def segsim_dice(original: torch.Tensor, reconstruction: torch.Tensor, segmenter:
     from monai.metrics import compute_dice  # MONAI loads every submodule at import: only 3D jobs pay for it
 
     if segmenter.get("kind") != "threshold" or not segmenter.get("thresholds"):
-        raise ConfigError(f"evaluation.recon.segmenter={segmenter!r}: only kind 'threshold' with thresholds for the "
-                          "modality is implemented")
+        raise ConfigError(
+            f"evaluation.recon.segmenter={segmenter!r}: only kind 'threshold' with thresholds for the "
+            "modality is implemented"
+        )
     classes = len(segmenter["thresholds"]) + 1
-    labels = [F.one_hot(threshold_segment(v, segmenter["thresholds"]), classes).movedim(-1, 0)[None].float()
-              for v in (reconstruction, original)]
+    labels = [
+        F.one_hot(threshold_segment(v, segmenter["thresholds"]), classes).movedim(-1, 0)[None].float()
+        for v in (reconstruction, original)
+    ]
     present = (labels[0] + labels[1]).flatten(2).amax(-1)[0, 1:] > 0
     if not present.any():
         return 1.0

@@ -15,7 +15,19 @@ from pathlib import Path
 from medlatent.core.errors import ConfigError
 from medlatent.fetch.receipt import RECEIPT, write_receipt
 
-METHODS = ("synthetic", "local", "manual", "https", "zenodo", "figshare", "physionet", "tcia", "kaggle", "s3", "azure_blob")
+METHODS = (
+    "synthetic",
+    "local",
+    "manual",
+    "https",
+    "zenodo",
+    "figshare",
+    "physionet",
+    "tcia",
+    "kaggle",
+    "s3",
+    "azure_blob",
+)
 
 
 def fetch_source(source: dict, raw_dir: Path, *, seed: int = 0) -> dict:

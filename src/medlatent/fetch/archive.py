@@ -45,9 +45,17 @@ def safe_relative(name: str, origin: str | Path) -> PurePosixPath:
     normalised = name.replace("\\", "/")
     path = PurePosixPath(normalised)
     if path.is_absolute() or (len(normalised) > 1 and normalised[1] == ":"):
-        raise InputError(origin, f"entry {name!r} has an absolute path", "refusing to write outside the target; get the data from a trusted copy")
+        raise InputError(
+            origin,
+            f"entry {name!r} has an absolute path",
+            "refusing to write outside the target; get the data from a trusted copy",
+        )
     if ".." in path.parts:
-        raise InputError(origin, f"entry {name!r} contains a '..' component", "refusing to write outside the target; get the data from a trusted copy")
+        raise InputError(
+            origin,
+            f"entry {name!r} contains a '..' component",
+            "refusing to write outside the target; get the data from a trusted copy",
+        )
     return path
 
 
@@ -57,7 +65,11 @@ def _check_zip_link(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Pat
     member_dir = target.joinpath(*safe_relative(info.filename, origin).parts).parent
     resolved = Path(os.path.normpath(member_dir / link))
     if Path(link).is_absolute() or not resolved.is_relative_to(target):
-        raise InputError(origin, f"entry {info.filename!r} is a symlink to {link!r}, outside the extraction folder", "refusing to extract; get the data from a trusted copy")
+        raise InputError(
+            origin,
+            f"entry {info.filename!r} is a symlink to {link!r}, outside the extraction folder",
+            "refusing to extract; get the data from a trusted copy",
+        )
     return link
 
 
@@ -86,7 +98,11 @@ def _extract_tar(archive: Path, target: Path) -> None:
             try:
                 tarfile.data_filter(member, str(target))
             except tarfile.FilterError as exc:
-                raise InputError(archive, f"entry {member.name!r} refused: {exc}", "refusing to extract; get the data from a trusted copy") from None
+                raise InputError(
+                    archive,
+                    f"entry {member.name!r} refused: {exc}",
+                    "refusing to extract; get the data from a trusted copy",
+                ) from None
         tf.extractall(target, members=members, filter="data")
 
 
@@ -106,7 +122,9 @@ def extract(archive: Path, target: Path) -> Path:
         unpack(archive, staging.resolve())
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, UnicodeDecodeError) as exc:
         shutil.rmtree(staging)
-        raise InputError(archive, f"cannot read archive: {exc}", "the download is corrupt or truncated; delete it and fetch again") from None
+        raise InputError(
+            archive, f"cannot read archive: {exc}", "the download is corrupt or truncated; delete it and fetch again"
+        ) from None
     except BaseException:
         shutil.rmtree(staging)
         raise

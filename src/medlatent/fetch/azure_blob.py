@@ -18,9 +18,8 @@ from xml.etree import ElementTree
 import requests
 
 from medlatent.core.errors import InputError
-from medlatent.fetch import credentials
+from medlatent.fetch import credentials, transfer
 from medlatent.fetch.archive import safe_relative
-from medlatent.fetch import transfer
 
 MAX_PAGES = 100_000
 
@@ -39,22 +38,35 @@ def list_blobs(sess: requests.Session, sas: credentials.SasUrl, prefix: str, den
     remotes, marker = [], ""
     for _ in range(MAX_PAGES):
         params = {"restype": "container", "comp": "list", "prefix": prefix, **({"marker": marker} if marker else {})}
-        page = transfer.get(sess, f"{container_url}?{urlencode(params)}&{sas.query}", f"azure container {container_url}", denied)
+        page = transfer.get(
+            sess, f"{container_url}?{urlencode(params)}&{sas.query}", f"azure container {container_url}", denied
+        )
         try:
             root = ElementTree.fromstring(page.content)
         except ElementTree.ParseError:
-            raise InputError(container_url, "blob listing is not XML", "check that the SAS URL points at a container") from None
+            raise InputError(
+                container_url, "blob listing is not XML", "check that the SAS URL points at a container"
+            ) from None
         for blob in root.iter("Blob"):
             name = blob.findtext("Name")
-            relative = safe_relative(name[len(prefix):], container_url).as_posix()
+            relative = safe_relative(name[len(prefix) :], container_url).as_posix()
             size = blob.findtext("Properties/Content-Length")
-            remotes.append(transfer.Remote(
-                f"{container_url}/{quote(name)}?{sas.query}", relative, int(size) if size else None, _md5_hex(blob.findtext("Properties/Content-MD5")),
-            ))
+            remotes.append(
+                transfer.Remote(
+                    f"{container_url}/{quote(name)}?{sas.query}",
+                    relative,
+                    int(size) if size else None,
+                    _md5_hex(blob.findtext("Properties/Content-MD5")),
+                )
+            )
         marker = root.findtext("NextMarker") or ""
         if not marker:
             return remotes
-    raise InputError(container_url, f"blob listing has more than {MAX_PAGES} pages", "set access.prefix to fetch one folder at a time")
+    raise InputError(
+        container_url,
+        f"blob listing has more than {MAX_PAGES} pages",
+        "set access.prefix to fetch one folder at a time",
+    )
 
 
 def fetch(source: dict, raw_dir: Path, *, seed: int) -> Path:
@@ -62,11 +74,16 @@ def fetch(source: dict, raw_dir: Path, *, seed: int) -> Path:
     env = access.get("sas_env", credentials.DEFAULT_SAS_ENV)
     sas = credentials.azure_sas(env)
     denied = (
-        f"The SAS URL in ${env} was refused: it may have expired or been revoked, or lacks read+list permission (sp=rl). "
+        f"The SAS URL in ${env} was refused: it may have expired or been revoked, "
+        "or lacks read+list permission (sp=rl). "
         f"Get a new one at https://stanfordaimi.azurewebsites.net and set {env} again."
     )
     sess = transfer.session()
     remotes = list_blobs(sess, sas, access.get("prefix", ""), denied)
     if not remotes:
-        raise InputError(sas.base, "the container holds no blobs under the configured prefix", "check access.prefix and that the SAS URL is for this dataset")
+        raise InputError(
+            sas.base,
+            "the container holds no blobs under the configured prefix",
+            "check access.prefix and that the SAS URL is for this dataset",
+        )
     return transfer.place_all(sess, remotes, raw_dir, access, denied)

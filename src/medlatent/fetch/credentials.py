@@ -60,7 +60,10 @@ def physionet() -> BasicAuth:
         try:
             entry = netrc.netrc(netrc_path).authenticators(PHYSIONET_HOST)
         except (netrc.NetrcParseError, OSError) as exc:
-            raise CredentialsError(f"cannot read {netrc_path} (line {getattr(exc, 'lineno', '?')}); fix its syntax or set PHYSIONET_USER and PHYSIONET_PASSWORD") from None
+            raise CredentialsError(
+                f"cannot read {netrc_path} (line {getattr(exc, 'lineno', '?')}); "
+                "fix its syntax or set PHYSIONET_USER and PHYSIONET_PASSWORD"
+            ) from None
         if entry and entry[0] and entry[2]:
             return BasicAuth(entry[0], entry[2])
     raise CredentialsError(
@@ -85,10 +88,14 @@ def kaggle() -> KaggleAuth:
         try:
             content = json.loads(config.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, OSError):
-            raise CredentialsError(f"{config} is not valid JSON; download a fresh API token from https://www.kaggle.com/settings") from None
+            raise CredentialsError(
+                f"{config} is not valid JSON; download a fresh API token from https://www.kaggle.com/settings"
+            ) from None
         if isinstance(content, dict) and content.get("username") and content.get("key"):
             return KaggleAuth(str(config))
-        raise CredentialsError(f"{config} lacks 'username' or 'key'; download a fresh API token from https://www.kaggle.com/settings")
+        raise CredentialsError(
+            f"{config} lacks 'username' or 'key'; download a fresh API token from https://www.kaggle.com/settings"
+        )
     raise CredentialsError(
         "Kaggle credentials missing: set KAGGLE_USERNAME and KAGGLE_KEY, or put the API token file from "
         f"https://www.kaggle.com/settings at {config} (chmod 600; the folder can be moved with KAGGLE_CONFIG_DIR)"
@@ -113,15 +120,24 @@ def azure_sas(env: str = DEFAULT_SAS_ENV, *, now: datetime | None = None) -> Sas
     use agreement is accepted (https://stanfordaimi.azurewebsites.net, ~30 days).
     """
     value = os.environ.get(env, "").strip()
-    where = "get one at https://stanfordaimi.azurewebsites.net (register, accept the dataset's research use agreement, click download)"
+    where = (
+        "get one at https://stanfordaimi.azurewebsites.net "
+        "(register, accept the dataset's research use agreement, click download)"
+    )
     if not value:
-        raise CredentialsError(f"Azure SAS URL missing: set the environment variable {env} to the dataset's SAS URL; {where}")
+        raise CredentialsError(
+            f"Azure SAS URL missing: set the environment variable {env} to the dataset's SAS URL; {where}"
+        )
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.netloc or not parts.query:
-        raise CredentialsError(f"${env} is not a container SAS URL (https://<account>.blob.core.windows.net/<container>?<sas>); {where}")
+        raise CredentialsError(
+            f"${env} is not a container SAS URL (https://<account>.blob.core.windows.net/<container>?<sas>); {where}"
+        )
     expires = _sas_expiry(parts.query, env)
     if expires is not None and expires <= (now or datetime.now(UTC)):
-        raise CredentialsError(f"the SAS URL in ${env} expired on {expires.isoformat()}; request a new one ({where}) and set {env} again")
+        raise CredentialsError(
+            f"the SAS URL in ${env} expired on {expires.isoformat()}; request a new one ({where}) and set {env} again"
+        )
     return SasUrl(f"{parts.scheme}://{parts.netloc}{parts.path}", parts.query, expires)
 
 
@@ -136,7 +152,9 @@ def aws(profile: str | None = None) -> boto3.Session:
     try:
         session = boto3.Session(profile_name=profile)
     except ProfileNotFound:
-        raise CredentialsError(f"AWS profile {profile!r} not found in ~/.aws/credentials or ~/.aws/config; add it or change access.profile") from None
+        raise CredentialsError(
+            f"AWS profile {profile!r} not found in ~/.aws/credentials or ~/.aws/config; add it or change access.profile"
+        ) from None
     if session.get_credentials() is None:
         raise CredentialsError(
             "AWS credentials missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / access.profile "

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import requests
 
-from medlatent.fetch.archive import safe_relative
 from medlatent.fetch import transfer
+from medlatent.fetch.archive import safe_relative
 
 API = "https://api.figshare.com/v2"
 PAGE_SIZE = 100
@@ -24,7 +24,13 @@ def list_files(sess: requests.Session, api: str, article: str) -> list[dict]:
     """Every file entry of the article, following pages until a short or repeated page."""
     entries: dict[str, dict] = {}
     for page in range(1, MAX_PAGES + 1):
-        batch = transfer.get(sess, f"{api}/articles/{article}/files", f"figshare article {article}", DENIED, params={"page": page, "page_size": PAGE_SIZE}).json()
+        batch = transfer.get(
+            sess,
+            f"{api}/articles/{article}/files",
+            f"figshare article {article}",
+            DENIED,
+            params={"page": page, "page_size": PAGE_SIZE},
+        ).json()
         new = [e for e in batch if str(e.get("id", e["name"])) not in entries]
         entries.update((str(e.get("id", e["name"])), e) for e in new)
         if len(batch) < PAGE_SIZE or not new:

@@ -12,8 +12,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urljoin, urlsplit
 
 from medlatent.core.errors import ConfigError
-from medlatent.fetch.archive import safe_relative
 from medlatent.fetch import transfer
+from medlatent.fetch.archive import safe_relative
 
 DENIED = "The host refused the download; check access.url (some hosts require accepting terms on their website first)."
 

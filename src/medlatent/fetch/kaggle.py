@@ -59,17 +59,23 @@ def fetch(source: dict, raw_dir: Path, *, seed: int, client: Client | None = Non
         if status == 403:
             raise CredentialsError(
                 f"Kaggle refused the files of competition {slug!r} (HTTP 403): accept the competition rules at "
-                f"https://www.kaggle.com/competitions/{slug}/rules with the account whose API key is in use, then re-run"
+                f"https://www.kaggle.com/competitions/{slug}/rules "
+                "with the account whose API key is in use, then re-run"
             ) from None
         if status == 401:
             raise CredentialsError(
-                "Kaggle rejected the API credentials (HTTP 401): renew the token at https://www.kaggle.com/settings and "
+                "Kaggle rejected the API credentials (HTTP 401): "
+                "renew the token at https://www.kaggle.com/settings and "
                 f"update KAGGLE_USERNAME/KAGGLE_KEY or {credentials.kaggle_config_file()}"
             ) from None
         raise
     archive = downloads / f"{slug}.zip"
     if not archive.is_file():
-        raise InputError(archive, "the kaggle client finished without writing the competition archive", f"run `kaggle competitions download -c {slug}` by hand to see why")
+        raise InputError(
+            archive,
+            "the kaggle client finished without writing the competition archive",
+            f"run `kaggle competitions download -c {slug}` by hand to see why",
+        )
     extract(archive, files / slug)
     archive.unlink()
     return files

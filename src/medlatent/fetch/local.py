@@ -10,8 +10,16 @@ from medlatent.core.errors import InputError
 def fetch(source: dict, raw_dir: Path, *, seed: int) -> Path:
     access = source["access"]
     if not access.get("path"):
-        raise InputError(f"sources[{source['id']}].access", "method local needs access.path", "set access.path to the folder holding the data")
+        raise InputError(
+            f"sources[{source['id']}].access",
+            "method local needs access.path",
+            "set access.path to the folder holding the data",
+        )
     root = Path(access["path"])
     if not root.is_dir():
-        raise InputError(root, f"access.path of source {source['id']!r} is not a folder", "put the data there, or set access.path to the folder that holds it")
+        raise InputError(
+            root,
+            f"access.path of source {source['id']!r} is not a folder",
+            "put the data there, or set access.path to the folder that holds it",
+        )
     return root

@@ -15,32 +15,42 @@ from medlatent.core.errors import CredentialsError
 
 STEPS: dict[str, list[str]] = {
     "adni": [
-        "Apply for ADNI data access at https://adni.loni.usc.edu/data-samples/access-data/ (online application + ADNI Data Use Agreement).",
-        "After approval, log in to https://ida.loni.usc.edu -> Search & Download -> Image Collections, build a collection of the T2-weighted head MRI series and download it as NIfTI.",
+        "Apply for ADNI data access at https://adni.loni.usc.edu/data-samples/access-data/ "
+        "(online application + ADNI Data Use Agreement).",
+        "After approval, log in to https://ida.loni.usc.edu -> Search & Download -> Image Collections, "
+        "build a collection of the T2-weighted head MRI series and download it as NIfTI.",
         "Unzip the download into {path} (any folder structure; files named *.nii.gz).",
     ],
     "habs": [
-        "Request the data at https://habs.mgh.harvard.edu/researchers/request-data, selecting the MRI imaging modalities.",
-        "On approval you receive personalised download links by email; they expire, so download everything (>100 GB) promptly.",
+        "Request the data at https://habs.mgh.harvard.edu/researchers/request-data, "
+        "selecting the MRI imaging modalities.",
+        "On approval you receive personalised download links by email; "
+        "they expire, so download everything (>100 GB) promptly.",
         "Unpack the MRI volumes into {path} as NIfTI (*.nii or *.nii.gz).",
     ],
     "a4": [
-        "Register and accept the A4/LEARN data use agreement at https://www.a4studydata.org/ (imaging is distributed via LONI IDA, https://ida.loni.usc.edu; route unverified).",
+        "Register and accept the A4/LEARN data use agreement at https://www.a4studydata.org/ "
+        "(imaging is distributed via LONI IDA, https://ida.loni.usc.edu; route unverified).",
         "Download the T2-weighted MRI scans (NIfTI with BIDS-style JSON sidecars).",
         "Unpack them into {path} (files named *.nii.gz).",
     ],
     "oasis3": [
-        "Apply at https://www.oasis-brains.org and accept the OASIS data use terms; create a NITRC-IR account (https://nitrc.org/ir) and ask to be added to project OASIS3.",
-        "Download the T2w scans, e.g. with NrgXnat/oasis-scripts: download_oasis_scans.sh <experiments.csv> <dir> <nitrc_user> T2w (uses https://nitrc.org/ir/data/archive/projects/OASIS3/...).",
+        "Apply at https://www.oasis-brains.org and accept the OASIS data use terms; "
+        "create a NITRC-IR account (https://nitrc.org/ir) and ask to be added to project OASIS3.",
+        "Download the T2w scans, e.g. with NrgXnat/oasis-scripts: "
+        "download_oasis_scans.sh <experiments.csv> <dir> <nitrc_user> T2w "
+        "(uses https://nitrc.org/ir/data/archive/projects/OASIS3/...).",
         "Put the BIDS NIfTI files (e.g. sub-OAS30001_ses-d0757_acq-TSE_T2w.nii.gz) into {path}.",
     ],
     "inbreast": [
-        "Request INbreast from its authors (INESC TEC / University of Porto; paper https://doi.org/10.1016/j.acra.2011.09.014); the current official channel is unverified.",
+        "Request INbreast from its authors (INESC TEC / University of Porto; "
+        "paper https://doi.org/10.1016/j.acra.2011.09.014); the current official channel is unverified.",
         "Download the DICOM images (and the XML annotations).",
         "Put the *.dcm files into {path}.",
     ],
     "csaw_cc": [
-        "Request CSAW-CC through the Swedish National Data Service / DORIS: https://snd.se/en/catalogue/dataset/2021-204-1 "
+        "Request CSAW-CC through the Swedish National Data Service / DORIS: "
+        "https://snd.se/en/catalogue/dataset/2021-204-1 "
         "(approved by the Karolinska Institutet data access unit). Note: 'Sorkhei 2021' is CSAW-M "
         "(doi:10.17044/scilifelab.14687271); confirm which release you need.",
         "Download the DICOM mammograms and CSAW-CC_breast_cancer_screening_data.csv.",
@@ -53,8 +63,10 @@ STEPS: dict[str, list[str]] = {
         "Put the *.dcm files into {path}.",
     ],
     "stanford_aimi_chest_ct_2024": [
-        "The dataset behind 'Stanford AIMI 2024 chest CT' is unverified (candidates: INSPECT, COCA, RadFusion); check the MedVAE reference list first.",
-        "Register at https://stanfordaimi.azurewebsites.net, accept that dataset's research use agreement and download it with the SAS URL: azcopy copy \"<SAS URL>\" <dir> --recursive.",
+        "The dataset behind 'Stanford AIMI 2024 chest CT' is unverified (candidates: INSPECT, COCA, RadFusion); "
+        "check the MedVAE reference list first.",
+        "Register at https://stanfordaimi.azurewebsites.net, accept that dataset's research use agreement "
+        "and download it with the SAS URL: azcopy copy \"<SAS URL>\" <dir> --recursive.",
         "Put the CT volumes (*.nii.gz or *.dcm) into {path}.",
     ],
 }
@@ -67,11 +79,16 @@ def manual_path(source: dict) -> Path:
 def steps(source: dict, path: Path) -> list[str]:
     """The steps to obtain `source` and place it at `path`."""
     access = source["access"]
-    template = access.get("steps") or STEPS.get(source["id"]) or [
-        f"Obtain {access.get('identifier') or source['id']} from {access.get('url', 'its host')} (see its access conditions).",
-        "Download the image files.",
-        "Put them into {path}.",
-    ]
+    template = (
+        access.get("steps")
+        or STEPS.get(source["id"])
+        or [
+            f"Obtain {access.get('identifier') or source['id']} from {access.get('url', 'its host')} "
+            "(see its access conditions).",
+            "Download the image files.",
+            "Put them into {path}.",
+        ]
+    )
     return [line.format(path=path) for line in template]
 
 

@@ -18,9 +18,8 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import requests
 
 from medlatent.core.errors import InputError
-from medlatent.fetch import credentials
+from medlatent.fetch import credentials, transfer
 from medlatent.fetch.archive import safe_relative
-from medlatent.fetch import transfer
 
 SUMS = "SHA256SUMS.txt"
 MAX_DEPTH = 32
@@ -37,7 +36,8 @@ class _Links(HTMLParser):
 
 
 def index_entries(sess: requests.Session, base: str, folder: str, denied: str) -> tuple[list[str], list[str]]:
-    """(files, subfolders) linked from one index page, as paths relative to `base`; links leaving the folder are ignored."""
+    """(files, subfolders) linked from one index page, as paths relative to `base`;
+    links leaving the folder are ignored."""
     url = base + quote(folder)
     parser = _Links()
     parser.feed(transfer.get(sess, url, f"physionet {folder or '/'}", denied).text)
@@ -47,7 +47,7 @@ def index_entries(sess: requests.Session, base: str, folder: str, denied: str) -
         parts = urlsplit(target)
         if parts.query or parts.fragment or not target.startswith(url) or target == url:
             continue  # sort links, anchors, parent and sibling folders
-        relative = unquote(target[len(base):])
+        relative = unquote(target[len(base) :])
         (folders if relative.endswith("/") else files).append(relative)
     return files, folders
 
@@ -61,7 +61,11 @@ def crawl(sess: requests.Session, base: str, denied: str) -> list[str]:
             continue
         seen.add(folder)
         if folder.count("/") > MAX_DEPTH:
-            raise InputError(base + folder, f"directory listing nested deeper than {MAX_DEPTH}", "use access.include to fetch a subset")
+            raise InputError(
+                base + folder,
+                f"directory listing nested deeper than {MAX_DEPTH}",
+                "use access.include to fetch a subset",
+            )
         found, subfolders = index_entries(sess, base, folder, denied)
         files += found
         pending += subfolders
@@ -90,13 +94,20 @@ def fetch(source: dict, raw_dir: Path, *, seed: int) -> Path:
     sess = transfer.session((auth.user, auth.password))
     top_files, _ = index_entries(sess, base, "", denied)
     if SUMS in top_files:
-        sums_path = transfer.download(sess, transfer.Remote(base + SUMS, f"{slug}/{SUMS}"), raw_dir / "files" / SUMS, denied)
+        sums_path = transfer.download(
+            sess, transfer.Remote(base + SUMS, f"{slug}/{SUMS}"), raw_dir / "files" / SUMS, denied
+        )
         sums = read_sums(sums_path)
         names = sorted(n for n in sums if n != SUMS)
     else:
         sums, names = {}, crawl(sess, base, denied)
     remotes = [
-        transfer.Remote(base + quote(name), safe_relative(name, base).as_posix(), None, f"sha256:{sums[name]}" if name in sums else None)
+        transfer.Remote(
+            base + quote(name),
+            safe_relative(name, base).as_posix(),
+            None,
+            f"sha256:{sums[name]}" if name in sums else None,
+        )
         for name in names
     ]
     return transfer.place_all(sess, remotes, raw_dir, access, denied)

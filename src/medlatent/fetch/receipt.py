@@ -36,7 +36,9 @@ def hash_files(root: Path, label: str = "") -> list[dict]:
     paths = list_files(root)
     sizes = [p.stat().st_size for p in paths]
     entries = []
-    with tqdm(total=sum(sizes), unit="B", unit_scale=True, desc=f"hashing {label}".strip(), file=sys.stderr, mininterval=1.0) as bar:
+    with tqdm(
+        total=sum(sizes), unit="B", unit_scale=True, desc=f"hashing {label}".strip(), file=sys.stderr, mininterval=1.0
+    ) as bar:
         for path, size in zip(paths, sizes, strict=True):
             digest = hashlib.sha256()
             with open(path, "rb") as handle:

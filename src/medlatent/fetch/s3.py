@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from medlatent.core.errors import CredentialsError, InputError
-from medlatent.fetch import credentials
+from medlatent.fetch import credentials, transfer
 from medlatent.fetch.archive import safe_relative
-from medlatent.fetch import transfer
 
 _MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 
@@ -31,7 +30,9 @@ def client(access: dict) -> Any:
 
     options = {"endpoint_url": access.get("endpoint_url"), "region_name": access.get("region")}
     if access.get("anonymous"):
-        return boto3.Session().client("s3", config=Config(signature_version=UNSIGNED, retries={"max_attempts": 5}), **options)
+        return boto3.Session().client(
+            "s3", config=Config(signature_version=UNSIGNED, retries={"max_attempts": 5}), **options
+        )
     return credentials.aws(access.get("profile")).client("s3", config=Config(retries={"max_attempts": 5}), **options)
 
 
@@ -46,9 +47,18 @@ def _denied(bucket: str) -> str:
 def _client_error(exc: Any, bucket: str, what: str) -> Exception:
     """Our error for a botocore ClientError: denied -> CredentialsError, else InputError."""
     code = exc.response.get("Error", {}).get("Code", "")
-    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AllAccessDisabled"):
+    if code in (
+        "AccessDenied",
+        "403",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "AllAccessDisabled",
+    ):
         return CredentialsError(f"s3://{bucket}: {code}. {_denied(bucket)}")
-    return InputError(f"s3://{bucket}/{what}", f"S3 error {code or exc}", "check access.bucket, access.prefix and access.endpoint_url")
+    return InputError(
+        f"s3://{bucket}/{what}", f"S3 error {code or exc}", "check access.bucket, access.prefix and access.endpoint_url"
+    )
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> list[dict]:
@@ -88,13 +98,19 @@ def fetch(source: dict, raw_dir: Path, *, seed: int) -> Path:
     try:
         objects = list_objects(s3, bucket, prefix)
         if not objects:
-            raise InputError(f"s3://{bucket}/{prefix}", "no objects under this prefix", "check access.bucket and access.prefix")
+            raise InputError(
+                f"s3://{bucket}/{prefix}", "no objects under this prefix", "check access.bucket and access.prefix"
+            )
         for obj in objects:
             if transfer.included(obj["Key"], access.get("include")):
-                relative = safe_relative(obj["Key"][len(prefix):].lstrip("/"), f"s3://{bucket}/{prefix}")
+                relative = safe_relative(obj["Key"][len(prefix) :].lstrip("/"), f"s3://{bucket}/{prefix}")
                 download(s3, bucket, obj, files / relative)
     except ClientError as exc:
         raise _client_error(exc, bucket, prefix) from None
     except BotoCoreError as exc:
-        raise InputError(f"s3://{bucket}/{prefix}", f"S3 request failed: {transfer.redact(str(exc))}", "check the network and access.endpoint_url, then re-run") from None
+        raise InputError(
+            f"s3://{bucket}/{prefix}",
+            f"S3 request failed: {transfer.redact(str(exc))}",
+            "check the network and access.endpoint_url, then re-run",
+        ) from None
     return files

@@ -22,8 +22,8 @@ from urllib.parse import urlencode
 import requests
 
 from medlatent.core.errors import InputError
-from medlatent.fetch.archive import safe_relative
 from medlatent.fetch import transfer
+from medlatent.fetch.archive import safe_relative
 
 API = "https://nbia.cancerimagingarchive.net/nbia-api/services/v4"
 DENIED = "NBIA refused access: only public collections are served without login; check access.identifier."
@@ -35,7 +35,11 @@ def series_list(sess: requests.Session, api: str, collection: str, modality: str
     response = transfer.get(sess, f"{api}/getSeries", f"TCIA collection {collection}", DENIED, params=params)
     series = response.json() if response.content.strip() else []  # NBIA answers an empty body for no match
     if not series:
-        raise InputError(f"TCIA collection {collection}", f"no series found (Modality={modality})", "check access.identifier and access.modality_filter")
+        raise InputError(
+            f"TCIA collection {collection}",
+            f"no series found (Modality={modality})",
+            "check access.identifier and access.modality_filter",
+        )
     return sorted(series, key=lambda s: s["SeriesInstanceUID"])
 
 
@@ -44,7 +48,11 @@ def _check_count(folder: Path, series: dict) -> None:
     found = sum(1 for p in folder.rglob("*.dcm") if p.is_file())
     if expected is not None and found != int(expected):
         shutil.rmtree(folder)
-        raise InputError(folder, f"series has {found} DICOM files, NBIA lists ImageCount={expected}", "re-run to download the series again")
+        raise InputError(
+            folder,
+            f"series has {found} DICOM files, NBIA lists ImageCount={expected}",
+            "re-run to download the series again",
+        )
 
 
 def fetch(source: dict, raw_dir: Path, *, seed: int) -> Path:
@@ -58,6 +66,8 @@ def fetch(source: dict, raw_dir: Path, *, seed: int) -> Path:
         if (files / uid).is_dir():
             continue
         url = f"{api}/getImage?{urlencode({'NewFileNames': 'Yes', 'SeriesInstanceUID': uid})}"
-        transfer.place(sess, transfer.Remote(url, f"{uid}.zip"), raw_dir, f"{uid}.zip", extract_archives=True, denied=DENIED)
+        transfer.place(
+            sess, transfer.Remote(url, f"{uid}.zip"), raw_dir, f"{uid}.zip", extract_archives=True, denied=DENIED
+        )
         _check_count(files / uid, series)
     return files

@@ -103,7 +103,9 @@ def get(sess: requests.Session, url: str, name: str, denied: str, **kwargs) -> r
             failure = f"HTTP {response.status_code} ({response.reason})"
         if attempt < ATTEMPTS:
             time.sleep(BACKOFF_S * attempt)
-    raise InputError(name, f"request failed after {ATTEMPTS} attempts: {failure}", "check the network and access.url, then re-run")
+    raise InputError(
+        name, f"request failed after {ATTEMPTS} attempts: {failure}", "check the network and access.url, then re-run"
+    )
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -126,7 +128,12 @@ def verify(part: Path, remote: Remote) -> None:
             problem = f"{algorithm} checksum {actual} != expected {expected.lower()}"
     if problem:
         part.unlink()
-        raise InputError(remote.name, f"downloaded file is corrupt: {problem}", "re-run to download it again; if it persists the host's copy changed, so check the checksum in the config/record")
+        raise InputError(
+            remote.name,
+            f"downloaded file is corrupt: {problem}",
+            "re-run to download it again; if it persists the host's copy changed, "
+            "so check the checksum in the config/record",
+        )
 
 
 def _stream(sess: requests.Session, remote: Remote, part: Path, denied: str) -> None:
@@ -145,10 +152,19 @@ def _stream(sess: requests.Session, remote: Remote, part: Path, denied: str) -> 
             have = 0  # the host ignored Range: start over
         expected = response.headers.get("Content-Length")
         received = 0
-        with open(part, "ab" if have else "wb") as handle, tqdm(
-            total=(have + int(expected)) if expected else remote.size, initial=have, unit="B", unit_scale=True,
-            desc=remote.name[-40:], file=sys.stderr, leave=False, mininterval=1.0,
-        ) as bar:
+        with (
+            open(part, "ab" if have else "wb") as handle,
+            tqdm(
+                total=(have + int(expected)) if expected else remote.size,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=remote.name[-40:],
+                file=sys.stderr,
+                leave=False,
+                mininterval=1.0,
+            ) as bar,
+        ):
             for chunk in response.iter_content(NET_CHUNK):
                 handle.write(chunk)
                 received += len(chunk)
@@ -172,7 +188,9 @@ def download(sess: requests.Session, remote: Remote, dest: Path, denied: str) ->
         except _RETRYABLE as exc:
             if attempt == ATTEMPTS:
                 reason = f"download failed after {ATTEMPTS} attempts: {redact(str(exc))}"
-                raise InputError(remote.name, reason, "re-run: the partial file is kept and the download continues where it stopped") from None
+                raise InputError(
+                    remote.name, reason, "re-run: the partial file is kept and the download continues where it stopped"
+                ) from None
             log.warning("%s: %s; resuming (attempt %d of %d)", remote.name, redact(str(exc)), attempt + 1, ATTEMPTS)
             time.sleep(BACKOFF_S * attempt)
     verify(part, remote)
@@ -180,7 +198,9 @@ def download(sess: requests.Session, remote: Remote, dest: Path, denied: str) ->
     return dest
 
 
-def place(sess: requests.Session, remote: Remote, raw_dir: Path, relative: str, *, extract_archives: bool, denied: str) -> None:
+def place(
+    sess: requests.Session, remote: Remote, raw_dir: Path, relative: str, *, extract_archives: bool, denied: str
+) -> None:
     """Download one file into raw_dir/files/<relative>, or extract it there when it is an archive.
 
     Archives go through raw_dir/downloads/ and are extracted into files/<archive stem>/, then

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medlatent.fetch.archive import safe_relative
 from medlatent.fetch import transfer
+from medlatent.fetch.archive import safe_relative
 
 API = "https://zenodo.org/api"
 DENIED = "Zenodo refused access: the record or its files may be restricted; request access on the record's page."
@@ -22,7 +22,10 @@ def remotes(record: dict, api: str, record_id: str) -> list[transfer.Remote]:
     found = []
     for entry in record.get("files", []):
         key = entry.get("key") or entry.get("filename")
-        url = entry.get("links", {}).get("self") or f"{api.removesuffix('/api')}/records/{record_id}/files/{key}?download=1"
+        url = (
+            entry.get("links", {}).get("self")
+            or f"{api.removesuffix('/api')}/records/{record_id}/files/{key}?download=1"
+        )
         checksum = entry.get("checksum")
         if checksum and ":" not in checksum:
             checksum = f"md5:{checksum}"  # legacy records give the bare md5

@@ -76,7 +76,11 @@ def read_image(path: Path, frame: int | None = None) -> LoadedImage:
     kind = detect_kind(path)
     if frame is not None:
         if kind != "dicom":
-            raise InputError(path, f"frame {frame} requested from a {kind} file, which has no frames", "re-run curation: the files changed since")
+            raise InputError(
+                path,
+                f"frame {frame} requested from a {kind} file, which has no frames",
+                "re-run curation: the files changed since",
+            )
         return dicom.read_image(path, frame)
     return _READERS[kind][1](path)
 

@@ -47,9 +47,20 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 SPACING_TOLERANCE = 0.05
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 REWRITE_FIX = "re-export or re-download the file; if it is corrupt at the source, exclude it"
-JPEG12_FIX = "12-bit JPEG Extended needs pylibjpeg-libjpeg (GPL-3.0, not installed by default): pip install 'medlatent[jpeg12]', or convert the file to a lossless syntax"
+JPEG12_FIX = (
+    "12-bit JPEG Extended needs pylibjpeg-libjpeg (GPL-3.0, not installed by default): "
+    "pip install 'medlatent[jpeg12]', or convert the file to a lossless syntax"
+)
 #: Image Pixel module elements every decodable image needs (PS3.3 C.7.6.3).
-REQUIRED_PIXEL_TAGS = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation", "PhotometricInterpretation")
+REQUIRED_PIXEL_TAGS = (
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "PhotometricInterpretation",
+)
 #: Grey and colour images use 8, 16 or 32 bits a sample; 1 bit means a mask or an overlay.
 IMAGE_BITS_ALLOCATED = frozenset({8, 16, 32})
 #: Samples a file may hold (rows x columns x frames x samples): 2**29 is e.g. 1024 CT frames of
@@ -57,7 +68,17 @@ IMAGE_BITS_ALLOCATED = frozenset({8, 16, 32})
 #: is refused before anything of that size is allocated.
 MAX_SAMPLES = 2**29
 #: Header values that a malformed element (wrong VR, bad bytes) turns into these on conversion.
-_HEADER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, NotImplementedError, zlib.error, BytesLengthException)
+_HEADER_ERRORS = (
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    NotImplementedError,
+    zlib.error,
+    BytesLengthException,
+)
 
 
 @contextmanager
@@ -85,19 +106,29 @@ def _open(path: Path, *, pixels: bool) -> Dataset:
         try:
             ds = pydicom.dcmread(path, defer_size=None if pixels else HEADER_DEFER_SIZE, force=True)
         except (InvalidDicomError, EOFError, OSError, *_HEADER_ERRORS) as error:
-            raise InputError(path, f"not a readable DICOM file ({type(error).__name__}: {error})", REWRITE_FIX) from None
+            raise InputError(
+                path, f"not a readable DICOM file ({type(error).__name__}: {error})", REWRITE_FIX
+            ) from None
     ends_early = [w for w in caught if "end of file" in str(w.message).lower()]
     for caught_warning in caught:  # intercepted only to spot truncation: pass the others on
         if caught_warning not in ends_early:
-            warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename, caught_warning.lineno)
+            warnings.warn_explicit(
+                caught_warning.message, caught_warning.category, caught_warning.filename, caught_warning.lineno
+            )
     if "PixelData" not in ds:
         if ends_early:
             raise InputError(path, "truncated DICOM: the file ends inside the encapsulated pixel data", REWRITE_FIX)
-        raise InputError(path, "DICOM file without pixel data (not an image: report, presentation state, ...)", "remove it from the image folder")
+        raise InputError(
+            path,
+            "DICOM file without pixel data (not an image: report, presentation state, ...)",
+            "remove it from the image folder",
+        )
     if "TransferSyntaxUID" not in ds.file_meta:
         # A bare dataset without file meta: the encoding pydicom found is its transfer syntax.
         implicit, little = ds.original_encoding
-        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        )
     for keyword in REQUIRED_PIXEL_TAGS:
         if keyword not in ds:
             raise InputError(path, f"DICOM image without {keyword} (0028,xxxx image pixel tags)", REWRITE_FIX)
@@ -116,17 +147,28 @@ def _check_pixel_module(ds: Dataset, path: Path) -> None:
     rows, columns, samples, frames = int(ds.Rows), int(ds.Columns), int(ds.SamplesPerPixel), _frames(ds)
     bits_allocated, bits_stored = int(ds.BitsAllocated), int(ds.BitsStored)
     if bits_allocated not in IMAGE_BITS_ALLOCATED:
-        raise InputError(path, f"BitsAllocated {bits_allocated}: not a grey-level or colour image (1 bit is a segmentation or overlay)", "exclude masks and overlays from the image folder")
+        raise InputError(
+            path,
+            f"BitsAllocated {bits_allocated}: not a grey-level or colour image (1 bit is a segmentation or overlay)",
+            "exclude masks and overlays from the image folder",
+        )
     if not 0 < bits_stored <= bits_allocated:
-        raise InputError(path, f"inconsistent header: BitsStored {bits_stored} with BitsAllocated {bits_allocated}", REWRITE_FIX)
+        raise InputError(
+            path, f"inconsistent header: BitsStored {bits_stored} with BitsAllocated {bits_allocated}", REWRITE_FIX
+        )
     if samples not in (1, 3) or int(ds.PixelRepresentation) not in (0, 1):
-        raise InputError(path, f"inconsistent header: SamplesPerPixel {samples}, PixelRepresentation {ds.PixelRepresentation}", REWRITE_FIX)
+        raise InputError(
+            path,
+            f"inconsistent header: SamplesPerPixel {samples}, PixelRepresentation {ds.PixelRepresentation}",
+            REWRITE_FIX,
+        )
     if min(rows, columns, frames) < 1:
         raise InputError(path, f"empty image: {rows} rows, {columns} columns, {frames} frames", REWRITE_FIX)
     if rows * columns * frames * samples > MAX_SAMPLES:
         raise InputError(
             path,
-            f"image too large to decode: {rows} rows x {columns} columns x {frames} frames x {samples} samples is over {MAX_SAMPLES} samples",
+            f"image too large to decode: {rows} rows x {columns} columns x {frames} frames x {samples} samples "
+            f"is over {MAX_SAMPLES} samples",
             "check the header (a corrupt Rows/Columns/NumberOfFrames); split a huge multi-frame file into smaller ones",
         )
 
@@ -141,10 +183,15 @@ def _check_pixel_length(ds: Dataset, path: Path) -> None:
     element = ds.get_item(PIXEL_DATA, keep_deferred=True)
     if isinstance(element, RawDataElement):
         declared = element.length
-        if declared != UNDEFINED_LENGTH and not transfer_syntax.is_deflated and element.value_tell + declared > path.stat().st_size:
+        if (
+            declared != UNDEFINED_LENGTH
+            and not transfer_syntax.is_deflated
+            and element.value_tell + declared > path.stat().st_size
+        ):
             raise InputError(
                 path,
-                f"truncated DICOM: pixel data should end at byte {element.value_tell + declared} but the file has {path.stat().st_size} bytes",
+                f"truncated DICOM: pixel data should end at byte {element.value_tell + declared} "
+                f"but the file has {path.stat().st_size} bytes",
                 REWRITE_FIX,
             )
     else:
@@ -229,10 +276,18 @@ def _decode(ds: Dataset, path: Path, frame: int | None = None) -> np.ndarray:
     try:
         decoder = get_decoder(transfer_syntax)
     except NotImplementedError:
-        raise InputError(path, f"no pixel data decoder exists for transfer syntax {transfer_syntax.name} ({transfer_syntax})", "convert the file to an uncompressed or standard compressed transfer syntax") from None
+        raise InputError(
+            path,
+            f"no pixel data decoder exists for transfer syntax {transfer_syntax.name} ({transfer_syntax})",
+            "convert the file to an uncompressed or standard compressed transfer syntax",
+        ) from None
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies)
-        raise InputError(path, f"cannot decode {transfer_syntax.name} ({transfer_syntax}): no decoding plugin installed", f"install one of: {missing}")
+        raise InputError(
+            path,
+            f"cannot decode {transfer_syntax.name} ({transfer_syntax}): no decoding plugin installed",
+            f"install one of: {missing}",
+        )
     try:
         return pixel_array(ds, index=frame, as_rgb=True)  # as_rgb: YBR_FULL/_422 -> RGB
     except (KeyboardInterrupt, SystemExit):
@@ -241,7 +296,9 @@ def _decode(ds: Dataset, path: Path, frame: int | None = None) -> np.ndarray:
         # pylibjpeg-rle's Rust code panics on some corrupt streams, a BaseException (pyo3).
         # Of the plugins only the GPL-licensed libjpeg decodes 12-bit JPEG Extended.
         fix = JPEG12_FIX if transfer_syntax == JPEGExtended12Bit and int(ds.BitsStored) > 8 else REWRITE_FIX
-        raise InputError(path, f"undecodable {transfer_syntax.name} pixel data ({type(error).__name__}: {error})", fix) from None
+        raise InputError(
+            path, f"undecodable {transfer_syntax.name} pixel data ({type(error).__name__}: {error})", fix
+        ) from None
 
 
 def _stored_range(ds: Dataset) -> np.ndarray:
@@ -269,7 +326,11 @@ def _grey_plane(stored: np.ndarray, view: Dataset, path: Path) -> tuple[np.ndarr
     if photometric in RGB_PHOTOMETRICS:  # YBR was converted to RGB by the decoding
         return colour_to_grey(stored), True
     if photometric not in GREY_PHOTOMETRICS:
-        raise InputError(path, f"unsupported photometric interpretation {photometric}", "only MONOCHROME1/2, RGB, YBR and PALETTE COLOR images are read")
+        raise InputError(
+            path,
+            f"unsupported photometric interpretation {photometric}",
+            "only MONOCHROME1/2, RGB, YBR and PALETTE COLOR images are read",
+        )
     voi = _text(view, "Modality") in PROJECTION_MODALITIES
     array = _display(stored, view, voi=voi)
     if photometric == "MONOCHROME1":
@@ -282,7 +343,11 @@ def _grey_plane(stored: np.ndarray, view: Dataset, path: Path) -> tuple[np.ndarr
 def _require_grey(view: Dataset, path: Path) -> None:
     photometric = _text(view, "PhotometricInterpretation")
     if photometric not in GREY_PHOTOMETRICS:
-        raise InputError(path, f"unsupported photometric interpretation {photometric} in a volume", "only greyscale (MONOCHROME1/2) series and multi-frame volumes are used")
+        raise InputError(
+            path,
+            f"unsupported photometric interpretation {photometric} in a volume",
+            "only greyscale (MONOCHROME1/2) series and multi-frame volumes are used",
+        )
 
 
 def _volume(planes: list[tuple[np.ndarray, Dataset]]) -> np.ndarray:
@@ -321,7 +386,11 @@ def read_image(path: Path, frame: int | None = None) -> LoadedImage:
     if header.frames > 1 and frame is None:
         return _read_multiframe_volume(ds, path, header)
     if frame is not None and not 0 <= frame < header.frames:
-        raise InputError(path, f"frame {frame} requested from a file of {header.frames} frames", "re-run curation: the files changed since")
+        raise InputError(
+            path,
+            f"frame {frame} requested from a file of {header.frames} frames",
+            "re-run curation: the files changed since",
+        )
     view = _frame_view(ds, frame or 0)
     stored = _decode(ds, path, frame if header.frames > 1 else None)
     with _header_values(path):  # rescale, VOI and palette tags are first used here
@@ -346,13 +415,23 @@ def _read_multiframe_volume(ds: Dataset, path: Path, header: HeaderInfo) -> Load
 
 def _series_files(directory: Path) -> list[Path]:
     # A multi-frame file beside the slices is a volume of its own (curation lists it apart).
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.upper() != "DICOMDIR" and looks_like_dicom(p) and frame_count(p) == 1)
+    files = sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file() and p.name.upper() != "DICOMDIR" and looks_like_dicom(p) and frame_count(p) == 1
+    )
     if not files:
-        raise InputError(directory, "empty series: the directory holds no DICOM slices", "point the source at a directory of DICOM slices")
+        raise InputError(
+            directory,
+            "empty series: the directory holds no DICOM slices",
+            "point the source at a directory of DICOM slices",
+        )
     return files
 
 
-def _series_geometry(slices: list[Dataset], directory: Path) -> tuple[list[int], np.ndarray, tuple[float, float, float]]:
+def _series_geometry(
+    slices: list[Dataset], directory: Path
+) -> tuple[list[int], np.ndarray, tuple[float, float, float]]:
     """Slice order along the normal, the RAS affine and the voxel spacing of a series (or of
     the frame views of a multi-frame file)."""
     with _header_values(directory):
@@ -363,12 +442,26 @@ def _stack_geometry(slices: list[Dataset], directory: Path) -> tuple[list[int], 
     first = slices[0]
     for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
         if any(keyword not in ds for ds in slices):
-            raise InputError(directory, f"slices or frames without {keyword} on every one: geometry unknown", "convert the series with dcm2niix and use the NIfTI")
+            raise InputError(
+                directory,
+                f"slices or frames without {keyword} on every one: geometry unknown",
+                "convert the series with dcm2niix and use the NIfTI",
+            )
     orientation = np.array(first.ImageOrientationPatient, dtype=np.float64)
-    if any(not np.allclose(np.array(ds.ImageOrientationPatient, dtype=np.float64), orientation, atol=1e-4) for ds in slices):
-        raise InputError(directory, "slices of the series differ in ImageOrientationPatient", "split the directory into one series per orientation")
+    if any(
+        not np.allclose(np.array(ds.ImageOrientationPatient, dtype=np.float64), orientation, atol=1e-4) for ds in slices
+    ):
+        raise InputError(
+            directory,
+            "slices of the series differ in ImageOrientationPatient",
+            "split the directory into one series per orientation",
+        )
     if len({(int(ds.Rows), int(ds.Columns)) for ds in slices}) > 1:
-        raise InputError(directory, "slices of the series differ in size (Rows/Columns)", "split the directory into one series per image size")
+        raise InputError(
+            directory,
+            "slices of the series differ in size (Rows/Columns)",
+            "split the directory into one series per image size",
+        )
     row_cosine, column_cosine = orientation[:3], orientation[3:]
     normal = np.cross(row_cosine, column_cosine)
     positions = np.array([ds.ImagePositionPatient for ds in slices], dtype=np.float64)
@@ -380,7 +473,8 @@ def _stack_geometry(slices: list[Dataset], directory: Path) -> tuple[list[int], 
         if typical <= 0 or np.max(np.abs(gaps - typical)) > SPACING_TOLERANCE * typical:
             raise InputError(
                 directory,
-                f"inconsistent slice spacing: gaps from {gaps.min():.3g} to {gaps.max():.3g} mm between {len(slices)} slices (missing or duplicate slices?)",
+                f"inconsistent slice spacing: gaps from {gaps.min():.3g} to {gaps.max():.3g} mm "
+                f"between {len(slices)} slices (missing or duplicate slices?)",
                 "re-fetch the complete series, or drop it",
             )
         step = (positions[order[-1]] - positions[order[0]]) / (len(slices) - 1)
@@ -399,7 +493,9 @@ def _read_series(directory: Path, *, pixels: bool) -> tuple[list[Dataset], list[
     slices = [_open(p, pixels=pixels) for p in _series_files(directory)]
     series = {_text(ds, "SeriesInstanceUID") for ds in slices}
     if len(series) > 1:
-        raise InputError(directory, f"the directory mixes {len(series)} DICOM series", "put each series in its own directory")
+        raise InputError(
+            directory, f"the directory mixes {len(series)} DICOM series", "put each series in its own directory"
+        )
     order, affine, spacing = _series_geometry(slices, directory)
     first = _header(slices[order[0]], directory, kind="dicom_series")
     header = replace(first, dims=3, shape=(first.shape[1], first.shape[0], len(slices)), spacing=spacing)

@@ -37,7 +37,9 @@ class ShardWriter:
 
     def add(self, item_id: str, array: np.ndarray, meta: dict) -> None:
         chunks = tuple(min(s, 64) for s in array.shape)
-        dataset = self._items.create_dataset(item_id, data=array.astype(np.float32), chunks=chunks, compression="gzip", compression_opts=4, shuffle=True)
+        dataset = self._items.create_dataset(
+            item_id, data=array.astype(np.float32), chunks=chunks, compression="gzip", compression_opts=4, shuffle=True
+        )
         dataset.attrs["meta"] = json.dumps(meta, sort_keys=True)
         self.count += 1
 
@@ -62,7 +64,9 @@ class ShardReader:
             self.meta = json.loads(self._file.attrs["meta"])
             self.rejected = json.loads(self._file.attrs["rejected"])
         except (OSError, KeyError) as error:
-            raise InputError(self.path, f"not a complete MedLatent shard ({error})", "delete it and rerun the normalize_shard job") from None
+            raise InputError(
+                self.path, f"not a complete MedLatent shard ({error})", "delete it and rerun the normalize_shard job"
+            ) from None
 
     def __enter__(self) -> "ShardReader":
         return self

@@ -32,9 +32,15 @@ def _load(path: Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) == 4:
-        raise InputError(path, f"4D NIfTI of shape {shape}: a time series or several volumes in one file", "split it into 3D volumes (e.g. fslsplit) and keep the one to use")
+        raise InputError(
+            path,
+            f"4D NIfTI of shape {shape}: a time series or several volumes in one file",
+            "split it into 3D volumes (e.g. fslsplit) and keep the one to use",
+        )
     if len(shape) != 3:
-        raise InputError(path, f"unsupported dims: NIfTI of shape {shape} is not a 3D volume", "store one 3D volume per file")
+        raise InputError(
+            path, f"unsupported dims: NIfTI of shape {shape} is not a 3D volume", "store one 3D volume per file"
+        )
     return image, shape
 
 
@@ -51,7 +57,9 @@ def read_image(path: Path) -> LoadedImage:
     try:
         array = image.get_fdata(dtype=np.float32).reshape(shape)
     except _READ_ERRORS as error:
-        raise InputError(path, f"truncated or corrupt NIfTI data ({type(error).__name__}: {error})", _REWRITE_FIX) from None
+        raise InputError(
+            path, f"truncated or corrupt NIfTI data ({type(error).__name__}: {error})", _REWRITE_FIX
+        ) from None
     header = _header(image, shape)
     affine = np.asarray(image.affine, dtype=np.float64)
     return LoadedImage(require_finite(array, path), affine, header.spacing, image_meta(header, affine))

@@ -18,7 +18,11 @@ def _open(path: Path) -> Image.Image:
     try:
         return Image.open(path)
     except UnidentifiedImageError:
-        raise InputError(path, f"not an image file: Pillow cannot identify the content of {path.name}", "remove non-image files from the image folder") from None
+        raise InputError(
+            path,
+            f"not an image file: Pillow cannot identify the content of {path.name}",
+            "remove non-image files from the image folder",
+        ) from None
     except OSError as error:
         raise InputError(path, f"unreadable image file ({error})", _FIX) from None
 

@@ -95,12 +95,20 @@ def require_finite(array: np.ndarray, path: Path) -> np.ndarray:
     """NaN/Inf would poison every loss and metric downstream: refuse them here."""
     bad = int(array.size - np.count_nonzero(np.isfinite(array)))
     if bad:
-        raise InputError(path, f"{bad} NaN/Inf values in the image", "fix or mask the non-finite voxels at the source, or exclude the file")
+        raise InputError(
+            path,
+            f"{bad} NaN/Inf values in the image",
+            "fix or mask the non-finite voxels at the source, or exclude the file",
+        )
     return array
 
 
 def require_dims(shape: tuple[int, ...], path: Path, what: str) -> int:
     """2 or 3 spatial dimensions, or raise naming the shape."""
     if len(shape) not in (2, 3):
-        raise InputError(path, f"unsupported dims: {what} of shape {tuple(shape)} is neither 2D nor 3D", "convert it to one 2D image or 3D volume per file")
+        raise InputError(
+            path,
+            f"unsupported dims: {what} of shape {tuple(shape)} is neither 2D nor 3D",
+            "convert it to one 2D image or 3D volume per file",
+        )
     return len(shape)

@@ -42,13 +42,13 @@ import torch
 import webdataset as wds
 
 from medlatent.core.atomic import atomic_path
+from medlatent.core.errors import InputError
 from medlatent.core.hashing import file_sha256
 from medlatent.core.ids import SPLITS
-from medlatent.core.errors import InputError
 from medlatent.latents.loader import check_stored, read_index, sample_array, shard_urls
+from medlatent.latents.window import encode_volume
 from medlatent.models import load_model
 from medlatent.normalize.run import INTERPOLATION_3D, resample_3d, resize_2d
-from medlatent.latents.window import encode_volume
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,18 @@ def model_weights(index: dict, index_path: Path, workdir: str | Path = ".", weig
     """The weights file of the dataset's model, checked against the sha256 its index records."""
     path = Path(weights) if weights else Path(workdir) / "results" / "models" / index["model"] / "stage2.pt"
     if not path.is_file():
-        raise InputError(path, f"weights of model {index['model']!r} not found",
-                         "pass --weights PATH, or --workdir the workflow directory holding results/models/<model>/stage2.pt")
+        raise InputError(
+            path,
+            f"weights of model {index['model']!r} not found",
+            "pass --weights PATH, or --workdir the workflow directory holding results/models/<model>/stage2.pt",
+        )
     digest = file_sha256(path)
     if digest != index["weights_sha256"]:
-        raise InputError(path, f"weights sha256 {digest} differs from {index['weights_sha256']} recorded in {index_path}",
-                         "pass the weights the dataset was extracted with (--weights), or re-extract the dataset")
+        raise InputError(
+            path,
+            f"weights sha256 {digest} differs from {index['weights_sha256']} recorded in {index_path}",
+            "pass the weights the dataset was extracted with (--weights), or re-extract the dataset",
+        )
     return path
 
 
@@ -92,8 +98,11 @@ class _WindowDecoder(torch.nn.Module):
 def _normalized_shape(meta: dict, source: str) -> list[int]:
     shape = meta.get("encoding", {}).get("normalized_shape")
     if shape is None:
-        raise InputError(source, f"item {meta.get('item_id')}: meta.json lacks encoding.normalized_shape",
-                         "re-extract the dataset with this version of MedLatent")
+        raise InputError(
+            source,
+            f"item {meta.get('item_id')}: meta.json lacks encoding.normalized_shape",
+            "re-extract the dataset with this version of MedLatent",
+        )
     return shape
 
 
@@ -106,34 +115,50 @@ def decode_item(model: torch.nn.Module, z: torch.Tensor, meta: dict, index: dict
             image = model.decode(z[None].to(device))[0, 0].float().cpu().numpy()
         image = image[: normalized[0], : normalized[1]]
         (top, left), (height, width) = meta["normalization"]["pad_offset"], meta["normalization"]["resized_shape"]
-        return resize_2d(image[top: top + height, left: left + width], tuple(meta["original_shape"]),
-                         index["normalize"]["interpolation"])
+        return resize_2d(
+            image[top : top + height, left : left + width],
+            tuple(meta["original_shape"]),
+            index["normalize"]["interpolation"],
+        )
     factor = model.downsample_factor
     window = [max(1, size // factor) for size in index["encoding"]["window"]]
     if z.shape[0] == 1:
-        image, info = encode_volume(_WindowDecoder(model), z[0], window, index["encoding"]["overlap"],
-                                    index["encoding"]["blend"])
+        image, info = encode_volume(
+            _WindowDecoder(model), z[0], window, index["encoding"]["overlap"], index["encoding"]["blend"]
+        )
         log.debug("%s: decoded in %d window(s)", meta.get("item_id"), info["windows"])
     elif all(n <= size for n, size in zip(z.shape[1:], window)):
         with torch.inference_mode():
             image = model.decode(z[None].to(device))[0].cpu()
     else:  # encode_volume windows one-channel volumes only
-        raise InputError(source, f"item {meta.get('item_id')}: a {z.shape[0]}-channel 3D latent of shape "
-                         f"{list(z.shape[1:])} exceeds the latent window {window}",
-                         "raise latents.window in the config to cover it (decoded in one pass)")
+        raise InputError(
+            source,
+            f"item {meta.get('item_id')}: a {z.shape[0]}-channel 3D latent of shape "
+            f"{list(z.shape[1:])} exceeds the latent window {window}",
+            "raise latents.window in the config to cover it (decoded in one pass)",
+        )
     return image[0, : normalized[0], : normalized[1], : normalized[2]].float().numpy()
 
 
 def original_grid(volume: np.ndarray, meta: dict, index: dict, source: str) -> tuple[np.ndarray, np.ndarray]:
     """A volume on the item's normalized grid resampled onto its acquisition grid, and that grid's affine."""
     if "original_affine" not in meta:
-        raise InputError(source, f"item {meta.get('item_id')}: meta.json lacks original_affine (extracted before "
-                         "MedLatent kept the acquisition grid)",
-                         "re-normalize and re-extract the source, or pass --grid normalized")
+        raise InputError(
+            source,
+            f"item {meta.get('item_id')}: meta.json lacks original_affine (extracted before "
+            "MedLatent kept the acquisition grid)",
+            "re-normalize and re-extract the source, or pass --grid normalized",
+        )
     original_affine = np.asarray(meta["original_affine"], dtype=np.float64)
     background = meta["normalization"]["intensity"]["output_range"][0]
-    return resample_3d(volume, np.asarray(meta["affine"], dtype=np.float64), original_affine, meta["original_shape"],
-                       INTERPOLATION_3D[index["normalize"]["interpolation"]], background), original_affine
+    return resample_3d(
+        volume,
+        np.asarray(meta["affine"], dtype=np.float64),
+        original_affine,
+        meta["original_shape"],
+        INTERPOLATION_3D[index["normalize"]["interpolation"]],
+        background,
+    ), original_affine
 
 
 def source_intensities(image: np.ndarray, meta: dict) -> np.ndarray:
@@ -176,9 +201,18 @@ def _samples(dataset: Path, split: str) -> Iterator[tuple[dict, str]]:
             yield sample, url
 
 
-def decode_dataset(dataset: str | Path, out: str | Path, *, split: str | None = None, fmt: str | None = None,
-                   intensity: str = "model", grid: str = "original", workdir: str | Path = ".",
-                   weights: str | Path | None = None, device: str = "cpu") -> list[Path]:
+def decode_dataset(
+    dataset: str | Path,
+    out: str | Path,
+    *,
+    split: str | None = None,
+    fmt: str | None = None,
+    intensity: str = "model",
+    grid: str = "original",
+    workdir: str | Path = ".",
+    weights: str | Path | None = None,
+    device: str = "cpu",
+) -> list[Path]:
     """Decode every sample of `split` (default: all splits) to `out/<split>/<item_id>.png|.nii.gz`.
 
     `fmt` defaults to png for 2D and nifti for 3D (3D has no png). `grid`: 3D volumes on each
@@ -191,20 +225,33 @@ def decode_dataset(dataset: str | Path, out: str | Path, *, split: str | None = 
     if fmt not in FORMATS or intensity not in INTENSITIES or grid not in GRIDS:
         raise ValueError(f"format must be one of {FORMATS}, intensity one of {INTENSITIES} and grid one of {GRIDS}")
     if grid == "normalized" and index["dims"] == 2:
-        raise InputError(index_path, "2D images are decoded onto their original pixels only",
-                         "drop --grid normalized (it applies to 3D datasets)")
+        raise InputError(
+            index_path,
+            "2D images are decoded onto their original pixels only",
+            "drop --grid normalized (it applies to 3D datasets)",
+        )
     if fmt == "png" and (index["dims"] == 3 or intensity != "model"):
-        raise InputError(index_path, f"PNG holds 2D images on the model's scale, not {index['dims']}D / {intensity}",
-                         "use --format nifti")
+        raise InputError(
+            index_path,
+            f"PNG holds 2D images on the model's scale, not {index['dims']}D / {intensity}",
+            "use --format nifti",
+        )
     if "projected" not in index["latent"]:
-        raise InputError(index_path, "the index does not say whether the latents are projected",
-                         "re-extract the dataset with this version of MedLatent")
+        raise InputError(
+            index_path,
+            "the index does not say whether the latents are projected",
+            "re-extract the dataset with this version of MedLatent",
+        )
     name = "mean" if index["latent"]["projected"] else "latent"
     check_stored(folder, [name])
     model = load_model(model_weights(index, index_path, workdir, weights)).to(device).eval()
     if model.spec.get("id") != index["model"] or model.spatial_dims != index["dims"]:
-        raise InputError(index_path, f"weights are for {model.spatial_dims}D model {model.spec.get('id')!r}, not "
-                         f"{index['dims']}D model {index['model']!r}", "pass this model's weights with --weights")
+        raise InputError(
+            index_path,
+            f"weights are for {model.spatial_dims}D model {model.spec.get('id')!r}, not "
+            f"{index['dims']}D model {index['model']!r}",
+            "pass this model's weights with --weights",
+        )
     written = []
     for split_name in [split] if split else [s for s in SPLITS if index["splits"].get(s)]:
         for sample, url in _samples(folder, split_name):
@@ -218,8 +265,11 @@ def decode_dataset(dataset: str | Path, out: str | Path, *, split: str | None = 
                 affine = np.asarray(meta["affine"], dtype=np.float64)
             if intensity == "source":
                 image = source_intensities(image, meta)
-            suffix, payload = ((".png", png_bytes(image, meta["normalization"]["intensity"]["output_range"]))
-                               if fmt == "png" else (".nii.gz", nifti_bytes(image, affine)))
+            suffix, payload = (
+                (".png", png_bytes(image, meta["normalization"]["intensity"]["output_range"]))
+                if fmt == "png"
+                else (".nii.gz", nifti_bytes(image, affine))
+            )
             target = Path(out) / split_name / f"{meta['item_id']}{suffix}"
             with atomic_path(target) as temporary:
                 temporary.write_bytes(payload)

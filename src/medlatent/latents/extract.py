@@ -37,14 +37,14 @@ import pandas as pd
 import torch
 import webdataset as wds
 
-from medlatent.core.atomic import atomic_path, write_text
-from medlatent.core.hashing import file_sha256
 from medlatent.config import canonical_json
+from medlatent.core.atomic import atomic_path, write_text
 from medlatent.core.errors import ConfigError, InputError
+from medlatent.core.hashing import file_sha256
 from medlatent.io.h5 import ShardReader
 from medlatent.latents.index import LATENT_DTYPE, PART_FORMAT
-from medlatent.models import load_model
 from medlatent.latents.window import encode_volume
+from medlatent.models import load_model
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,16 @@ TAR_OWNER = "medlatent"
 TAR_MODE = 0o444
 
 #: Item attributes (from the normalized shard) that may appear in meta.json; nothing else does.
-ITEM_FIELDS = ("original_shape", "original_orientation", "original_affine", "spacing", "affine", "orientation",
-               "view_position", "laterality")
+ITEM_FIELDS = (
+    "original_shape",
+    "original_orientation",
+    "original_affine",
+    "spacing",
+    "affine",
+    "orientation",
+    "view_position",
+    "laterality",
+)
 #: Allow-listed parts of the normalization record: crop/pad offsets, scales, intensity window.
 TRANSFORM_FIELDS = ("scale", "resized_shape", "pad_offset", "resampled_shape", "orientation")
 INTENSITY_FIELDS = ("window", "output_range")
@@ -78,13 +86,19 @@ def sample_meta(item_meta: dict, base: dict, encoding: dict, latent_shape: tuple
     intensity = transform.get("intensity", {})
     normalization["intensity"] = {key: intensity[key] for key in INTENSITY_FIELDS if key in intensity}
     meta = {key: _plain(item_meta[key]) for key in ITEM_FIELDS if item_meta.get(key) is not None}
-    return {**meta, **base, "normalization": normalization, "encoding": encoding,
-            "latent_shape": list(latent_shape), "latent_dtype": np.dtype(LATENT_DTYPE).name}
+    return {
+        **meta,
+        **base,
+        "normalization": normalization,
+        "encoding": encoding,
+        "latent_shape": list(latent_shape),
+        "latent_dtype": np.dtype(LATENT_DTYPE).name,
+    }
 
 
 def sample_labels(row: pd.Series) -> dict:
     """labels.json: the manifest's label_<name> columns as {name: value}."""
-    return {key[len(LABEL_PREFIX):]: _plain(value) for key, value in row.items() if key.startswith(LABEL_PREFIX)}
+    return {key[len(LABEL_PREFIX) :]: _plain(value) for key, value in row.items() if key.startswith(LABEL_PREFIX)}
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -97,10 +111,17 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def sample_record(item_id: str, arrays: dict[str, np.ndarray], meta: dict, labels: dict) -> dict:
     """The encoded WebDataset sample (member suffix -> bytes); `arrays`: {"latent": ..., stored extras}."""
     if "." in item_id:
-        raise InputError(item_id, "item id contains a dot: WebDataset would split the sample key there",
-                         "re-curate the source (medlatent.core.ids.item_id never makes dots)")
-    return {"__key__": item_id, **{f"{name}.npy": npy_bytes(array) for name, array in arrays.items()},
-            "meta.json": canonical_json(meta).encode("utf-8"), "labels.json": canonical_json(labels).encode("utf-8")}
+        raise InputError(
+            item_id,
+            "item id contains a dot: WebDataset would split the sample key there",
+            "re-curate the source (medlatent.core.ids.item_id never makes dots)",
+        )
+    return {
+        "__key__": item_id,
+        **{f"{name}.npy": npy_bytes(array) for name, array in arrays.items()},
+        "meta.json": canonical_json(meta).encode("utf-8"),
+        "labels.json": canonical_json(labels).encode("utf-8"),
+    }
 
 
 def _batches(reader: ShardReader, item_ids: list[str], batch_size: int) -> Iterator[list[tuple[str, np.ndarray, dict]]]:
@@ -133,13 +154,18 @@ class _MeanAndLogvar(torch.nn.Module):
         return torch.cat([posterior.mean, posterior.logvar], dim=1)
 
 
-def encode_items(model: torch.nn.Module, reader: ShardReader, item_ids: list[str], spec: dict,
-                 device: torch.device) -> Iterator[tuple[str, np.ndarray, dict, dict[str, np.ndarray], dict]]:
+def encode_items(
+    model: torch.nn.Module, reader: ShardReader, item_ids: list[str], spec: dict, device: torch.device
+) -> Iterator[tuple[str, np.ndarray, dict, dict[str, np.ndarray], dict]]:
     """(item_id, image, item meta, {"latent", stored extras}: float32 arrays, encoding) in item order."""
     projection = getattr(model, "projection", None) is not None
     store = spec["store"]
-    base = {"method": "posterior_mean", "projection": projection, "downsample_factor": model.downsample_factor,
-            "stored": ["latent", *store]}
+    base = {
+        "method": "posterior_mean",
+        "projection": projection,
+        "downsample_factor": model.downsample_factor,
+        "stored": ["latent", *store],
+    }
     if spec["dims"] == 2:
         for batch in _batches(reader, item_ids, spec["batch_size"]):
             images = torch.from_numpy(np.stack([array for _, array, _ in batch]))[:, None].to(device)
@@ -148,21 +174,29 @@ def encode_items(model: torch.nn.Module, reader: ShardReader, item_ids: list[str
                 moments = {"latent": model.project(posterior.mean), "mean": posterior.mean, "logvar": posterior.logvar}
             moments = {name: moments[name].float().cpu().numpy() for name in base["stored"]}
             for position, (item_id, array, meta) in enumerate(batch):
-                yield (item_id, array, meta, {name: values[position] for name, values in moments.items()},
-                       {**base, "normalized_shape": list(array.shape), "padded_shape": list(padding.padded_shape)})
+                yield (
+                    item_id,
+                    array,
+                    meta,
+                    {name: values[position] for name, values in moments.items()},
+                    {**base, "normalized_shape": list(array.shape), "padded_shape": list(padding.padded_shape)},
+                )
         return
     if "mean" in store:
-        raise ConfigError("a 3D latent is the unprojected posterior mean itself: `mean` is never stored twice "
-                          "(medlatent.config.latents_extract_slice drops it from latents.store for 3D)")
+        raise ConfigError(
+            "a 3D latent is the unprojected posterior mean itself: `mean` is never stored twice "
+            "(medlatent.config.latents_extract_slice drops it from latents.store for 3D)"
+        )
     encoder = _MeanAndLogvar(model) if "logvar" in store else model
     for item_id in item_ids:
         array, meta = reader.read(item_id)
-        latent, info = encode_volume(encoder, torch.from_numpy(array), spec["window"], spec["overlap"],
-                                     spec["blend"], spec["sw_batch_size"])
+        latent, info = encode_volume(
+            encoder, torch.from_numpy(array), spec["window"], spec["overlap"], spec["blend"], spec["sw_batch_size"]
+        )
         latent = latent.float().numpy()
         arrays = {"latent": latent[: model.latent_channels]}
         if "logvar" in store:
-            arrays["logvar"] = latent[model.latent_channels:]
+            arrays["logvar"] = latent[model.latent_channels :]
         yield item_id, array, meta, arrays, {**base, "normalized_shape": list(array.shape), **info}
 
 
@@ -172,16 +206,26 @@ def _check_shard(shard_path: Path, shard: str, rows: pd.DataFrame, reader: Shard
     extra = sorted(present - expected)
     missing = sorted(expected - present - set(reader.rejected))
     if extra or missing:
-        raise InputError(shard_path, f"does not match the manifest for shard {shard}: {len(extra)} items not in it "
-                         f"(e.g. {extra[:3]}), {len(missing)} of its items absent (e.g. {missing[:3]})",
-                         "the manifest changed after normalization: rerun the normalize_shard job")
+        raise InputError(
+            shard_path,
+            f"does not match the manifest for shard {shard}: {len(extra)} items not in it "
+            f"(e.g. {extra[:3]}), {len(missing)} of its items absent (e.g. {missing[:3]})",
+            "the manifest changed after normalization: rerun the normalize_shard job",
+        )
     splits = set(rows["split"])
     if splits and splits != {shard.split("-")[0]}:
         raise InputError(shard_path, f"shard {shard} holds items of splits {sorted(splits)}", "re-curate the source")
 
 
-def extract_shard(spec: dict, shard_path: str | Path, manifest: pd.DataFrame, weights: str | Path,
-                  dataset_dir: str | Path, part_path: str | Path, device: str = "cpu") -> dict:
+def extract_shard(
+    spec: dict,
+    shard_path: str | Path,
+    manifest: pd.DataFrame,
+    weights: str | Path,
+    dataset_dir: str | Path,
+    part_path: str | Path,
+    device: str = "cpu",
+) -> dict:
     """Encode one shard into `dataset_dir/<shard>.tar` (if it has items) and write its part record."""
     shard_path, weights, dataset_dir = Path(shard_path), Path(weights), Path(dataset_dir)
     shard = shard_path.stem
@@ -189,29 +233,49 @@ def extract_shard(spec: dict, shard_path: str | Path, manifest: pd.DataFrame, we
     torch.backends.cudnn.deterministic = True
     model = load_model(weights).to(device).eval()
     if model.spec.get("id") != spec["model"] or model.spatial_dims != spec["dims"]:
-        raise InputError(weights, f"weights are for {model.spatial_dims}D model {model.spec.get('id')!r}, "
-                         f"not {spec['dims']}D model {spec['model']!r}", "rerun the training rule of this model")
+        raise InputError(
+            weights,
+            f"weights are for {model.spatial_dims}D model {model.spec.get('id')!r}, "
+            f"not {spec['dims']}D model {spec['model']!r}",
+            "rerun the training rule of this model",
+        )
     weights_sha256 = file_sha256(weights)
     rows = manifest[manifest["shard"] == shard].set_index("item_id", drop=False)
     tar_path = dataset_dir / f"{shard}.tar"
     with ShardReader(shard_path) as reader:
         _check_shard(shard_path, shard, rows, reader)
         item_ids = reader.item_ids()
-        base = {"source": spec["source"], "modality": spec["modality"], "dims": spec["dims"],
-                "split": shard.split("-")[0], "model": spec["model"], "weights_sha256": weights_sha256,
-                "demo_weights": bool(model.is_demo)}
+        base = {
+            "source": spec["source"],
+            "modality": spec["modality"],
+            "dims": spec["dims"],
+            "split": shard.split("-")[0],
+            "model": spec["model"],
+            "weights_sha256": weights_sha256,
+            "demo_weights": bool(model.is_demo),
+        }
         counts = {"input_float32_bytes": 0, "latent_float16_bytes": 0, "stored_float16_bytes": 0}
         shapes: set[tuple[int, ...]] = set()
         if item_ids:
-            with atomic_path(tar_path) as temporary, open(temporary, "wb") as stream, \
-                    wds.TarWriter(stream, user=TAR_OWNER, group=TAR_OWNER, mode=TAR_MODE, encoder=False,
-                                  mtime=TAR_MTIME) as writer:
-                for item_id, array, meta, arrays, encoding in encode_items(model, reader, item_ids, spec, torch.device(device)):
+            with (
+                atomic_path(tar_path) as temporary,
+                open(temporary, "wb") as stream,
+                wds.TarWriter(
+                    stream, user=TAR_OWNER, group=TAR_OWNER, mode=TAR_MODE, encoder=False, mtime=TAR_MTIME
+                ) as writer,
+            ):
+                for item_id, array, meta, arrays, encoding in encode_items(
+                    model, reader, item_ids, spec, torch.device(device)
+                ):
                     stored = {name: values.astype(LATENT_DTYPE) for name, values in arrays.items()}
                     for name, values in stored.items():
                         if not np.isfinite(values).all():
-                            raise InputError(shard_path, f"item {item_id}: {name} not finite in float16 (max |value| "
-                                             f"{float(np.abs(arrays[name]).max()):.3g})", "check the model weights")
+                            raise InputError(
+                                shard_path,
+                                f"item {item_id}: {name} not finite in float16 (max |value| "
+                                f"{float(np.abs(arrays[name]).max()):.3g})",
+                                "check the model weights",
+                            )
                     meta = sample_meta(meta, {**base, "item_id": item_id}, encoding, stored["latent"].shape)
                     writer.write(sample_record(item_id, stored, meta, sample_labels(rows.loc[item_id])))
                     counts["input_float32_bytes"] += array.size * 4
@@ -221,15 +285,24 @@ def extract_shard(spec: dict, shard_path: str | Path, manifest: pd.DataFrame, we
         elif tar_path.exists():  # the shard used to have items: its old tar must not be indexed
             tar_path.unlink()
         part = {
-            "format": PART_FORMAT, "model": spec["model"], "source": spec["source"], "shard": shard,
-            "split": base["split"], "tar": tar_path.name if item_ids else None, "num_samples": len(item_ids),
+            "format": PART_FORMAT,
+            "model": spec["model"],
+            "source": spec["source"],
+            "shard": shard,
+            "split": base["split"],
+            "tar": tar_path.name if item_ids else None,
+            "num_samples": len(item_ids),
             "sha256": file_sha256(tar_path) if item_ids else None,
             "bytes": tar_path.stat().st_size if item_ids else 0,
-            "normalized_bytes": shard_path.stat().st_size, **counts,
+            "normalized_bytes": shard_path.stat().st_size,
+            **counts,
             "latent_shapes": sorted(list(shape) for shape in shapes),
-            "rejected": dict(sorted(reader.rejected.items())), "weights_sha256": weights_sha256,
-            "demo_weights": bool(model.is_demo), "demo_data": bool(reader.meta.get("demo", False)),
-            "projected": model.projection is not None, "stored": ["latent", *spec["store"]],
+            "rejected": dict(sorted(reader.rejected.items())),
+            "weights_sha256": weights_sha256,
+            "demo_weights": bool(model.is_demo),
+            "demo_data": bool(reader.meta.get("demo", False)),
+            "projected": model.projection is not None,
+            "stored": ["latent", *spec["store"]],
             "normalize": reader.meta.get("normalize"),
             "encoding": {key: spec[key] for key in ("window", "overlap", "blend") if key in spec},
             "device": torch.device(device).type,

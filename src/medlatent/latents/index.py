@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from medlatent.core.atomic import write_text
-from medlatent.core.hashing import file_sha256
-from medlatent.models.card import weights_statement
 from medlatent.config import canonical_json
-from medlatent.core.ids import SPLITS
+from medlatent.core.atomic import write_text
 from medlatent.core.errors import InputError
+from medlatent.core.hashing import file_sha256
+from medlatent.core.ids import SPLITS
+from medlatent.models.card import weights_statement
 
 #: Format tag of the per-shard part records extract_latents writes for index_latents.
 PART_FORMAT = "medlatent-latent-part/1"
@@ -52,8 +52,11 @@ def _check_folder(dataset_dir: Path, parts: list[dict]) -> None:
             path.unlink()
     for part in parts:
         if part["tar"] and file_sha256(dataset_dir / part["tar"]) != part["sha256"]:
-            raise InputError(dataset_dir / part["tar"], "differs from the sha256 its extraction job recorded",
-                             f"delete data/latent_parts/{part['model']}/{part['source']}/{part['shard']}.json and rerun")
+            raise InputError(
+                dataset_dir / part["tar"],
+                "differs from the sha256 its extraction job recorded",
+                f"delete data/latent_parts/{part['model']}/{part['source']}/{part['shard']}.json and rerun",
+            )
 
 
 def storage(parts: list[dict]) -> dict:
@@ -81,8 +84,11 @@ def _one(parts: list[dict], key: str, spec: dict):
     """A fact every part record must agree on (None without parts)."""
     values = {canonical_json(p[key]) for p in parts}
     if len(values) > 1:
-        raise InputError(f"data/latent_parts/{spec['model']}/{spec['source']}", f"shards disagree on {key!r}",
-                         "rerun the extract_latents jobs of this dataset")
+        raise InputError(
+            f"data/latent_parts/{spec['model']}/{spec['source']}",
+            f"shards disagree on {key!r}",
+            "rerun the extract_latents jobs of this dataset",
+        )
     return parts[0][key] if parts else None
 
 
@@ -91,8 +97,11 @@ def build_index(spec: dict, parts: list[dict], card_path: str | Path) -> dict:
     shapes = sorted({tuple(shape) for p in parts for shape in p["latent_shapes"]})
     weights = {p["weights_sha256"] for p in parts}
     if len(weights) > 1:
-        raise InputError(f"data/latent_parts/{spec['model']}/{spec['source']}", "shards were encoded with different weights",
-                         "rerun the extract_latents jobs of this dataset")
+        raise InputError(
+            f"data/latent_parts/{spec['model']}/{spec['source']}",
+            "shards were encoded with different weights",
+            "rerun the extract_latents jobs of this dataset",
+        )
     projected = _one(parts, "projected", spec)
     return {
         "format": INDEX_FORMAT,
@@ -103,15 +112,29 @@ def build_index(spec: dict, parts: list[dict], card_path: str | Path) -> dict:
         "modality": spec["modality"],
         "anatomy": spec["anatomy"],
         "dims": spec["dims"],
-        "shards": [{"file": p["tar"], "split": p["split"], "num_samples": p["num_samples"], "sha256": p["sha256"],
-                    "bytes": p["bytes"]} for p in parts if p["tar"]],
+        "shards": [
+            {
+                "file": p["tar"],
+                "split": p["split"],
+                "num_samples": p["num_samples"],
+                "sha256": p["sha256"],
+                "bytes": p["bytes"],
+            }
+            for p in parts
+            if p["tar"]
+        ],
         "splits": {split: sum(p["num_samples"] for p in parts if p["split"] == split) for split in SPLITS},
         "num_samples": sum(p["num_samples"] for p in parts),
         "rejected_items": sorted(item for p in parts for item in p["rejected"]),
-        "latent": {"dtype": LATENT_DTYPE.__name__, "shape": list(shapes[0]) if len(shapes) == 1 else None,
-                   "shapes": [list(s) for s in shapes], "channels_first": True,
-                   "projected": projected, "classification_scale": spec["classification_scale"],
-                   "stored": _one(parts, "stored", spec)},
+        "latent": {
+            "dtype": LATENT_DTYPE.__name__,
+            "shape": list(shapes[0]) if len(shapes) == 1 else None,
+            "shapes": [list(s) for s in shapes],
+            "channels_first": True,
+            "projected": projected,
+            "classification_scale": spec["classification_scale"],
+            "stored": _one(parts, "stored", spec),
+        },
         "encoding": {"method": "posterior_mean", **(parts[0]["encoding"] if parts else {})},
         "normalize": parts[0]["normalize"] if parts else None,
         "weights_sha256": weights.pop() if weights else None,
@@ -132,9 +155,12 @@ def build_info(index: dict) -> dict:
     for split in SPLITS:
         shards = [s for s in index["shards"] if s["split"] == split]
         if shards:
-            splits[split] = {"name": split, "num_samples": sum(s["num_samples"] for s in shards),
-                             "filenames": [s["file"] for s in shards],
-                             "shard_lengths": [s["num_samples"] for s in shards]}
+            splits[split] = {
+                "name": split,
+                "num_samples": sum(s["num_samples"] for s in shards),
+                "filenames": [s["file"] for s in shards],
+                "shard_lengths": [s["num_samples"] for s in shards],
+            }
     return {"name": index["name"], "splits": splits}
 
 
@@ -145,11 +171,17 @@ def _yes_no(flag: bool) -> str:
 def build_card(index: dict) -> str:
     """README.md of the dataset: what it is, how to load it, its licence and its storage."""
     licence, store, latent = index["license"], index["storage"], index["latent"]
-    shape = "x".join(map(str, latent["shape"])) if latent["shape"] else "varies per volume: " + ", ".join(
-        "x".join(map(str, s)) for s in latent["shapes"])
-    demo = ("**Demo weights: yes.** These latents come from small random-initialised demo networks trained "
-            "for seconds on synthetic data; they carry no learned meaning and only exercise the pipeline."
-            if index["demo_weights"] else "Demo weights: no (trained MedVAE weights; sha256 below).")
+    shape = (
+        "x".join(map(str, latent["shape"]))
+        if latent["shape"]
+        else "varies per volume: " + ", ".join("x".join(map(str, s)) for s in latent["shapes"])
+    )
+    demo = (
+        "**Demo weights: yes.** These latents come from small random-initialised demo networks trained "
+        "for seconds on synthetic data; they carry no learned meaning and only exercise the pipeline."
+        if index["demo_weights"]
+        else "Demo weights: no (trained MedVAE weights; sha256 below)."
+    )
     lines = [
         f"# Latent dataset {index['model']} / {index['source']}",
         "",
@@ -165,7 +197,8 @@ def build_card(index: dict) -> str:
         "",
         "```python",
         "from medlatent import load_latents",
-        f"for latent, labels, meta in load_latents(\"data/latents/{index['model']}/{index['source']}\", split=\"train\"):",
+        f"for latent, labels, meta in load_latents(\"data/latents/{index['model']}/{index['source']}\", "
+        "split=\"train\"):",
         "    ...  # latent: float32 tensor (C, h, w) or (C, d, h, w)",
         "```",
         "",
@@ -190,8 +223,10 @@ def build_card(index: dict) -> str:
         "",
         "| split | samples | shards |",
         "|---|---|---|",
-        *(f"| {split} | {index['splits'][split]} | {sum(1 for s in index['shards'] if s['split'] == split)} |"
-          for split in SPLITS),  # SPLITS order: the index read back from JSON has its keys sorted
+        *(
+            f"| {split} | {index['splits'][split]} | {sum(1 for s in index['shards'] if s['split'] == split)} |"
+            for split in SPLITS
+        ),  # SPLITS order: the index read back from JSON has its keys sorted
         "",
         f"Latent shape: {shape}. Items that failed normalization (absent): {len(index['rejected_items'])}.",
         "",
@@ -203,14 +238,16 @@ def build_card(index: dict) -> str:
         lines += [
             f"- Normalized images as float32: {store['input_float32_bytes']:,} bytes; latents as float16: "
             f"{store['latent_float16_bytes']:,} bytes.",
-            f"- Theoretical storage ratio (float32 image bytes / float16 latent bytes): {store['theoretical_ratio']:.2f}.",
+            "- Theoretical storage ratio (float32 image bytes / float16 latent bytes): "
+            f"{store['theoretical_ratio']:.2f}.",
         ]
         if extras:
             lines.append(
                 f"- Also stored (`latents.store`): {', '.join(f'`{name}.npy`' for name in extras)}, "
                 f"{store['stored_float16_bytes'] - store['latent_float16_bytes']:,} bytes as float16 (one latent's "
                 f"bytes each); payload ratio (float32 image bytes / float16 bytes of all stored arrays): "
-                f"{store['payload_ratio']:.2f}.")
+                f"{store['payload_ratio']:.2f}."
+            )
         lines += [
             f"- Measured storage ratio (float32 image bytes / tar bytes on disk): {store['measured_ratio']:.2f} "
             f"({100 * store['measured_over_payload']:.1f}% of the payload ratio; the rest is tar and npy headers, "
@@ -250,8 +287,10 @@ def _decode_lines(index: dict) -> list[str]:
     latent = index["latent"]
     if latent["stored"] is None:  # an empty dataset
         return []
-    described = {"mean": "`mean.npy` (the unprojected posterior mean, what the decoder decodes)",
-                 "logvar": "`logvar.npy` (the posterior log-variance, to resample)"}
+    described = {
+        "mean": "`mean.npy` (the unprojected posterior mean, what the decoder decodes)",
+        "logvar": "`logvar.npy` (the posterior log-variance, to resample)",
+    }
     extras = [described[name] for name in latent["stored"] if name != "latent"]
     lines = [
         "## Stored arrays and decoding",
@@ -260,8 +299,10 @@ def _decode_lines(index: dict) -> list[str]:
         "",
     ]
     if latent["projected"] and "mean" not in latent["stored"]:
-        return lines + ["Not decodable: the latents are projected (not invertible) and the unprojected mean was not "
-                        "stored; set `latents.store: [mean]` and rerun the extraction to decode."]
+        return lines + [
+            "Not decodable: the latents are projected (not invertible) and the unprojected mean was not "
+            "stored; set `latents.store: [mean]` and rerun the extraction to decode."
+        ]
     return lines + [
         "Back to images, on the normalized intensity scale of the model (see the project README):",
         "",
@@ -274,12 +315,16 @@ def _decode_lines(index: dict) -> list[str]:
 
 def dataset_files(index: dict) -> dict[str, str]:
     """The text of each of `INDEX_FILES` for an index: what is written, and what `verify` expects."""
-    return {"index.json": json.dumps(index, indent=1, sort_keys=True) + "\n",
-            "_info.json": json.dumps(build_info(index), indent=1, sort_keys=True) + "\n",
-            "README.md": build_card(index)}
+    return {
+        "index.json": json.dumps(index, indent=1, sort_keys=True) + "\n",
+        "_info.json": json.dumps(build_info(index), indent=1, sort_keys=True) + "\n",
+        "README.md": build_card(index),
+    }
 
 
-def write_dataset_files(spec: dict, part_paths: list[str | Path], card_path: str | Path, dataset_dir: str | Path) -> dict:
+def write_dataset_files(
+    spec: dict, part_paths: list[str | Path], card_path: str | Path, dataset_dir: str | Path
+) -> dict:
     """Check the tars against the part records and write index.json, _info.json and README.md."""
     dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)

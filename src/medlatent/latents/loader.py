@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from medlatent.core.ids import SPLITS
 from medlatent.core.errors import InputError
+from medlatent.core.ids import SPLITS
 
 
 def read_index(path_or_index: str | Path) -> tuple[Path, dict]:
@@ -36,8 +36,11 @@ def read_index(path_or_index: str | Path) -> tuple[Path, dict]:
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise InputError(index_path, f"not a readable latent dataset index ({error})",
-                         "pass data/latents/<model>/<source> after the index_latents job ran, or `dvc pull` it") from None
+        raise InputError(
+            index_path,
+            f"not a readable latent dataset index ({error})",
+            "pass data/latents/<model>/<source> after the index_latents job ran, or `dvc pull` it",
+        ) from None
     return index_path.parent, index
 
 
@@ -48,8 +51,9 @@ def shard_urls(path_or_index: str | Path, split: str) -> list[str]:
     folder, index = read_index(path_or_index)
     urls = [str(folder / shard["file"]) for shard in index["shards"] if shard["split"] == split]
     if not urls:
-        raise InputError(folder / "index.json", f"split {split!r} has no samples ({index['splits']})",
-                         "choose a split with samples")
+        raise InputError(
+            folder / "index.json", f"split {split!r} has no samples ({index['splits']})", "choose a split with samples"
+        )
     return urls
 
 
@@ -73,12 +77,22 @@ def check_stored(path_or_index: str | Path, names: tuple[str, ...] | list[str]) 
     stored = index["latent"].get("stored", ["latent"])
     missing = [name for name in names if name not in stored]
     if missing:
-        raise InputError(folder / "index.json", f"the dataset stores {stored}, not {missing}",
-                         f"add {missing} to latents.store in the config and rerun the extraction")
+        raise InputError(
+            folder / "index.json",
+            f"the dataset stores {stored}, not {missing}",
+            f"add {missing} to latents.store in the config and rerun the extraction",
+        )
 
 
-def load_latents(path_or_index: str | Path, split: str = "train", *, shuffle: int = 0, seed: int = 0,
-                 resampled: bool = False, posterior: tuple[str, ...] = ()) -> wds.DataPipeline:
+def load_latents(
+    path_or_index: str | Path,
+    split: str = "train",
+    *,
+    shuffle: int = 0,
+    seed: int = 0,
+    resampled: bool = False,
+    posterior: tuple[str, ...] = (),
+) -> wds.DataPipeline:
     """An iterable of (latent, labels, meta) over one split, split by DDP rank and worker.
 
     `shuffle` > 0 shuffles shard order (seeded, the same on every rank before the split)

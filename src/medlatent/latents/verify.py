@@ -14,9 +14,9 @@ from pathlib import Path
 
 from webdataset.tariterators import base_plus_ext
 
+from medlatent.core.errors import InputError
 from medlatent.core.hashing import file_sha256
 from medlatent.core.ids import SPLITS
-from medlatent.core.errors import InputError
 from medlatent.latents.index import dataset_files
 from medlatent.latents.loader import read_index
 
@@ -62,8 +62,11 @@ def verify_dataset(dataset_dir: str | Path) -> dict:
     folder, index = read_index(dataset_dir)
     problems = [problem for shard in index["shards"] for problem in _shard_problems(folder, shard)]
     listed = {shard["file"] for shard in index["shards"]}
-    problems += [f"{path.name}: a tar that index.json does not list" for path in sorted(folder.glob("*.tar"))
-                 if path.name not in listed]
+    problems += [
+        f"{path.name}: a tar that index.json does not list"
+        for path in sorted(folder.glob("*.tar"))
+        if path.name not in listed
+    ]
     for split in SPLITS:
         counted = sum(shard["num_samples"] for shard in index["shards"] if shard["split"] == split)
         if counted != index["splits"].get(split, 0):
@@ -73,6 +76,9 @@ def verify_dataset(dataset_dir: str | Path) -> dict:
         if name != "index.json" and (not path.is_file() or path.read_text(encoding="utf-8") != expected):
             problems.append(f"{name}: does not match index.json (missing or edited)")
     if problems:
-        raise InputError(folder, "failed verification:\n  - " + "\n  - ".join(problems),
-                         "fetch the dataset again (`dvc pull` / `dvc update`), or rerun its index_latents job")
+        raise InputError(
+            folder,
+            "failed verification:\n  - " + "\n  - ".join(problems),
+            "fetch the dataset again (`dvc pull` / `dvc update`), or rerun its index_latents job",
+        )
     return {"dataset": index["name"], "shards": len(index["shards"]), "splits": index["splits"]}

@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import torch
 
-from medlatent.normalize import BACKGROUND
 from medlatent.core.errors import ConfigError
 from medlatent.models.autoencoder import pad_to_multiple
-
+from medlatent.normalize import BACKGROUND
 
 #: `MVAE(gpu_dim=160)`: the largest window side the public MedVAE code encodes in one pass.
 MEDVAE_GPU_DIM = 160
@@ -64,11 +63,18 @@ def check_window(window: list[int], overlap: float, factor: int) -> None:
         raise ConfigError(
             f"latents.window={list(window)} with latents.overlap={overlap} gives window stride {stride} voxels; "
             f"window and stride must be multiples of the model's downsampling factor {factor} so windows start "
-            f"on the latent grid (e.g. window 160 and overlap 0.25: stride 120)")
+            f"on the latent grid (e.g. window 160 and overlap 0.25: stride 120)"
+        )
 
 
-def encode_volume(model: torch.nn.Module, volume: torch.Tensor, window: list[int] | str, overlap: float,
-                  blend: str = "gaussian", sw_batch_size: int = 1) -> tuple[torch.Tensor, dict]:
+def encode_volume(
+    model: torch.nn.Module,
+    volume: torch.Tensor,
+    window: list[int] | str,
+    overlap: float,
+    blend: str = "gaussian",
+    sw_batch_size: int = 1,
+) -> tuple[torch.Tensor, dict]:
     """Latent (C, x, y, z) of one (X, Y, Z) volume, on the CPU; plus how it was encoded.
 
     The volume is padded at the end of each axis with the background value to a multiple of
@@ -95,8 +101,16 @@ def encode_volume(model: torch.nn.Module, volume: torch.Tensor, window: list[int
         from monai.inferers import sliding_window_inference  # here: importing MONAI costs seconds
 
         latent = sliding_window_inference(
-            padded, roi, sw_batch_size, model.encode_latent, overlap=overlap, mode=blend,
-            cval=BACKGROUND, sw_device=device, device=torch.device("cpu"))
+            padded,
+            roi,
+            sw_batch_size,
+            model.encode_latent,
+            overlap=overlap,
+            mode=blend,
+            cval=BACKGROUND,
+            sw_device=device,
+            device=torch.device("cpu"),
+        )
     windows = 1
     for size, n in zip(roi, padded.shape[2:]):
         stride = int(size * (1 - overlap)) if size < n else size

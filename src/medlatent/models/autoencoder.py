@@ -65,9 +65,7 @@ class AttnBlock(nn.Module):
     def __init__(self, spatial_dims: int, channels: int, groups: int) -> None:
         super().__init__()
         self.norm = group_norm(channels, groups)
-        self.q, self.k, self.v, self.proj_out = (
-            conv_nd(spatial_dims, channels, channels, 1, 1, 0) for _ in range(4)
-        )
+        self.q, self.k, self.v, self.proj_out = (conv_nd(spatial_dims, channels, channels, 1, 1, 0) for _ in range(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
@@ -140,8 +138,16 @@ class _Trunk(nn.Module):
 class Encoder(_Trunk):
     """LDM ``Encoder`` with ``attn_resolutions=[]`` (attention only in the mid block)."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, ch: int, ch_mult: Sequence[int],
-                 num_res_blocks: int, z_channels: int, groups: int) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        ch: int,
+        ch_mult: Sequence[int],
+        num_res_blocks: int,
+        z_channels: int,
+        groups: int,
+    ) -> None:
         super().__init__()
         self.conv_in = conv_nd(spatial_dims, in_channels, ch, 3, 1, 1)
         widths = [ch * m for m in ch_mult]
@@ -153,8 +159,9 @@ class Encoder(_Trunk):
                 blocks.append(ResnetBlock(spatial_dims, block_in, block_out, groups))
                 block_in = block_out
             last = level == len(widths) - 1
-            self.down.append(Level(blocks, None if last else "downsample",
-                                   None if last else Downsample(spatial_dims, block_in)))
+            self.down.append(
+                Level(blocks, None if last else "downsample", None if last else Downsample(spatial_dims, block_in))
+            )
         self.mid = MidBlock(spatial_dims, block_in, groups)
         self.norm_out = group_norm(block_in, groups)
         self.conv_out = conv_nd(spatial_dims, block_in, 2 * z_channels, 3, 1, 1)
@@ -173,8 +180,16 @@ class Encoder(_Trunk):
 class Decoder(_Trunk):
     """LDM ``Decoder``: num_res_blocks + 1 res blocks per level; ``up[0]`` is the finest level."""
 
-    def __init__(self, spatial_dims: int, out_channels: int, ch: int, ch_mult: Sequence[int],
-                 num_res_blocks: int, z_channels: int, groups: int) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        out_channels: int,
+        ch: int,
+        ch_mult: Sequence[int],
+        num_res_blocks: int,
+        z_channels: int,
+        groups: int,
+    ) -> None:
         super().__init__()
         block_in = ch * ch_mult[-1]
         self.conv_in = conv_nd(spatial_dims, z_channels, block_in, 3, 1, 1)
@@ -186,8 +201,9 @@ class Decoder(_Trunk):
             for _ in range(num_res_blocks + 1):
                 blocks.append(ResnetBlock(spatial_dims, block_in, block_out, groups))
                 block_in = block_out
-            levels.insert(0, Level(blocks, "upsample" if level else None,
-                                   Upsample(spatial_dims, block_in) if level else None))
+            levels.insert(
+                0, Level(blocks, "upsample" if level else None, Upsample(spatial_dims, block_in) if level else None)
+            )
         self.up = nn.ModuleList(levels)
         self.norm_out = group_norm(block_in, groups)
         self.conv_out = conv_nd(spatial_dims, block_in, out_channels, 3, 1, 1)
@@ -212,8 +228,7 @@ class DiagonalGaussian:
         self.var = torch.exp(self.logvar)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
-                            dtype=self.mean.dtype)
+        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.std * noise
 
     def mode(self) -> torch.Tensor:
@@ -257,17 +272,31 @@ class AutoencoderKL(nn.Module):
     checkpoints can rebuild the same network.
     """
 
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, out_channels: int | None = None,
-                 ch: int = 128, ch_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 2,
-                 latent_channels: int = 1, norm_groups: int = 32) -> None:
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        ch: int = 128,
+        ch_mult: Sequence[int] = (1, 2, 4),
+        num_res_blocks: int = 2,
+        latent_channels: int = 1,
+        norm_groups: int = 32,
+    ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         out_channels = in_channels if out_channels is None else out_channels
-        self.config = {"spatial_dims": spatial_dims, "in_channels": in_channels,
-                       "out_channels": out_channels, "ch": ch, "ch_mult": list(ch_mult),
-                       "num_res_blocks": num_res_blocks, "latent_channels": latent_channels,
-                       "norm_groups": norm_groups}
+        self.config = {
+            "spatial_dims": spatial_dims,
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "ch": ch,
+            "ch_mult": list(ch_mult),
+            "num_res_blocks": num_res_blocks,
+            "latent_channels": latent_channels,
+            "norm_groups": norm_groups,
+        }
         self.spatial_dims = spatial_dims
         self.latent_channels = latent_channels
         self.encoder = Encoder(spatial_dims, in_channels, ch, ch_mult, num_res_blocks, latent_channels, norm_groups)
@@ -291,7 +320,8 @@ class AutoencoderKL(nn.Module):
         if bad or x.ndim != self.spatial_dims + 2:
             raise ValueError(
                 f"expected a (batch, channel, {self.spatial_dims} spatial axes) tensor with sizes divisible by "
-                f"{self.downsample_factor}, got shape {tuple(x.shape)}; use encode_padded for other sizes")
+                f"{self.downsample_factor}, got shape {tuple(x.shape)}; use encode_padded for other sizes"
+            )
         return DiagonalGaussian(self.quant_conv(self.encoder(x)))
 
     def encode_padded(self, x: torch.Tensor) -> tuple[DiagonalGaussian, Padding]:
@@ -302,8 +332,9 @@ class AutoencoderKL(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))
 
-    def forward(self, x: torch.Tensor, sample_posterior: bool = True,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
+    def forward(
+        self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, DiagonalGaussian]:
         posterior = self.encode(x)
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return self.decode(z), posterior

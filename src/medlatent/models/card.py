@@ -34,9 +34,14 @@ def demo_reasons(spec: dict[str, Any], networks: dict[str, Any]) -> list[str]:
     return reasons
 
 
-def stage_record(spec: dict[str, Any], steps: int, final_losses: dict[str, dict[str, float]],
-                 device: dict[str, Any], manifests: Sequence[str | Path],
-                 networks: dict[str, Any]) -> dict[str, Any]:
+def stage_record(
+    spec: dict[str, Any],
+    steps: int,
+    final_losses: dict[str, dict[str, float]],
+    device: dict[str, Any],
+    manifests: Sequence[str | Path],
+    networks: dict[str, Any],
+) -> dict[str, Any]:
     """Everything one training stage contributes to the card."""
     return {
         "config": spec,
@@ -50,8 +55,9 @@ def stage_record(spec: dict[str, Any], steps: int, final_losses: dict[str, dict[
     }
 
 
-def write_card(path: str | Path, model: dict[str, Any], stages: dict[str, dict[str, Any]],
-               weights: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_card(
+    path: str | Path, model: dict[str, Any], stages: dict[str, dict[str, Any]], weights: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write card.json; `stages`: {"stage1": record, "stage2": record}; `weights`: an import's origin."""
     reasons = sorted({reason for record in stages.values() for reason in record.get("demo_reasons", [])})
     if weights is not None:
@@ -59,8 +65,10 @@ def write_card(path: str | Path, model: dict[str, Any], stages: dict[str, dict[s
     card = {
         "format": FORMAT,
         "model": model["id"],
-        "architecture": {key: model.get(key) for key in ("dims", "f", "latent_channels", "ch", "ch_mult",
-                                                         "num_res_blocks", "norm_groups")},
+        "architecture": {
+            key: model.get(key)
+            for key in ("dims", "f", "latent_channels", "ch", "ch_mult", "num_res_blocks", "norm_groups")
+        },
         "weights": "demo" if reasons else ("imported" if weights is not None else "trained"),
         "demo": bool(reasons),
         "demo_reasons": reasons,

@@ -49,8 +49,15 @@ class FrozenModule(nn.Module):
 class Embedder(FrozenModule):
     """Frozen image network + the preprocessing it expects; gradients flow to the input."""
 
-    def __init__(self, network: nn.Module, input_size: int, name: str, is_demo: bool,
-                 mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        input_size: int,
+        name: str,
+        is_demo: bool,
+        mean: tuple[float, ...] = CLIP_MEAN,
+        std: tuple[float, ...] = CLIP_STD,
+    ) -> None:
         super().__init__()
         self.network = network
         self.input_size = input_size
@@ -79,10 +86,15 @@ def demo_network(seed: int, dim: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return nn.Sequential(
-            nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, dim),
+            nn.Conv2d(3, 16, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, dim),
         )
 
 
@@ -92,7 +104,8 @@ def _missing_biomedclip(detail: str) -> MedLatentError:
         f"microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224 ({OPEN_CLIP_CONFIG} and "
         f"{' or '.join(OPEN_CLIP_WEIGHTS)}) in a directory and set `embedder.path` to it in config.yaml, "
         "or pre-populate the hub cache (HF_HOME) on a machine with internet; "
-        "to run without them, set `embedder: {kind: demo}` (a random stand-in, labelled as such).")
+        "to run without them, set `embedder: {kind: demo}` (a random stand-in, labelled as such)."
+    )
 
 
 def _local_files(path: Path) -> tuple[Path, Path]:
@@ -101,8 +114,10 @@ def _local_files(path: Path) -> tuple[Path, Path]:
     config = folder / OPEN_CLIP_CONFIG
     weights = path if path.is_file() else next((folder / n for n in OPEN_CLIP_WEIGHTS if (folder / n).is_file()), None)
     if not path.exists() or weights is None or not config.is_file():
-        raise _missing_biomedclip(f"{path} must be a directory holding {OPEN_CLIP_CONFIG} and a weights file, "
-                                  f"or a weights file with {OPEN_CLIP_CONFIG} beside it")
+        raise _missing_biomedclip(
+            f"{path} must be a directory holding {OPEN_CLIP_CONFIG} and a weights file, "
+            f"or a weights file with {OPEN_CLIP_CONFIG} beside it"
+        )
     return config, weights
 
 
@@ -142,9 +157,14 @@ def biomedclip_image_tower(config_path: Path, weights_path: Path) -> Embedder:
     state = {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
     load_strict(visual, state, weights_path)
     size = model_cfg["vision_cfg"].get("image_size", 224)
-    return Embedder(visual, size if isinstance(size, int) else size[0], name=f"biomedclip:{weights_path}",
-                    is_demo=False, mean=tuple(preprocess.get("mean", CLIP_MEAN)),
-                    std=tuple(preprocess.get("std", CLIP_STD)))
+    return Embedder(
+        visual,
+        size if isinstance(size, int) else size[0],
+        name=f"biomedclip:{weights_path}",
+        is_demo=False,
+        mean=tuple(preprocess.get("mean", CLIP_MEAN)),
+        std=tuple(preprocess.get("std", CLIP_STD)),
+    )
 
 
 def load_embedder(spec: dict[str, Any]) -> Embedder:
@@ -152,8 +172,9 @@ def load_embedder(spec: dict[str, Any]) -> Embedder:
     kind = spec.get("kind")
     if kind == "demo":
         seed, size, dim = spec.get("seed", 0), spec.get("input_size", 64), spec.get("dim", 128)
-        return Embedder(demo_network(seed, dim), size, name=f"demo-cnn(seed={seed}, random init, not pretrained)",
-                        is_demo=True)
+        return Embedder(
+            demo_network(seed, dim), size, name=f"demo-cnn(seed={seed}, random init, not pretrained)", is_demo=True
+        )
     if kind == "biomedclip":
         path = spec.get("path")
         files = _local_files(resolve(path)) if path else _hub_cache_files(spec.get("hub_id") or BIOMEDCLIP_HUB_ID)

@@ -43,15 +43,21 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, t
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise InputError(path, "reading .safetensors needs the safetensors package",
-                             "pip install safetensors, or convert the file to .pt") from None
+            raise InputError(
+                path,
+                "reading .safetensors needs the safetensors package",
+                "pip install safetensors, or convert the file to .pt",
+            ) from None
         return load_file(str(path), device="cpu")
     try:
         data = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise InputError(path, f"cannot read the checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})",
-                         "if it holds Python objects besides tensors and you trust it, load it with "
-                         "trust_pickle=True, or re-save only its state_dict / convert it to .safetensors") from None
+        raise InputError(
+            path,
+            f"cannot read the checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})",
+            "if it holds Python objects besides tensors and you trust it, load it with "
+            "trust_pickle=True, or re-save only its state_dict / convert it to .safetensors",
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not any(isinstance(v, torch.Tensor) for v in data.values()):
@@ -62,7 +68,7 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, t
 def autoencoder_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keep only autoencoder keys: drops ``loss.*`` etc.; unwraps ``first_stage_model.``."""
     if any(k.startswith(FULL_MODEL_PREFIX) for k in state_dict):
-        state_dict = {k[len(FULL_MODEL_PREFIX):]: v for k, v in state_dict.items() if k.startswith(FULL_MODEL_PREFIX)}
+        state_dict = {k[len(FULL_MODEL_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(FULL_MODEL_PREFIX)}
     return {k: v for k, v in state_dict.items() if k.startswith(AUTOENCODER_PREFIXES)}
 
 
@@ -84,25 +90,40 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: s
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    wrong = sorted(f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-                   for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape)
+    wrong = sorted(
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if state_dict[k].shape != expected[k].shape
+    )
     groups = (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong))
-    problems = [f"{label} ({len(keys)}): {keys[:_LISTED]}{' ...' if len(keys) > _LISTED else ''}"
-                for label, keys in groups if keys]
+    problems = [
+        f"{label} ({len(keys)}): {keys[:_LISTED]}{' ...' if len(keys) > _LISTED else ''}"
+        for label, keys in groups
+        if keys
+    ]
     if problems:
-        raise InputError(source, "weights do not match the model architecture; " + "; ".join(problems),
-                         "check the model's ch, ch_mult, num_res_blocks and latent_channels against the checkpoint")
+        raise InputError(
+            source,
+            "weights do not match the model architecture; " + "; ".join(problems),
+            "check the model's ch, ch_mult, num_res_blocks and latent_channels against the checkpoint",
+        )
     model.load_state_dict(state_dict, strict=True)
 
 
-def fit_to_model(model: AutoencoderKL, state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+def fit_to_model(
+    model: AutoencoderKL, state_dict: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Autoencoder weights made to fit ``model``: RGB folded to gray, 2D inflated for 3D; what changed."""
     config = model.config
     fitted = adapt_channels(state_dict, config["in_channels"], config["out_channels"])
-    changes = [f"{name} {tuple(state_dict[key].shape)} -> {tuple(fitted[key].shape)} ({how})"
-               for name, key, how in (("conv_in", "encoder.conv_in.weight", "summed over input channels"),
-                                      ("conv_out", "decoder.conv_out.weight", "averaged over output channels"))
-               if key in state_dict and fitted[key].shape != state_dict[key].shape]
+    changes = [
+        f"{name} {tuple(state_dict[key].shape)} -> {tuple(fitted[key].shape)} ({how})"
+        for name, key, how in (
+            ("conv_in", "encoder.conv_in.weight", "summed over input channels"),
+            ("conv_out", "decoder.conv_out.weight", "averaged over output channels"),
+        )
+        if key in state_dict and fitted[key].shape != state_dict[key].shape
+    ]
     if model.spatial_dims == 3 and fitted.get("encoder.conv_in.weight", torch.empty(0)).ndim == 4:
         fitted = inflate_state_dict(fitted)
         changes.append("2D kernels inflated to 3D (kernel centring)")

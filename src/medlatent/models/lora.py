@@ -53,8 +53,11 @@ def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     ``W = W_base + scale * B @ A`` per adapted conv; the model itself is left untouched.
     """
     layers = lora_layers(model)
-    merged = {key.replace(".base_layer.", "."): tensor.detach().clone()
-              for key, tensor in model.state_dict().items() if ".lora_" not in key}
+    merged = {
+        key.replace(".base_layer.", "."): tensor.detach().clone()
+        for key, tensor in model.state_dict().items()
+        if ".lora_" not in key
+    }
     with torch.no_grad():
         for name, layer in layers.items():
             if layer.merged:
@@ -69,8 +72,9 @@ def lora_delta(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     return torch.einsum("or,ri...->oi...", up.flatten(1).double(), down.double()).to(down.dtype)
 
 
-def merge_lora_pairs(state_dict: dict[str, torch.Tensor],
-                     scale: float = RELEASED_LORA_SCALE) -> tuple[dict[str, torch.Tensor], list[str]]:
+def merge_lora_pairs(
+    state_dict: dict[str, torch.Tensor], scale: float = RELEASED_LORA_SCALE
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Fold lora_diffusion adapter pairs into their base layers; also the names of merged layers.
 
     ``<name>.conv.weight`` (or ``.linear.weight``) becomes ``<name>.weight`` = W + scale * up @ down

@@ -95,8 +95,9 @@ class LPIPS(FrozenModule):
     def distance_2d(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """LPIPS of (N, 1|3, H, W) images in [-1, 1]: (N,)."""
         if min(x.shape[-2:]) < MIN_SIZE:
-            raise ValueError(f"LPIPS-VGG needs images (or slices) of at least {MIN_SIZE} pixels per side, "
-                             f"got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"LPIPS-VGG needs images (or slices) of at least {MIN_SIZE} pixels per side, got {tuple(x.shape[-2:])}"
+            )
         both = torch.cat([x, y]).expand(-1, 3, -1, -1)
         features = self.stages((both - self.shift) / self.scale)
         total = 0.0
@@ -119,7 +120,8 @@ def _local_file(spec: dict[str, Any], key: str) -> Path:
             f"perceptual.{key} = {value!r} is not a local file. LPIPS needs the torchvision VGG16 "
             "ImageNet weights (vgg16-397923af.pth, `vgg_weights`) and the LPIPS v0.1 VGG heads "
             "(vgg.pth from the lpips package or taming-transformers, `lpips_weights`); set both paths "
-            "in config.yaml, or use `perceptual: {kind: demo}` (random weights, labelled as a demo).")
+            "in config.yaml, or use `perceptual: {kind: demo}` (random weights, labelled as a demo)."
+        )
     return path
 
 
@@ -131,8 +133,11 @@ def load_perceptual(spec: dict[str, Any]) -> LPIPS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             # random weights carry no learned features, so full width buys nothing but CPU time
-            network = LPIPS(f"demo-lpips-vgg16/{DEMO_WIDTH_DIVISOR}(seed={seed}, random init, not pretrained)",
-                            is_demo=True, width_divisor=DEMO_WIDTH_DIVISOR)
+            network = LPIPS(
+                f"demo-lpips-vgg16/{DEMO_WIDTH_DIVISOR}(seed={seed}, random init, not pretrained)",
+                is_demo=True,
+                width_divisor=DEMO_WIDTH_DIVISOR,
+            )
         for head in network.heads():
             nn.init.ones_(head.model[1].weight)
     elif kind == "lpips_vgg":
@@ -143,10 +148,12 @@ def load_perceptual(spec: dict[str, Any]) -> LPIPS:
         load_strict(network.features, vgg, vgg_path)
         heads = {k: v for k, v in read_checkpoint(lpips_path).items() if k.startswith("lin")}
         for i, head in enumerate(network.heads()):
-            load_strict(head, {k.removeprefix(f"lin{i}."): v for k, v in heads.items()
-                               if k.startswith(f"lin{i}.")}, lpips_path)
+            load_strict(
+                head, {k.removeprefix(f"lin{i}."): v for k, v in heads.items() if k.startswith(f"lin{i}.")}, lpips_path
+            )
     else:
-        raise MedLatentError(f"unknown perceptual kind {kind!r}: "
-                             "use `perceptual: {kind: lpips_vgg}` or `{kind: demo}`")
+        raise MedLatentError(
+            f"unknown perceptual kind {kind!r}: use `perceptual: {{kind: lpips_vgg}}` or `{{kind: demo}}`"
+        )
     network.freeze()
     return network

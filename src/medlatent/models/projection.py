@@ -51,15 +51,20 @@ def projection_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
     for key, tensor in state_dict.items():
         for theirs, ours in RELEASED_PROJECTION_KEYS.items():
             if key.startswith(theirs):
-                found[ours + key[len(theirs):]] = tensor
+                found[ours + key[len(theirs) :]] = tensor
     return found
 
 
 class MedVAE(nn.Module):
     """Autoencoder (+ projection head for 2D models) with the latent API the later stages use."""
 
-    def __init__(self, autoencoder: AutoencoderKL, projection: ProjectionHead | None = None,
-                 spec: dict[str, Any] | None = None, is_demo: bool = False) -> None:
+    def __init__(
+        self,
+        autoencoder: AutoencoderKL,
+        projection: ProjectionHead | None = None,
+        spec: dict[str, Any] | None = None,
+        is_demo: bool = False,
+    ) -> None:
         super().__init__()
         self.autoencoder = autoencoder
         self.projection = projection

@@ -83,18 +83,26 @@ def architecture(spec: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"model {name!r}: f={full['f']} does not match ch_mult={ch_mult} in {dims}D "
             f"({len(ch_mult)} levels halve each axis {len(ch_mult) - 1} times: /{per_axis} per axis, "
-            f"f = {per_axis}**{dims} = {expected}); fix f or ch_mult")
+            f"f = {per_axis}**{dims} = {expected}); fix f or ch_mult"
+        )
     widths = sorted({full["ch"] * m for m in ch_mult} | {full["ch"]})
     bad = [w for w in widths if w % groups]
     if bad:
         raise ConfigError(
             f"model {name!r}: norm_groups={groups} must divide every channel width, not {bad} "
-            f"(widths are ch x ch_mult = {widths}); pick norm_groups dividing ch={full['ch']}")
+            f"(widths are ch x ch_mult = {widths}); pick norm_groups dividing ch={full['ch']}"
+        )
     if full["latent_channels"] < 1:
         raise ConfigError(f"model {name!r}: latent_channels must be >= 1")
-    return {"spatial_dims": dims, "in_channels": full["in_channels"], "ch": full["ch"],
-            "ch_mult": ch_mult, "num_res_blocks": full["num_res_blocks"],
-            "latent_channels": full["latent_channels"], "norm_groups": groups}
+    return {
+        "spatial_dims": dims,
+        "in_channels": full["in_channels"],
+        "ch": full["ch"],
+        "ch_mult": ch_mult,
+        "num_res_blocks": full["num_res_blocks"],
+        "latent_channels": full["latent_channels"],
+        "norm_groups": groups,
+    }
 
 
 def create_autoencoder(spec: dict[str, Any]) -> AutoencoderKL:
@@ -130,8 +138,11 @@ def load_model(path: str | Path) -> MedVAE:
         raise InputError(path, "model weights file not found", "run the training rule for this model first")
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise InputError(path, f"not a {MODEL_FORMAT} weights file",
-                         "pass results/models/<model>/stage2.pt; for LDM checkpoints use models.ldm_layout")
+        raise InputError(
+            path,
+            f"not a {MODEL_FORMAT} weights file",
+            "pass results/models/<model>/stage2.pt; for LDM checkpoints use models.ldm_layout",
+        )
     model = build_medvae(payload["spec"], is_demo=payload["demo"])
     load_strict(model.autoencoder, payload["autoencoder"], path)
     if (payload["projection"] is None) != (model.projection is None):

@@ -19,7 +19,13 @@ import torch
 from medlatent.core.atomic import save_torch
 from medlatent.core.errors import InputError
 from medlatent.models.autoencoder import AutoencoderKL
-from medlatent.models.ldm_layout import AUTOENCODER_PREFIXES, FULL_MODEL_PREFIX, fit_to_model, load_strict, read_checkpoint
+from medlatent.models.ldm_layout import (
+    AUTOENCODER_PREFIXES,
+    FULL_MODEL_PREFIX,
+    fit_to_model,
+    load_strict,
+    read_checkpoint,
+)
 from medlatent.models.lora import RELEASED_LORA_SCALE, merge_lora_pairs, merged_state_dict
 from medlatent.models.projection import RELEASED_PROJECTION_KEYS, MedVAE, ProjectionHead, projection_tensors
 from medlatent.models.registry import MODEL_FORMAT, architecture, create_autoencoder, load_model
@@ -28,11 +34,17 @@ STAGE1_FORMAT = "medlatent-stage1/1"
 LOSS_PREFIX = "loss."
 
 
-def save_autoencoder(path: str | Path, autoencoder: torch.nn.Module, spec: dict[str, Any], demo: bool,
-                     record: dict[str, Any]) -> None:
+def save_autoencoder(
+    path: str | Path, autoencoder: torch.nn.Module, spec: dict[str, Any], demo: bool, record: dict[str, Any]
+) -> None:
     """Write a stage-1 file atomically: merged LDM-layout weights, the model entry, the record."""
-    payload = {"format": STAGE1_FORMAT, "spec": spec, "autoencoder": merged_state_dict(autoencoder),
-               "demo": bool(demo), "record": record}
+    payload = {
+        "format": STAGE1_FORMAT,
+        "spec": spec,
+        "autoencoder": merged_state_dict(autoencoder),
+        "demo": bool(demo),
+        "record": record,
+    }
     save_torch(path, payload)
 
 
@@ -84,15 +96,16 @@ def _discard_known_extras(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, t
         outside = [key for key in tensors if not key.startswith(FULL_MODEL_PREFIX)]
         if outside:
             discarded[f"outside {FULL_MODEL_PREFIX}* (the diffusion model)"] = len(outside)
-        tensors = {key[len(FULL_MODEL_PREFIX):]: v for key, v in tensors.items() if key.startswith(FULL_MODEL_PREFIX)}
+        tensors = {key[len(FULL_MODEL_PREFIX) :]: v for key, v in tensors.items() if key.startswith(FULL_MODEL_PREFIX)}
     loss = [key for key in tensors if key.startswith(LOSS_PREFIX)]
     if loss:
         discarded[f"{LOSS_PREFIX}* (training loss: discriminator, LPIPS)"] = len(loss)
     return {key: v for key, v in tensors.items() if not key.startswith(LOSS_PREFIX)}, discarded
 
 
-def _projection_from_file(head: dict[str, torch.Tensor], autoencoder: AutoencoderKL,
-                          path: Path) -> tuple[ProjectionHead | None, str | None]:
+def _projection_from_file(
+    head: dict[str, torch.Tensor], autoencoder: AutoencoderKL, path: Path
+) -> tuple[ProjectionHead | None, str | None]:
     """The stage-2 head a model gets from a file's head tensors, and what the card says about it.
 
     2D: the file's head, or the identity when it has none. 3D: the public MedVAE code returns
@@ -109,8 +122,10 @@ def _projection_from_file(head: dict[str, torch.Tensor], autoencoder: Autoencode
     if not head:
         return None, None
     load_strict(ProjectionHead(head["body.0.weight"].ndim - 2, channels), head, path)
-    return None, ("not applied: the file's 3D stage-2 head (channel_ds/channel_proj) was read and checked; "
-                  "the authors' 3D latent is the unprojected posterior, so this one is too")
+    return None, (
+        "not applied: the file's 3D stage-2 head (channel_ds/channel_proj) was read and checked; "
+        "the authors' 3D latent is the unprojected posterior, so this one is too"
+    )
 
 
 def import_ldm_checkpoint(path: str | Path, spec: dict[str, Any], is_demo: bool) -> tuple[MedVAE, dict[str, Any]]:
@@ -125,21 +140,37 @@ def import_ldm_checkpoint(path: str | Path, spec: dict[str, Any], is_demo: bool)
     kept, discarded = _discard_known_extras(tensors)
     merged, lora_layers = merge_lora_pairs(kept)
     head = projection_tensors(merged)
-    unused = sorted(key for key in merged if ".lora_" in key  # half of a pair: nothing to merge it with
-                    or not key.startswith((*AUTOENCODER_PREFIXES, *RELEASED_PROJECTION_KEYS)))
+    unused = sorted(
+        key
+        for key in merged
+        if ".lora_" in key  # half of a pair: nothing to merge it with
+        or not key.startswith((*AUTOENCODER_PREFIXES, *RELEASED_PROJECTION_KEYS))
+    )
     if unused:
-        raise InputError(path, f"{len(unused)} tensors of the file would not be used: {unused[:24]}"
-                         f"{' ...' if len(unused) > 24 else ''}",
-                         "point `weights:` at an LDM AutoencoderKL / MedVAE checkpoint, or remove those tensors")
+        raise InputError(
+            path,
+            f"{len(unused)} tensors of the file would not be used: {unused[:24]}{' ...' if len(unused) > 24 else ''}",
+            "point `weights:` at an LDM AutoencoderKL / MedVAE checkpoint, or remove those tensors",
+        )
     autoencoder = create_autoencoder(spec)
-    fitted, changes = fit_to_model(autoencoder, {key: v for key, v in merged.items()
-                                                 if key.startswith(AUTOENCODER_PREFIXES)})
+    fitted, changes = fit_to_model(
+        autoencoder, {key: v for key, v in merged.items() if key.startswith(AUTOENCODER_PREFIXES)}
+    )
     load_strict(autoencoder, fitted, path)
     projection, projection_origin = _projection_from_file(head, autoencoder, path)
-    record = {"path": str(path), "layout": "ldm", "tensors": len(tensors), "projection": projection_origin,
-              "lora": ({"merged_layers": len(lora_layers), "scale": RELEASED_LORA_SCALE,
-                        "rule": "W + scale * lora_up @ lora_down"} if lora_layers else None),
-              "adapted": changes, "discarded": discarded}
+    record = {
+        "path": str(path),
+        "layout": "ldm",
+        "tensors": len(tensors),
+        "projection": projection_origin,
+        "lora": (
+            {"merged_layers": len(lora_layers), "scale": RELEASED_LORA_SCALE, "rule": "W + scale * lora_up @ lora_down"}
+            if lora_layers
+            else None
+        ),
+        "adapted": changes,
+        "discarded": discarded,
+    }
     return MedVAE(autoencoder, projection, spec=spec, is_demo=is_demo), record
 
 
@@ -157,7 +188,10 @@ def import_model(path: str | Path, spec: dict[str, Any], is_demo: bool) -> tuple
         return import_ldm_checkpoint(path, spec, is_demo)
     model = load_model(path)
     if architecture(model.spec) != architecture(spec):
-        raise InputError(path, f"weights are for another architecture than models[{spec['id']}]",
-                         "point `weights:` at a file of this model or fix the model entry")
+        raise InputError(
+            path,
+            f"weights are for another architecture than models[{spec['id']}]",
+            "point `weights:` at a file of this model or fix the model entry",
+        )
     model = MedVAE(model.autoencoder, model.projection, spec=spec, is_demo=is_demo or model.is_demo)
     return model, {"path": str(path), "layout": MODEL_FORMAT, "projection": "from the file"}

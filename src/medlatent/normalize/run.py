@@ -40,7 +40,9 @@ def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
     else:
         lo, hi = (float(v) for v in np.percentile(array, spec["percentiles"]))
     if hi <= lo:
-        raise InputError("<array>", f"constant image (intensity window {lo}..{hi} is empty)", "drop the image or check its decoding")
+        raise InputError(
+            "<array>", f"constant image (intensity window {lo}..{hi} is empty)", "drop the image or check its decoding"
+        )
     scaled = np.clip((array - lo) / (hi - lo) * (hi_out - lo_out) + lo_out, lo_out, hi_out)
     return np.asarray(scaled, dtype=np.float32), {"window": [float(lo), float(hi)], "output_range": [lo_out, hi_out]}
 
@@ -50,8 +52,13 @@ def resize_2d(image: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarra
     # antialias when shrinking, as a radiologist's viewer does; only the smooth kernels take it
     antialias = (shape[0] < image.shape[0] or shape[1] < image.shape[1]) and mode in ("bilinear", "bicubic")
     smooth = {} if mode in ("nearest", "area") else {"align_corners": False}
-    resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None],
-                            size=tuple(shape), mode=mode, antialias=antialias, **smooth)
+    resized = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None],
+        size=tuple(shape),
+        mode=mode,
+        antialias=antialias,
+        **smooth,
+    )
     return resized[0, 0].numpy()
 
 
@@ -84,7 +91,9 @@ def normalize_3d(array: np.ndarray, affine: np.ndarray, spec: dict) -> tuple[np.
     image = MetaTensor(torch.from_numpy(scaled)[None], affine=torch.as_tensor(affine))
     image = Orientation(axcodes="RAS", labels=RAS_LABELS)(image)
     if spec.get("spacing"):
-        image = Spacing(pixdim=spec["spacing"], mode=INTERPOLATION_3D[spec["interpolation"]], padding_mode="border")(image)
+        image = Spacing(pixdim=spec["spacing"], mode=INTERPOLATION_3D[spec["interpolation"]], padding_mode="border")(
+            image
+        )
     resampled_shape = list(image.shape[1:])
     if spec.get("size"):
         image = ResizeWithPadOrCrop(spatial_size=spec["size"], value=spec["output_range"][0])(image)
@@ -93,8 +102,14 @@ def normalize_3d(array: np.ndarray, affine: np.ndarray, spec: dict) -> tuple[np.
     return np.asarray(image[0], dtype=np.float32), out_affine, transform
 
 
-def resample_3d(volume: np.ndarray, affine: np.ndarray, target_affine: np.ndarray, target_shape: tuple[int, ...],
-                mode: str, background: float) -> np.ndarray:
+def resample_3d(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    target_affine: np.ndarray,
+    target_shape: tuple[int, ...],
+    mode: str,
+    background: float,
+) -> np.ndarray:
     """A float32 volume on the voxel grid (`target_affine`, `target_shape`) of the same world space.
 
     The inverse of `normalize_3d`'s geometry (how decoding maps a volume back onto its
@@ -105,10 +120,13 @@ def resample_3d(volume: np.ndarray, affine: np.ndarray, target_affine: np.ndarra
     from monai.transforms import SpatialResample
 
     # SpatialResample pads with zeros: shift so that zero is the background
-    image = MetaTensor(torch.from_numpy(np.asarray(volume, dtype=np.float32) - background)[None],
-                       affine=torch.as_tensor(affine, dtype=torch.float64))
+    image = MetaTensor(
+        torch.from_numpy(np.asarray(volume, dtype=np.float32) - background)[None],
+        affine=torch.as_tensor(affine, dtype=torch.float64),
+    )
     resampled = SpatialResample(mode=mode, padding_mode="zeros", dtype=torch.float32)(
-        image, dst_affine=torch.as_tensor(target_affine, dtype=torch.float64), spatial_size=tuple(target_shape))
+        image, dst_affine=torch.as_tensor(target_affine, dtype=torch.float64), spatial_size=tuple(target_shape)
+    )
     return np.asarray(resampled[0], dtype=np.float32) + np.float32(background)
 
 
@@ -134,17 +152,23 @@ def normalize_item(path: Path, spec: dict, frame: int | None = None) -> tuple[np
     return array, attrs
 
 
-def normalize_shard(spec: dict, shard: str, manifest: pd.DataFrame, files_index: pd.DataFrame, root: Path, out: Path, demo: bool) -> dict:
+def normalize_shard(
+    spec: dict, shard: str, manifest: pd.DataFrame, files_index: pd.DataFrame, root: Path, out: Path, demo: bool
+) -> dict:
     """Write one HDF5 shard; items that fail are recorded in the shard, never dropped silently."""
     rows = manifest[manifest["shard"] == shard]
     files = files_index.set_index("file_key")
     frames = files["frame"] if "frame" in files else pd.Series(pd.NA, index=files.index)
     counts = {"items": 0, "failed": 0}
     with ShardWriter(out, {"shard": shard, "normalize": spec, "demo": demo}) as writer:
-        for row in tqdm(rows.itertuples(index=False), total=len(rows), desc=f"normalize {shard}", unit="item", mininterval=5):
+        for row in tqdm(
+            rows.itertuples(index=False), total=len(rows), desc=f"normalize {shard}", unit="item", mininterval=5
+        ):
             try:
                 frame = frames[row.file_key]
-                array, attrs = normalize_item(root / files.at[row.file_key, "path"], spec, None if pd.isna(frame) else int(frame))
+                array, attrs = normalize_item(
+                    root / files.at[row.file_key, "path"], spec, None if pd.isna(frame) else int(frame)
+                )
             except InputError as error:
                 writer.reject(row.item_id, error.reason)
                 log.warning("failed %s: %s", row.item_id, error.reason)

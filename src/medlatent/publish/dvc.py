@@ -43,11 +43,21 @@ CACHE_TYPE = "hardlink"
 #: DVC files committed with every version: without .dvc/config a clone would not know the remote.
 DVC_CONFIG_FILES = (".dvc/config", ".dvc/.gitignore", ".dvcignore")
 #: Remote URL schemes that need a DVC plugin package (http, https and local paths do not).
-REMOTE_PLUGINS = {"s3": "dvc_s3", "gs": "dvc_gs", "ssh": "dvc_ssh", "azure": "dvc_azure",
-                  "webdav": "dvc_webdav", "webdavs": "dvc_webdav", "oss": "dvc_oss", "hdfs": "dvc_hdfs"}
-GITIGNORE_FIX = ("let git and DVC see the .dvc pointers beside the data, as the project's .gitignore does: replace "
-                 "`/data/` by the five lines `/data/**`, `!/data/*/`, `!/data/latents/**/`, "
-                 "`!/data/latents/**/*.dvc`, `!/data/latents/**/.gitignore`")
+REMOTE_PLUGINS = {
+    "s3": "dvc_s3",
+    "gs": "dvc_gs",
+    "ssh": "dvc_ssh",
+    "azure": "dvc_azure",
+    "webdav": "dvc_webdav",
+    "webdavs": "dvc_webdav",
+    "oss": "dvc_oss",
+    "hdfs": "dvc_hdfs",
+}
+GITIGNORE_FIX = (
+    "let git and DVC see the .dvc pointers beside the data, as the project's .gitignore does: replace "
+    "`/data/` by the five lines `/data/**`, `!/data/*/`, `!/data/latents/**/`, "
+    "`!/data/latents/**/*.dvc`, `!/data/latents/**/.gitignore`"
+)
 
 
 class PublishError(MedLatentError):
@@ -65,10 +75,12 @@ def sharing_allowed(license_block: dict) -> bool:
 
 def license_refusal(source_id: str, license_block: dict) -> str:
     """Why latents of this source are not shared, and the config key that changes it."""
-    return (f"source {source_id!r} is under the licence {license_block['name']!r}, which does not allow sharing "
-            f"derived data (license.share_derived: false), and no permission is recorded. If you hold written "
-            f"permission, record it in the config at sources[id={source_id}].license.permission "
-            f"(who granted it, when, reference); otherwise leave it out of publish.sources")
+    return (
+        f"source {source_id!r} is under the licence {license_block['name']!r}, which does not allow sharing "
+        f"derived data (license.share_derived: false), and no permission is recorded. If you hold written "
+        f"permission, record it in the config at sources[id={source_id}].license.permission "
+        f"(who granted it, when, reference); otherwise leave it out of publish.sources"
+    )
 
 
 def _run(root: Path, *command: str) -> str:
@@ -76,8 +88,9 @@ def _run(root: Path, *command: str) -> str:
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, env=env)
     if result.returncode:
         shown = " ".join(command[2:] if command[0] == sys.executable else command)
-        raise PublishError(f"`{shown}` failed in {root} (exit {result.returncode}): "
-                           f"{(result.stderr or result.stdout).strip()[-2000:]}")
+        raise PublishError(
+            f"`{shown}` failed in {root} (exit {result.returncode}): {(result.stderr or result.stdout).strip()[-2000:]}"
+        )
     return result.stdout
 
 
@@ -97,7 +110,8 @@ def require_git_root(root: str | Path) -> Path:
         raise PublishError(
             f"{root} is not a git repository: DVC keeps dataset versions as git commits and publish tags each "
             f"version (latents/<model>/<source>/vN). Fix: run `git init` there (or work in a git clone of the "
-            f"project), commit, and rerun")
+            f"project), commit, and rerun"
+        )
     top = Path(result.stdout.strip()).resolve()
     if top != root:
         raise PublishError(f"{root} is inside the git repository {top}, not its root: run publishing from {top}")
@@ -113,8 +127,10 @@ def _remote_url(root: Path, url: str) -> str:
         return str(path)
     plugin = REMOTE_PLUGINS.get(scheme)
     if plugin and importlib.util.find_spec(plugin) is None:
-        raise PublishError(f"publish.remote.url={url!r} needs DVC's {scheme} support: "
-                           f"pip install 'dvc[{scheme}]' (same version as dvc) and rerun")
+        raise PublishError(
+            f"publish.remote.url={url!r} needs DVC's {scheme} support: "
+            f"pip install 'dvc[{scheme}]' (same version as dvc) and rerun"
+        )
     return url
 
 
@@ -146,7 +162,9 @@ def _pointer(root: Path, folder: Path) -> Path:
         raise PublishError(f"{folder}: no index.json; build the dataset first (snakemake {folder}/index.json)")
     pointer = folder.parent / f"{folder.name}.dvc"
     if subprocess.run(["git", "check-ignore", "-q", str(pointer)], cwd=root).returncode == 0:
-        raise PublishError(f"{pointer} would be ignored by git, so no version of it could be committed: {GITIGNORE_FIX}")
+        raise PublishError(
+            f"{pointer} would be ignored by git, so no version of it could be committed: {GITIGNORE_FIX}"
+        )
     return pointer
 
 
@@ -167,9 +185,23 @@ def tag_version(root: Path, folder: Path, model: str, source: str, license_block
     paths = [p for p in (str(pointer), str(folder.parent / ".gitignore"), *DVC_CONFIG_FILES) if (root / p).exists()]
     git(root, "add", "--", *paths)
     if subprocess.run(["git", "diff", "--cached", "--quiet", "--", *paths], cwd=root).returncode:
-        git(root, "commit", "--quiet", "-m", f"latents: {model}/{source} v{version} ({license_block['name']})", "--", *paths)
-    git(root, "tag", "-a", tag, "-m", f"latent dataset {model}/{source} v{version}; dvc md5 {md5}; "
-        f"licence {license_block['name']}")
+        git(
+            root,
+            "commit",
+            "--quiet",
+            "-m",
+            f"latents: {model}/{source} v{version} ({license_block['name']})",
+            "--",
+            *paths,
+        )
+    git(
+        root,
+        "tag",
+        "-a",
+        tag,
+        "-m",
+        f"latent dataset {model}/{source} v{version}; dvc md5 {md5}; licence {license_block['name']}",
+    )
     log.info("published %s as %s", folder, tag)
     return {**result, "tag": tag, "version": version, "changed": True}
 
@@ -177,7 +209,9 @@ def tag_version(root: Path, folder: Path, model: str, source: str, license_block
 def publish(root: str | Path, spec: dict) -> dict:
     """Set up DVC, refuse unshareable datasets, then publish every dataset of the slice."""
     root = require_git_root(root)
-    refused = [license_refusal(d["source"], d["license"]) for d in spec["datasets"] if not sharing_allowed(d["license"])]
+    refused = [
+        license_refusal(d["source"], d["license"]) for d in spec["datasets"] if not sharing_allowed(d["license"])
+    ]
     if refused:
         raise LicenseError("; ".join(refused))
     setup = dvc_setup(root, spec["remote"])
@@ -186,8 +220,9 @@ def publish(root: str | Path, spec: dict) -> dict:
     if folders:  # one dvc call for all datasets: each dvc start costs about a second
         dvc(root, "add", "--quiet", *map(str, folders))
         dvc(root, "push", "--quiet", "--remote", spec["remote"]["name"], *map(str, pointers))
-    published = [tag_version(root, folder, d["model"], d["source"], d["license"])
-                 for folder, d in zip(folders, spec["datasets"])]
+    published = [
+        tag_version(root, folder, d["model"], d["source"], d["license"]) for folder, d in zip(folders, spec["datasets"])
+    ]
     withheld = []
     for dataset in spec["withheld"]:
         reason = license_refusal(dataset["source"], dataset["license"])

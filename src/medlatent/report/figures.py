@@ -13,8 +13,13 @@ from medlatent.core.atomic import atomic_path
 
 #: Loss-file columns that are not losses (steps, weights, logits, learning rates) and stay off the curves.
 NOT_LOSSES = ("step", "epoch", "time", "second", "weight", "adaptive", "logits", "lr")
-KIND_COLORS = {"highres": "#4d4d4d", "interpolation": "#9ecae1", "medvae": "#d62728", "slicewise": "#ff9896",
-               "external": "#2ca02c"}
+KIND_COLORS = {
+    "highres": "#4d4d4d",
+    "interpolation": "#9ecae1",
+    "medvae": "#d62728",
+    "slicewise": "#ff9896",
+    "external": "#2ca02c",
+}
 
 
 def _figure(nrows: int, ncols: int, size: tuple[float, float]):
@@ -54,20 +59,26 @@ def figure_cad(table: pd.DataFrame, path: str | Path, provenance: str) -> None:
     for ax, task in zip(axes.flat, tasks):
         rows = table[table["task"] == task]
         positions = np.arange(len(rows))
-        ax.bar(positions, rows["auroc_mean"].fillna(0), yerr=rows["auroc_std"].fillna(0),
-               color=[KIND_COLORS[k] for k in rows["kind"]], capsize=2)
+        ax.bar(
+            positions,
+            rows["auroc_mean"].fillna(0),
+            yerr=rows["auroc_std"].fillna(0),
+            color=[KIND_COLORS[k] for k in rows["kind"]],
+            capsize=2,
+        )
         ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
         ax.set_xticks(positions, rows["method"], rotation=60, ha="right", fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("AUROC")
         ax.set_title(task, fontsize=9)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     _save(plt, figure, path, provenance, title)
 
 
-def figure_recon(panels: dict[str, dict[str, np.ndarray]], path: str | Path, provenance: str,
-                 per_type: int = 2) -> None:
+def figure_recon(
+    panels: dict[str, dict[str, np.ndarray]], path: str | Path, provenance: str, per_type: int = 2
+) -> None:
     """Figure 4 style: per image type, original | reconstruction | residual for the first `per_type`
     methods of the panel file (autoencoders come before interpolation baselines there)."""
     title = "Reconstructions: original | reconstruction | residual (reconstruction - original)"
@@ -108,8 +119,11 @@ def figure_efficiency(table: pd.DataFrame, path: str | Path, provenance: str) ->
     plt, figure, axes = _figure(1, 3, (13, 3.8))
     labels = [f"{d}D {i}" for d, i in zip(table["dims"], table["input"])]
     colors = ["#4d4d4d" if f == 1 else "#d62728" for f in table["f"]]
-    for ax, column, label in zip(axes[0], ("latency_ms", "throughput_per_s", "max_batch"),
-                                 ("latency (ms per batch)", "throughput (samples/s)", "max batch (power of 2)")):
+    for ax, column, label in zip(
+        axes[0],
+        ("latency_ms", "throughput_per_s", "max_batch"),
+        ("latency (ms per batch)", "throughput (samples/s)", "max batch (power of 2)"),
+    ):
         ax.bar(np.arange(len(table)), table[column], color=colors)
         ax.set_yscale("log")
         ax.set_xticks(np.arange(len(table)), labels, rotation=45, ha="right", fontsize=7)
@@ -136,7 +150,7 @@ def figure_training(loss_files: dict[str, Path], path: str | Path, provenance: s
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(loss_files):]:
+    for ax in list(axes.flat)[len(loss_files) :]:
         ax.axis("off")
     _save(plt, figure, path, provenance, title)
 

@@ -13,8 +13,14 @@ from medlatent.report.figures import figure_cad, figure_curation, figure_efficie
 from medlatent.report.tables import any_flag, stamp, yes_no
 
 
-def summary_markdown(spec: dict, tables: dict[str, Path], figures: dict[str, Path], curation: list[dict],
-                     demo_weights: bool, loss_files: dict[str, Path]) -> str:
+def summary_markdown(
+    spec: dict,
+    tables: dict[str, Path],
+    figures: dict[str, Path],
+    curation: list[dict],
+    demo_weights: bool,
+    loss_files: dict[str, Path],
+) -> str:
     """results/report/summary.md: every table inline, every figure and curation count listed."""
     lines = [
         f"# MedLatent evaluation summary - {spec['project']}",
@@ -32,8 +38,11 @@ def summary_markdown(spec: dict, tables: dict[str, Path], figures: dict[str, Pat
         lines += [f"## {title}", "", body, "", f"CSV: `{Path(path).with_suffix('.csv')}`", ""]
     lines += ["## Figures", "", *[f"- {name}: `{path}`" for name, path in figures.items()], ""]
     lines += ["## Curation", "", "| source | found | kept | rejected | rejected by category |", "|---|---|---|---|---|"]
-    lines += [f"| {r['source']} | {r.get('found', '')} | {r['kept']} | {r['rejected']} | "
-              f"{', '.join(f'{k}: {v}' for k, v in r.get('rejected_by_category', {}).items())} |" for r in curation]
+    lines += [
+        f"| {r['source']} | {r.get('found', '')} | {r['kept']} | {r['rejected']} | "
+        f"{', '.join(f'{k}: {v}' for k, v in r.get('rejected_by_category', {}).items())} |"
+        for r in curation
+    ]
     lines += ["", "## Training curves", ""]
     lines += [f"- {name}: `{path}`" for name, path in sorted(loss_files.items())] or ["- none found"]
     lines.append("")
@@ -50,9 +59,17 @@ def loss_files_of(weights_paths: list[str]) -> dict[str, Path]:
     return files
 
 
-def build_report(spec: dict, tables: dict[str, Path], cad_csv: Path, efficiency_csv: Path, panel_files: list[str],
-                 curation_files: list[str], weights_paths: list[str], figures_dir: Path,
-                 summary: Path) -> dict[str, Path]:
+def build_report(
+    spec: dict,
+    tables: dict[str, Path],
+    cad_csv: Path,
+    efficiency_csv: Path,
+    panel_files: list[str],
+    curation_files: list[str],
+    weights_paths: list[str],
+    figures_dir: Path,
+    summary: Path,
+) -> dict[str, Path]:
     """All figures plus the summary; returns the figure paths by name."""
     cad = pd.read_csv(cad_csv)
     efficiency = pd.read_csv(efficiency_csv)
@@ -63,10 +80,13 @@ def build_report(spec: dict, tables: dict[str, Path], cad_csv: Path, efficiency_
     curation = [json.loads(Path(f).read_text(encoding="utf-8")) for f in curation_files]
     loss_files = loss_files_of(weights_paths)
     demo_weights = any_flag(cad, "demo_weights") or any(
-        any_flag(pd.read_csv(Path(t).with_suffix(".csv")), "demo_weights") for t in tables.values())
+        any_flag(pd.read_csv(Path(t).with_suffix(".csv")), "demo_weights") for t in tables.values()
+    )
     provenance = stamp(spec["config_hash"], spec["demo"], demo_weights)
-    figures = {name: figures_dir / f"{name}.png"
-               for name in ("cad_auroc", "recon_panels", "efficiency", "training_curves", "curation_counts")}
+    figures = {
+        name: figures_dir / f"{name}.png"
+        for name in ("cad_auroc", "recon_panels", "efficiency", "training_curves", "curation_counts")
+    }
     figure_cad(cad, figures["cad_auroc"], provenance)
     figure_recon(panels, figures["recon_panels"], provenance)
     figure_efficiency(efficiency, figures["efficiency"], provenance)

@@ -20,10 +20,14 @@ from medlatent.core.atomic import atomic_path, write_text
 
 METRICS = ("auroc", "accuracy", "macro_f1")
 KIND_ORDER = ("highres", "interpolation", "medvae", "slicewise", "external")
-PAPER_EFFICIENCY = ("Paper (Figure 2, one GPU): 2D f=64 latency ÷69, throughput ×70, max batch ×32; "
-                    "3D f=512 latency ÷62, throughput ×55, max batch ×512; storage ÷f.")
-DEMO_NOTE = ("Demo: synthetic data with planted findings and small random-initialised networks trained for "
-             "seconds; the numbers exercise the pipeline and say nothing about MedVAE.")
+PAPER_EFFICIENCY = (
+    "Paper (Figure 2, one GPU): 2D f=64 latency ÷69, throughput ×70, max batch ×32; "
+    "3D f=512 latency ÷62, throughput ×55, max batch ×512; storage ÷f."
+)
+DEMO_NOTE = (
+    "Demo: synthetic data with planted findings and small random-initialised networks trained for "
+    "seconds; the numbers exercise the pipeline and say nothing about MedVAE."
+)
 
 
 # ----------------------------------------------------------------------------- table helpers
@@ -55,6 +59,7 @@ def format_mean_std(mean: float | None, std: float | None, digits: int) -> str:
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub Markdown table of a frame (values as shown, pipes escaped)."""
+
     def cell(value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return ""
@@ -76,8 +81,15 @@ def stamp(config_hash: str, demo_data: bool, demo_weights: bool, what: str = "co
     return f"{what} {config_hash} · demo data: {yes_no(demo_data)} · demo weights: {yes_no(demo_weights)}"
 
 
-def write_table(frame: pd.DataFrame, display: pd.DataFrame, csv_path: str | Path, md_path: str | Path, title: str,
-                notes: list[str], provenance: str) -> None:
+def write_table(
+    frame: pd.DataFrame,
+    display: pd.DataFrame,
+    csv_path: str | Path,
+    md_path: str | Path,
+    title: str,
+    notes: list[str],
+    provenance: str,
+) -> None:
     """CSV of the numbers (with provenance columns) and Markdown of the display frame, atomically."""
     with atomic_path(csv_path) as temporary:
         frame.to_csv(temporary, index=False)
@@ -90,6 +102,7 @@ def write_table(frame: pd.DataFrame, display: pd.DataFrame, csv_path: str | Path
 def any_flag(frame: pd.DataFrame, column: str) -> bool:
     """Whether any row of `frame` sets the boolean `column` (False when the column is absent)."""
     return bool(column in frame and frame[column].astype(bool).any())
+
 
 def table_provenance(spec: dict, frame: pd.DataFrame) -> str:
     """The stamp of a table made from one job's config slice, with the table's own demo-weights flag."""
@@ -109,8 +122,16 @@ def cad_table(metrics: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(metrics)
     for (task, method), group in frame.groupby(["task", "method"], sort=False):
         first = group.iloc[0]
-        row = {"task": task, "method": method, "kind": first["kind"], "f": int(first["f"]), "seeds": len(group),
-               "n_train": int(first["n_train"]), "n_test": int(first["n_test"]), "classifier": first["classifier"]}
+        row = {
+            "task": task,
+            "method": method,
+            "kind": first["kind"],
+            "f": int(first["f"]),
+            "seeds": len(group),
+            "n_train": int(first["n_train"]),
+            "n_test": int(first["n_test"]),
+            "classifier": first["classifier"],
+        }
         for metric in METRICS:
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(group[metric].tolist())
         row["demo_data"] = bool(group["demo_data"].any())
@@ -126,8 +147,9 @@ def cad_table(metrics: list[dict]) -> pd.DataFrame:
 def cad_display(table: pd.DataFrame) -> pd.DataFrame:
     shown = table[["task", "method", "kind", "f", "seeds"]].copy()
     for metric in METRICS:
-        shown[metric.replace("_", "-")] = [format_mean_std(m, s, 3)
-                                           for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
+        shown[metric.replace("_", "-")] = [
+            format_mean_std(m, s, 3) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])
+        ]
     shown["n train/test"] = [f"{a}/{b}" for a, b in zip(table["n_train"], table["n_test"])]
     return shown
 
@@ -136,14 +158,23 @@ def write_cad_table(spec: dict, metric_files: list[str], csv_path: str | Path, m
     """Aggregate the CAD metrics JSON files of every (task, method, seed) into the CAD table (CSV + Markdown)."""
     table = cad_table([_read_json(p) for p in metric_files])
     classifiers = ", ".join(sorted(table["classifier"].unique())) if len(table) else "n/a"
-    notes = [f"AUROC (macro one-vs-rest for multi-class), accuracy and macro-F1 on the test split with the final "
-             f"checkpoint; mean ± sample std over seeds {spec['seeds']}.",
-             f"Classifiers: {classifiers}; labels and patient-level splits from the curated manifests.",
-             "Methods: highres = normalized images (f=1); <mode>_f<f> = interpolation to the size of a latent at f; "
-             "model ids = MedVAE latents; *_slicewise = 2D model per slice, stacked (3D tasks)."]
+    notes = [
+        f"AUROC (macro one-vs-rest for multi-class), accuracy and macro-F1 on the test split with the final "
+        f"checkpoint; mean ± sample std over seeds {spec['seeds']}.",
+        f"Classifiers: {classifiers}; labels and patient-level splits from the curated manifests.",
+        "Methods: highres = normalized images (f=1); <mode>_f<f> = interpolation to the size of a latent at f; "
+        "model ids = MedVAE latents; *_slicewise = 2D model per slice, stacked (3D tasks).",
+    ]
     notes += [DEMO_NOTE] if spec["demo"] else []
-    write_table(table, cad_display(table), csv_path, md_path, "Downstream CAD (latent utility)", notes,
-                table_provenance(spec, table))
+    write_table(
+        table,
+        cad_display(table),
+        csv_path,
+        md_path,
+        "Downstream CAD (latent utility)",
+        notes,
+        table_provenance(spec, table),
+    )
 
 
 # ----------------------------------------------------------------------------- reconstruction
@@ -156,9 +187,16 @@ def recon_table(per_item: pd.DataFrame) -> pd.DataFrame:
     for (image_type, method), group in per_item.groupby(["image_type", "method"], sort=False):
         per_seed = group.groupby("seed")[scores].mean()
         first = group.iloc[0]
-        row = {"image_type": image_type, "method": method, "kind": first["kind"], "f": int(first["f"]),
-               "seeds": len(per_seed), "items_per_seed": int(group.groupby("seed").size().min()),
-               "shape": first["shape"], "ms_ssim_variant": "; ".join(sorted(group["ms_ssim_variant"].unique()))}
+        row = {
+            "image_type": image_type,
+            "method": method,
+            "kind": first["kind"],
+            "f": int(first["f"]),
+            "seeds": len(per_seed),
+            "items_per_seed": int(group.groupby("seed").size().min()),
+            "shape": first["shape"],
+            "ms_ssim_variant": "; ".join(sorted(group["ms_ssim_variant"].unique())),
+        }
         for score in scores:
             if group[score].notna().any():
                 row[f"{score}_mean"], row[f"{score}_std"] = mean_std(per_seed[score].tolist())
@@ -174,24 +212,28 @@ def recon_display(table: pd.DataFrame) -> pd.DataFrame:
     shown["MS-SSIM"] = [format_mean_std(m, s, 4) for m, s in zip(table["ms_ssim_mean"], table["ms_ssim_std"])]
     shown["MS-SSIM variant"] = table["ms_ssim_variant"]
     if "segsim_dice_mean" in table:
-        shown["SegSim Dice"] = [format_mean_std(m, s, 4)
-                                for m, s in zip(table["segsim_dice_mean"], table["segsim_dice_std"])]
+        shown["SegSim Dice"] = [
+            format_mean_std(m, s, 4) for m, s in zip(table["segsim_dice_mean"], table["segsim_dice_std"])
+        ]
     return shown
 
 
 def write_recon_table(spec: dict, per_item_files: list[str], csv_path: str | Path, md_path: str | Path) -> None:
     """Aggregate the per-item reconstruction scores of every image type into one table (CSV + Markdown)."""
     table = recon_table(pd.concat([pd.read_csv(p) for p in per_item_files], ignore_index=True))
-    notes = ["PSNR (data range 2 of [-1, 1]) and MS-SSIM (pytorch-msssim, images mapped to [0, 1]) of "
-             "reconstructions clipped to [-1, 1]; per seed the mean over the sampled items, then mean ± sample std "
-             "over seeds. Interpolation rows downsize to the latent size at f and resize back with the same kernel.",
-             "MS-SSIM variant: images too small for 5 scales with the 11-voxel window use fewer scales (published "
-             "weights renormalized); the column names the variant of each row.",
-             f"SegSim (3D only): mean Dice over labels between segmentations of original and reconstruction by a "
-             f"{', '.join(segmenter_label(s) for s in spec['segmenters']) or 'segmenter'}."]
+    notes = [
+        "PSNR (data range 2 of [-1, 1]) and MS-SSIM (pytorch-msssim, images mapped to [0, 1]) of "
+        "reconstructions clipped to [-1, 1]; per seed the mean over the sampled items, then mean ± sample std "
+        "over seeds. Interpolation rows downsize to the latent size at f and resize back with the same kernel.",
+        "MS-SSIM variant: images too small for 5 scales with the 11-voxel window use fewer scales (published "
+        "weights renormalized); the column names the variant of each row.",
+        f"SegSim (3D only): mean Dice over labels between segmentations of original and reconstruction by a "
+        f"{', '.join(segmenter_label(s) for s in spec['segmenters']) or 'segmenter'}.",
+    ]
     notes += [DEMO_NOTE] if spec["demo"] else []
-    write_table(table, recon_display(table), csv_path, md_path, "Reconstruction quality", notes,
-                table_provenance(spec, table))
+    write_table(
+        table, recon_display(table), csv_path, md_path, "Reconstruction quality", notes, table_provenance(spec, table)
+    )
 
 
 # ----------------------------------------------------------------------------- efficiency and storage
@@ -199,8 +241,9 @@ def write_recon_table(spec: dict, per_item_files: list[str], csv_path: str | Pat
 
 def efficiency_display(table: pd.DataFrame) -> pd.DataFrame:
     shown = table[["dims", "input", "input_shape", "classifier", "latency_ms", "throughput_per_s"]].copy()
-    shown["max batch"] = [f"≥{b} (capped)" if capped else str(b)
-                          for b, capped in zip(table["max_batch"], table["max_batch_capped"])]
+    shown["max batch"] = [
+        f"≥{b} (capped)" if capped else str(b) for b, capped in zip(table["max_batch"], table["max_batch_capped"])
+    ]
     shown["latency ÷"] = table["latency_reduction"]
     shown["throughput ×"] = table["throughput_gain"]
     shown["input bytes ÷"] = table["input_bytes_reduction"]
@@ -215,35 +258,68 @@ def storage_table(indexes: list[dict]) -> pd.DataFrame:
         store = index.get("storage", {})
         if not count:
             continue
-        rows.append({"model": index["model"], "source": index["source"], "dims": index["dims"], "items": count,
-                     "latent_shape": ("x".join(map(str, index["latent"]["shape"])) if index["latent"].get("shape")
-                                      else "varies"),
-                     "image_float32_bytes_per_item": round(store["input_float32_bytes"] / count),
-                     "latent_float16_bytes_per_item": round(store["latent_float16_bytes"] / count),
-                     "tar_bytes_per_item": round(store["tar_bytes"] / count),
-                     "theoretical_ratio": store.get("theoretical_ratio"), "measured_ratio": store.get("measured_ratio"),
-                     "config_sha256": str(index.get("config_sha256", ""))[:12],
-                     "demo_weights": bool(index.get("demo_weights"))})
+        rows.append(
+            {
+                "model": index["model"],
+                "source": index["source"],
+                "dims": index["dims"],
+                "items": count,
+                "latent_shape": (
+                    "x".join(map(str, index["latent"]["shape"])) if index["latent"].get("shape") else "varies"
+                ),
+                "image_float32_bytes_per_item": round(store["input_float32_bytes"] / count),
+                "latent_float16_bytes_per_item": round(store["latent_float16_bytes"] / count),
+                "tar_bytes_per_item": round(store["tar_bytes"] / count),
+                "theoretical_ratio": store.get("theoretical_ratio"),
+                "measured_ratio": store.get("measured_ratio"),
+                "config_sha256": str(index.get("config_sha256", ""))[:12],
+                "demo_weights": bool(index.get("demo_weights")),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def write_efficiency_tables(spec: dict, timing_file: str | Path, latent_indexes: list[str], csv_path: str | Path,
-                            md_path: str | Path, storage_csv: str | Path, storage_md: str | Path) -> None:
+def write_efficiency_tables(
+    spec: dict,
+    timing_file: str | Path,
+    latent_indexes: list[str],
+    csv_path: str | Path,
+    md_path: str | Path,
+    storage_csv: str | Path,
+    storage_md: str | Path,
+) -> None:
     """The efficiency table (classifier timings) and the storage table (latent indexes), CSV + Markdown each."""
     timing = pd.DataFrame(_read_json(timing_file)["rows"])
     device = timing["device"].iloc[0] if len(timing) else "n/a"
-    notes = [f"Device: {device}. Latency: median over the timed iterations of one forward pass (batch "
-             f"{spec['batch_size']}); throughput = batch / latency; max batch: largest power of two that trains "
-             "one step (forward + backward).",
-             "On CPU the max-batch search stops at evaluation.efficiency.max_batch_cap_cpu (≥ marks a lower bound).",
-             "Latent inputs have one channel (channel mean), as the classifier sees them; input bytes as float32.",
-             PAPER_EFFICIENCY]
+    notes = [
+        f"Device: {device}. Latency: median over the timed iterations of one forward pass (batch "
+        f"{spec['batch_size']}); throughput = batch / latency; max batch: largest power of two that trains "
+        "one step (forward + backward).",
+        "On CPU the max-batch search stops at evaluation.efficiency.max_batch_cap_cpu (≥ marks a lower bound).",
+        "Latent inputs have one channel (channel mean), as the classifier sees them; input bytes as float32.",
+        PAPER_EFFICIENCY,
+    ]
     notes += [DEMO_NOTE] if spec["demo"] else []
-    write_table(timing, efficiency_display(timing), csv_path, md_path, "Efficiency of the CAD classifiers", notes,
-                table_provenance(spec, timing))
+    write_table(
+        timing,
+        efficiency_display(timing),
+        csv_path,
+        md_path,
+        "Efficiency of the CAD classifiers",
+        notes,
+        table_provenance(spec, timing),
+    )
     storage = storage_table([_read_json(p) for p in latent_indexes])
-    write_table(storage, storage, storage_csv, storage_md, "Storage per item: images vs latents",
-                ["From the latent datasets' index.json: float32 normalized image, float16 latent payload and the tar "
-                 "bytes on disk per item (tar and npy headers, meta.json, labels.json included); config_sha256 is "
-                 "each dataset's own config hash."],
-                table_provenance(spec, storage))
+    write_table(
+        storage,
+        storage,
+        storage_csv,
+        storage_md,
+        "Storage per item: images vs latents",
+        [
+            "From the latent datasets' index.json: float32 normalized image, float16 latent payload and the tar "
+            "bytes on disk per item (tar and npy headers, meta.json, labels.json included); config_sha256 is "
+            "each dataset's own config hash."
+        ],
+        table_provenance(spec, storage),
+    )

@@ -34,8 +34,10 @@ def rng_state() -> dict[str, Any]:
     numpy_state = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": {**numpy_state, "state": {"key": numpy_state["state"]["key"].tolist(),
-                                           "pos": numpy_state["state"]["pos"]}},
+        "numpy": {
+            **numpy_state,
+            "state": {"key": numpy_state["state"]["key"].tolist(), "pos": numpy_state["state"]["pos"]},
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -46,8 +48,15 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     numpy_state = state["numpy"]
-    np.random.set_state({**numpy_state, "state": {"key": np.array(numpy_state["state"]["key"], dtype=np.uint32),
-                                                  "pos": numpy_state["state"]["pos"]}})
+    np.random.set_state(
+        {
+            **numpy_state,
+            "state": {
+                "key": np.array(numpy_state["state"]["key"], dtype=np.uint32),
+                "pos": numpy_state["state"]["pos"],
+            },
+        }
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

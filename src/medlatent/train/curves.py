@@ -49,7 +49,7 @@ def plot(path: str | Path, rows: Sequence[dict], title: str) -> None:
         axis.set_title(term, fontsize=9)
         axis.tick_params(labelsize=7)
         axis.legend(fontsize=7)
-    for axis in list(axes.flat)[len(terms):]:
+    for axis in list(axes.flat)[len(terms) :]:
         axis.set_visible(False)
     figure.suptitle(f"{title} (x: step)", fontsize=10)
     figure.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.85, wspace=0.35, hspace=0.5)

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from medlatent.normalize import BACKGROUND
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.io.h5 import ShardReader
+from medlatent.normalize import BACKGROUND
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,11 @@ def index_shards(paths: Sequence[str | Path], dims: int) -> list[Item]:
             shapes = [tuple(handle["items"][item_id].shape) for item_id in ids]
         for item_id, shape in zip(ids, shapes):
             if len(shape) != dims:
-                raise InputError(path, f"item {item_id} has shape {shape}, expected a {dims}D array",
-                                 f"train {dims}D models on {dims}D sources only (check the sources' dims)")
+                raise InputError(
+                    path,
+                    f"item {item_id} has shape {shape}, expected a {dims}D array",
+                    f"train {dims}D models on {dims}D sources only (check the sources' dims)",
+                )
             items.append(Item(path, item_id, shape))
     return items
 
@@ -77,8 +80,7 @@ def _crop(array: np.ndarray, size: Sequence[int], rng: np.random.Generator | Non
     pad = [(max(0, s - n) // 2, max(0, s - n) - max(0, s - n) // 2) for n, s in zip(array.shape, size)]
     if any(p for pair in pad for p in pair):
         array = np.pad(array, pad, mode="constant", constant_values=BACKGROUND)
-    starts = [int(rng.integers(0, n - s + 1)) if rng is not None else (n - s) // 2
-              for n, s in zip(array.shape, size)]
+    starts = [int(rng.integers(0, n - s + 1)) if rng is not None else (n - s) // 2 for n, s in zip(array.shape, size)]
     return array[tuple(slice(a, a + s) for a, s in zip(starts, size))]
 
 
@@ -160,8 +162,10 @@ class MicroBatches:
         sizes = self.sizes
         offsets = np.cumsum([0, *sizes])
         first = step * self.global_batch
-        return [list(range(first + offsets[k], first + offsets[k] + sizes[k]))
-                for k in (a * self.world + rank for a in range(self.accumulation))]
+        return [
+            list(range(first + offsets[k], first + offsets[k] + sizes[k]))
+            for k in (a * self.world + rank for a in range(self.accumulation))
+        ]
 
     @classmethod
     def fit(cls, global_batch: int, micro_batch: int, granted: int) -> MicroBatches:
@@ -206,11 +210,17 @@ class StepSampler(Sampler[list[int]]):
         return (self.steps - self.start) * self.plan.accumulation
 
 
-def train_loader(dataset: CropDataset, plan: MicroBatches, rank: int, start: int, steps: int,
-                 workers: int, pin_memory: bool) -> DataLoader:
+def train_loader(
+    dataset: CropDataset, plan: MicroBatches, rank: int, start: int, steps: int, workers: int, pin_memory: bool
+) -> DataLoader:
     """Micro-batches in step order; `workers` processes (0: in the main process)."""
-    return DataLoader(dataset, batch_sampler=StepSampler(plan, rank, start, steps), num_workers=workers,
-                      pin_memory=pin_memory, persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_sampler=StepSampler(plan, rank, start, steps),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
 
 
 def validation_loader(items: Sequence[Item], size: Sequence[int], batch_size: int, batches: int) -> DataLoader | None:

@@ -104,7 +104,15 @@ def barrier(context: Context) -> None:
 
 def launch(processes: int, env: dict[str, str], pass_fds: Iterable[int] = ()) -> int:
     """Re-run this command under torchrun on `processes` local processes; their exit status."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "medlatent.cli", *sys.argv[1:]]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "medlatent.cli",
+        *sys.argv[1:],
+    ]
     log.info("launching %d processes: %s", processes, " ".join(command))
     return subprocess.run(command, env=env, pass_fds=tuple(pass_fds), check=False).returncode

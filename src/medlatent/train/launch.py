@@ -50,8 +50,14 @@ def train_on_granted_devices(command: str, recipe: str, fields: dict[str, Any], 
     with gpus.granted(spec["train"]["gpus"]) as grant:
         processes = processes_for(spec["train"], grant.count)
         os.environ[gpus.VISIBLE] = ",".join(grant.devices[:processes])
-        log.info("%s %s: GPUs %s (%s), %d process(es)", spec["model"]["id"], command,
-                 grant.devices or "none, CPU", grant.source, processes)
+        log.info(
+            "%s %s: GPUs %s (%s), %d process(es)",
+            spec["model"]["id"],
+            command,
+            grant.devices or "none, CPU",
+            grant.source,
+            processes,
+        )
         if processes > 1:
             status = ddp.launch(processes, dict(os.environ), grant.lock_fds())
             if status:

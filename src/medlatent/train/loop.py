@@ -29,8 +29,15 @@ from tqdm import tqdm
 from medlatent.config import canonical_json
 from medlatent.core.errors import ConfigError
 from medlatent.train import checkpoint, curves, ddp
-from medlatent.train.data import (CropDataset, MicroBatches, crop_size, index_shards, micro_batch, train_loader,
-                                  validation_loader)
+from medlatent.train.data import (
+    CropDataset,
+    MicroBatches,
+    crop_size,
+    index_shards,
+    micro_batch,
+    train_loader,
+    validation_loader,
+)
 from medlatent.train.stages import Stage
 
 log = logging.getLogger(__name__)
@@ -73,8 +80,10 @@ def seed_micro_batch(seed: int, step: int, number: int) -> None:
 def fingerprint(job: Job) -> str:
     """Identity of a job for resuming: its slice without bookkeeping keys, and its input files."""
     spec = {**job.spec, "train": {k: v for k, v in job.settings.items() if k not in BOOKKEEPING_KEYS}}
-    inputs = [(f"{Path(p).parent.name}/{Path(p).name}", os.stat(p).st_size, os.stat(p).st_mtime_ns)
-              for p in sorted(map(str, [*job.train_shards, *job.val_shards, *([job.parent] if job.parent else [])]))]
+    inputs = [
+        (f"{Path(p).parent.name}/{Path(p).name}", os.stat(p).st_size, os.stat(p).st_mtime_ns)
+        for p in sorted(map(str, [*job.train_shards, *job.val_shards, *([job.parent] if job.parent else [])]))
+    ]
     return hashlib.sha256(canonical_json({"spec": spec, "inputs": inputs}).encode()).hexdigest()
 
 
@@ -113,10 +122,16 @@ def _validate(stage: Stage, loader, step: int, device: torch.device) -> dict[str
 def device_record(context: ddp.Context, plan: MicroBatches) -> dict[str, Any]:
     device = context.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"type": device.type, "name": name, "processes": context.world,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "global_batch": plan.global_batch,
-            "micro_batch": plan.micro_batch, "accumulation": plan.accumulation,
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "type": device.type,
+        "name": name,
+        "processes": context.world,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "global_batch": plan.global_batch,
+        "micro_batch": plan.micro_batch,
+        "accumulation": plan.accumulation,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def run(job: Job, stage: Stage, dims: int, downsample: int) -> Outcome:
@@ -138,14 +153,36 @@ def run(job: Job, stage: Stage, dims: int, downsample: int) -> Outcome:
         stage.load_state_dict(state["state"])
         start, history = state["step"], list(state["history"])
         checkpoint.set_rng_state(state["rng"])
-    log.info("%s %s: %d steps from step %d, %d training items, input %s, %s", job.spec["model"]["id"],
-             job.spec["stage"], steps, start, len(items), size, plan)
+    log.info(
+        "%s %s: %d steps from step %d, %d training items, input %s, %s",
+        job.spec["model"]["id"],
+        job.spec["stage"],
+        steps,
+        start,
+        len(items),
+        size,
+        plan,
+    )
 
-    loader = train_loader(CropDataset(items, size, seed, shuffle=True), plan, context.rank, start, steps,
-                          job.workers, pin_memory=context.device.type == "cuda")
+    loader = train_loader(
+        CropDataset(items, size, seed, shuffle=True),
+        plan,
+        context.rank,
+        start,
+        steps,
+        job.workers,
+        pin_memory=context.device.type == "cuda",
+    )
     batches = iter(loader)
-    progress = tqdm(total=steps, initial=start, desc=f"{job.spec['model']['id']} {job.spec['stage']}",
-                    file=sys.stderr, mininterval=2.0, disable=not context.is_main, ascii=True)
+    progress = tqdm(
+        total=steps,
+        initial=start,
+        desc=f"{job.spec['model']['id']} {job.spec['stage']}",
+        file=sys.stderr,
+        mininterval=2.0,
+        disable=not context.is_main,
+        ascii=True,
+    )
     for step in range(start, steps):
         sums: dict[str, float] = defaultdict(float)
         for a in range(plan.accumulation):
@@ -163,15 +200,23 @@ def run(job: Job, stage: Stage, dims: int, downsample: int) -> Outcome:
                 val = _validate(stage, validation, step, context.device)
                 if val is not None:
                     history.append({"step": done, "split": "val", **val})
-                checkpoint.save(job.checkpoints, done, identity,
-                                {"state": stage.state_dict(), "history": history,
-                                 "sampler": {"seed": seed, "next_sample": done * plan.global_batch}})
+                checkpoint.save(
+                    job.checkpoints,
+                    done,
+                    identity,
+                    {
+                        "state": stage.state_dict(),
+                        "history": history,
+                        "sampler": {"seed": seed, "next_sample": done * plan.global_batch},
+                    },
+                )
             ddp.barrier(context)
         for hook in job.hooks:
             hook(done, row)
         progress.update(1)
-        progress.set_postfix({k: f"{row[k]:.3g}" for k in ("total", "rec_l1", "embed", "d_loss") if k in row},
-                             refresh=False)
+        progress.set_postfix(
+            {k: f"{row[k]:.3g}" for k in ("total", "rec_l1", "embed", "d_loss") if k in row}, refresh=False
+        )
     progress.close()
     if context.is_main:
         val = _validate(stage, validation, steps, context.device)
@@ -179,8 +224,11 @@ def run(job: Job, stage: Stage, dims: int, downsample: int) -> Outcome:
             history.append({"step": steps, "split": "val", **val})
     train_rows = [r for r in history if r["split"] == "train"]
     val_rows = [r for r in history if r["split"] == "val"]
-    final = {split: {k: v for k, v in rows[-1].items() if k not in ("step", "split")}
-             for split, rows in (("train", train_rows), ("val", val_rows)) if rows}
+    final = {
+        split: {k: v for k, v in rows[-1].items() if k not in ("step", "split")}
+        for split, rows in (("train", train_rows), ("val", val_rows))
+        if rows
+    }
     return Outcome(steps, final, device_record(context, plan), history)
 
 

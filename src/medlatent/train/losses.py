@@ -71,8 +71,9 @@ def last_layer_parameter(autoencoder: AutoencoderKL) -> nn.Parameter | None:
     return None
 
 
-def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor | None,
-                    disc_weight: float) -> tuple[torch.Tensor, bool]:
+def adaptive_weight(
+    nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor | None, disc_weight: float
+) -> tuple[torch.Tensor, bool]:
     """disc_weight x clamp(||d nll/dW|| / (||d g_loss/dW|| + 1e-4), 0, 1e4); (weight, adaptive?).
 
     Without a usable trainable last layer the weight is ``disc_weight`` alone.
@@ -89,10 +90,21 @@ def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.T
 class Stage1Loss(nn.Module):
     """Generator and discriminator losses of stage 1 (and of 3D stage 2); holds the discriminator."""
 
-    def __init__(self, spatial_dims: int, perceptual: LPIPS | None, embedder: Embedder | None = None, *,
-                 kl_weight: float = 1e-6, perceptual_weight: float = 1.0, disc_weight: float = 0.5,
-                 disc_start: int = 0, embed_weight: float = EMBED_WEIGHT, disc_channels: int = 64,
-                 disc_layers: int = 3, in_channels: int = 1) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        perceptual: LPIPS | None,
+        embedder: Embedder | None = None,
+        *,
+        kl_weight: float = 1e-6,
+        perceptual_weight: float = 1.0,
+        disc_weight: float = 0.5,
+        disc_start: int = 0,
+        embed_weight: float = EMBED_WEIGHT,
+        disc_channels: int = 64,
+        disc_layers: int = 3,
+        in_channels: int = 1,
+    ) -> None:
         super().__init__()
         if spatial_dims == 3 and embedder is not None:
             raise ValueError("the embedding-consistency term is 2D only (the recipe has none in 3D)")
@@ -107,8 +119,9 @@ class Stage1Loss(nn.Module):
         self.disc_start = disc_start
         self.embed_weight = embed_weight
         self._warned_fixed_weight = False
-        self.discriminator = PatchDiscriminator(spatial_dims=2, channels=disc_channels, in_channels=in_channels,
-                                                num_layers_d=disc_layers, norm="BATCH")
+        self.discriminator = PatchDiscriminator(
+            spatial_dims=2, channels=disc_channels, in_channels=in_channels, num_layers_d=disc_layers, norm="BATCH"
+        )
         # k4 convs: `disc_layers` halvings, then two stride-1 convs that each lose one pixel
         self.min_disc_size = 3 * 2**disc_layers
 
@@ -123,13 +136,22 @@ class Stage1Loss(nn.Module):
     def logits(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Discriminator patch logits: one tensor for 2D, one per slicing axis for 3D."""
         if min(images.shape[2:]) < self.min_disc_size:
-            raise ValueError(f"the PatchGAN discriminator needs images or patches of at least {self.min_disc_size} "
-                             f"pixels per side, got {tuple(images.shape[2:])}")
+            raise ValueError(
+                f"the PatchGAN discriminator needs images or patches of at least {self.min_disc_size} "
+                f"pixels per side, got {tuple(images.shape[2:])}"
+            )
         batches = slice_batches(images) if images.ndim == 5 else [images]
         return [self.discriminator(batch.contiguous())[-1] for batch in batches]
 
-    def generator_loss(self, x: torch.Tensor, recon: torch.Tensor, posterior: DiagonalGaussian, step: int,
-                       last_layer: torch.Tensor | None, training: bool = True) -> tuple[torch.Tensor, dict]:
+    def generator_loss(
+        self,
+        x: torch.Tensor,
+        recon: torch.Tensor,
+        posterior: DiagonalGaussian,
+        step: int,
+        last_layer: torch.Tensor | None,
+        training: bool = True,
+    ) -> tuple[torch.Tensor, dict]:
         """Autoencoder objective and its named terms (detached) for logging.
 
         ``last_layer``: see ``last_layer_parameter``. With ``training=False`` (validation) the
@@ -159,15 +181,19 @@ class Stage1Loss(nn.Module):
             if training and torch.is_grad_enabled():
                 d_weight, adaptive = adaptive_weight(nll, g_loss, last_layer, self.disc_weight)
                 if not adaptive and not self._warned_fixed_weight:
-                    log.warning("adaptive GAN weight unavailable (no trainable last decoder layer in the "
-                                "graph): using disc_weight=%s alone", self.disc_weight)
+                    log.warning(
+                        "adaptive GAN weight unavailable (no trainable last decoder layer in the "
+                        "graph): using disc_weight=%s alone",
+                        self.disc_weight,
+                    )
                     self._warned_fixed_weight = True
             total = total + d_weight * g_loss
         terms.update(g_adv=g_loss, d_weight=d_weight, adaptive=torch.tensor(float(adaptive)), total=total)
         return total, {name: value.detach() for name, value in terms.items()}
 
-    def discriminator_loss(self, x: torch.Tensor, recon: torch.Tensor, step: int,
-                           training: bool = True) -> tuple[torch.Tensor, dict]:
+    def discriminator_loss(
+        self, x: torch.Tensor, recon: torch.Tensor, step: int, training: bool = True
+    ) -> tuple[torch.Tensor, dict]:
         """Hinge loss of the discriminator on real ``x`` vs detached ``recon`` (zero before disc_start)."""
         self.set_discriminator_mode(training)
         if not self.adversarial_active(step):
@@ -175,8 +201,11 @@ class Stage1Loss(nn.Module):
             return zero, {"d_loss": zero}
         real, fake = self.logits(x.detach()), self.logits(recon.detach())
         d_loss = torch.stack([hinge_d_loss(r, f) for r, f in zip(real, fake)]).mean()
-        terms = {"d_loss": d_loss, "logits_real": torch.stack([r.mean() for r in real]).mean(),
-                 "logits_fake": torch.stack([f.mean() for f in fake]).mean()}
+        terms = {
+            "d_loss": d_loss,
+            "logits_real": torch.stack([r.mean() for r in real]).mean(),
+            "logits_fake": torch.stack([f.mean() for f in fake]).mean(),
+        }
         return d_loss, {name: value.detach() for name, value in terms.items()}
 
 

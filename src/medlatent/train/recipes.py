@@ -51,17 +51,26 @@ def perceptual_network(spec: dict[str, Any]) -> torch.nn.Module | None:
 
 
 def _networks(embedder, perceptual) -> dict[str, tuple[str, bool] | None]:
-    return {"embedder": None if embedder is None else (embedder.name, embedder.is_demo),
-            "perceptual": None if perceptual is None else (perceptual.name, perceptual.is_demo)}
+    return {
+        "embedder": None if embedder is None else (embedder.name, embedder.is_demo),
+        "perceptual": None if perceptual is None else (perceptual.name, perceptual.is_demo),
+    }
 
 
-def adversarial_loss(settings: dict[str, Any], dims: int, perceptual: torch.nn.Module | None,
-                     embedder: torch.nn.Module | None) -> Stage1Loss:
+def adversarial_loss(
+    settings: dict[str, Any], dims: int, perceptual: torch.nn.Module | None, embedder: torch.nn.Module | None
+) -> Stage1Loss:
     """The stage-1 objective with the stage's weights; the embedding term only with an embedder (2D)."""
-    return Stage1Loss(dims, perceptual, embedder, kl_weight=settings["kl_weight"],
-                      perceptual_weight=settings["perceptual_weight"], disc_weight=settings["disc_weight"],
-                      disc_start=settings["disc_start"],
-                      **({"embed_weight": settings["embed_weight"]} if embedder is not None else {}))
+    return Stage1Loss(
+        dims,
+        perceptual,
+        embedder,
+        kl_weight=settings["kl_weight"],
+        perceptual_weight=settings["perceptual_weight"],
+        disc_weight=settings["disc_weight"],
+        disc_start=settings["disc_start"],
+        **({"embed_weight": settings["embed_weight"]} if embedder is not None else {}),
+    )
 
 
 def build_stage1_autoencoder(model: dict[str, Any], demo: bool) -> torch.nn.Module:
@@ -71,16 +80,26 @@ def build_stage1_autoencoder(model: dict[str, Any], demo: bool) -> torch.nn.Modu
     if isinstance(init, dict):
         load_ldm_weights(autoencoder, init["weights"])
     elif model.get("lora") and not demo:
-        raise ConfigError(f"models[{model['id']}]: LoRA adapters on a random base make sense only in the demo; "
-                          "set `init: {weights: PATH}` to the natural-image KL-VAE checkpoint")
+        raise ConfigError(
+            f"models[{model['id']}]: LoRA adapters on a random base make sense only in the demo; "
+            "set `init: {weights: PATH}` to the natural-image KL-VAE checkpoint"
+        )
     if model.get("lora"):
         lora = model["lora"]
         apply_lora(autoencoder, rank=lora["rank"], alpha=lora["alpha"], dropout=lora["dropout"])
     return autoencoder
 
 
-def _write_final(job: Job, outcome: Outcome, parent: dict[str, Any], model: MedVAE, networks: dict,
-                 embedder_name: str | None, stage1_label: str, title: str) -> None:
+def _write_final(
+    job: Job,
+    outcome: Outcome,
+    parent: dict[str, Any],
+    model: MedVAE,
+    networks: dict,
+    embedder_name: str | None,
+    stage1_label: str,
+    title: str,
+) -> None:
     """stage2.pt (spec, demo flag, steps of both stages), card.json and the curves of a model's last stage."""
     spec = job.spec
     record = stage_record(spec, outcome.steps, outcome.final_losses, outcome.device, job.manifests, networks)
@@ -126,17 +145,27 @@ def train_stage2_2d(job: Job) -> Outcome:
     model = spec["model"]
     autoencoder, parent = _parent(job)
     if architecture(parent["spec"]) != architecture(model):
-        raise ConfigError(f"{job.parent} was trained for another architecture than models[{model['id']}]: "
-                          "rerun its stage 1")
+        raise ConfigError(
+            f"{job.parent} was trained for another architecture than models[{model['id']}]: rerun its stage 1"
+        )
     torch.manual_seed(spec["seed"])
     projection = ProjectionHead(2, autoencoder.latent_channels)
     embedder = load_embedder(spec["embedder"])
-    stage = ProjectionStage(autoencoder, projection, embedder, effective_lr(settings), settings["precision"],
-                            job.context)
+    stage = ProjectionStage(
+        autoencoder, projection, embedder, effective_lr(settings), settings["precision"], job.context
+    )
     outcome = run(job, stage, 2, autoencoder.downsample_factor)
     if job.context.is_main:
-        _write_final(job, outcome, parent, MedVAE(autoencoder.cpu(), projection.cpu()), _networks(embedder, None),
-                     embedder.name, "stage1", "stage 2 (projection)")
+        _write_final(
+            job,
+            outcome,
+            parent,
+            MedVAE(autoencoder.cpu(), projection.cpu()),
+            _networks(embedder, None),
+            embedder.name,
+            "stage1",
+            "stage 2 (projection)",
+        )
     return outcome
 
 
@@ -147,8 +176,10 @@ def train_stage2_3d(job: Job) -> Outcome:
     autoencoder2d, parent = _parent(job)
     wanted = architecture(model)
     if {**architecture(parent["spec"]), "spatial_dims": 3} != wanted:
-        raise ConfigError(f"models[{model['id']}] must have the architecture of its inflate_from model "
-                          f"{parent['spec']['id']} (ch, ch_mult, num_res_blocks, latent_channels, norm_groups)")
+        raise ConfigError(
+            f"models[{model['id']}] must have the architecture of its inflate_from model "
+            f"{parent['spec']['id']} (ch, ch_mult, num_res_blocks, latent_channels, norm_groups)"
+        )
     autoencoder = inflate_model(autoencoder2d)
     autoencoder.set_gradient_checkpointing(settings["gradient_checkpointing"])
     torch.manual_seed(spec["seed"])
@@ -158,8 +189,16 @@ def train_stage2_3d(job: Job) -> Outcome:
     outcome = run(job, stage, 3, autoencoder.downsample_factor)
     if job.context.is_main:
         # the 3D weights descend from a stage 1 trained with the parent's embedder
-        _write_final(job, outcome, parent, MedVAE(autoencoder.cpu()), _networks(None, perceptual),
-                     _embedder_name(parent["record"]), f"stage1 ({parent['spec']['id']}, inflated)", "stage 2 (3D)")
+        _write_final(
+            job,
+            outcome,
+            parent,
+            MedVAE(autoencoder.cpu()),
+            _networks(None, perceptual),
+            _embedder_name(parent["record"]),
+            f"stage1 ({parent['spec']['id']}, inflated)",
+            "stage 2 (3D)",
+        )
     return outcome
 
 
@@ -174,8 +213,9 @@ def import_weights(spec: dict[str, Any], weights: str | Path, out: str | Path, c
     """
     model = spec["model"]
     medvae, origin = import_model(weights, model, is_demo=spec["demo"])
-    reasons = demo_reasons({"demo": spec["demo"]}, {}) + (["the weights file is marked demo"]
-                                                           if medvae.is_demo and not spec["demo"] else [])
+    reasons = demo_reasons({"demo": spec["demo"]}, {}) + (
+        ["the weights file is marked demo"] if medvae.is_demo and not spec["demo"] else []
+    )
     origin.update(sha256=file_sha256(weights), demo_reasons=reasons)
     if is_hub_path(model.get("weights")):
         origin["requested"] = model["weights"]  # `path` is where the hub cache held it

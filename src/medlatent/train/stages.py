@@ -29,8 +29,10 @@ def require_train_mode(discriminator: torch.nn.Module) -> None:
     """The public code's defect: a discriminator stuck in eval mode (BatchNorm frozen) kept training."""
     stuck = [name for name, module in discriminator.named_modules() if not module.training]
     if stuck:
-        raise RuntimeError(f"the discriminator is about to train with modules in eval mode ({stuck[:3]}...): "
-                           "its BatchNorm would use frozen running statistics")
+        raise RuntimeError(
+            f"the discriminator is about to train with modules in eval mode ({stuck[:3]}...): "
+            "its BatchNorm would use frozen running statistics"
+        )
 
 
 class Stage(Protocol):
@@ -72,8 +74,9 @@ def _floats(logs: dict[str, torch.Tensor]) -> dict[str, float]:
 class AdversarialStage:
     """Autoencoder + discriminator: 2D stage 1 and 3D stage 2."""
 
-    def __init__(self, autoencoder: torch.nn.Module, loss: Stage1Loss, lr: float, precision: str,
-                 context: ddp.Context) -> None:
+    def __init__(
+        self, autoencoder: torch.nn.Module, loss: Stage1Loss, lr: float, precision: str, context: ddp.Context
+    ) -> None:
         self.context = context
         self.autoencoder = autoencoder.to(context.device).train()
         self.model = ddp.wrap(self.autoencoder, context)
@@ -84,8 +87,9 @@ class AdversarialStage:
         self.optimizers = {
             # foreach: one fused update over all tensors; PyTorch only defaults to it on CUDA
             "generator": torch.optim.Adam(trainable, lr=lr, betas=ADAM_BETAS_GAN, foreach=True),
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=ADAM_BETAS_GAN,
-                                              foreach=True),
+            "discriminator": torch.optim.Adam(
+                self.discriminator.parameters(), lr=lr, betas=ADAM_BETAS_GAN, foreach=True
+            ),
         }
         self.precision = _Precision(precision, context.device, list(self.optimizers))
         self.last_layer = last_layer_parameter(self.autoencoder)
@@ -126,9 +130,12 @@ class AdversarialStage:
         return _floats({key: logs[key] for key in ("nll", "rec_l1", "perceptual", "kl", "embed") if key in logs})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.autoencoder.state_dict(), "discriminator": self.discriminator.state_dict(),
-                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
-                "scalers": {n: s.state_dict() for n, s in self.precision.scalers.items()}}
+        return {
+            "model": self.autoencoder.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "scalers": {n: s.state_dict() for n, s in self.precision.scalers.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.autoencoder.load_state_dict(state["model"])
@@ -142,8 +149,15 @@ class AdversarialStage:
 class ProjectionStage:
     """2D stage 2: frozen autoencoder, trainable projection head, embedding loss."""
 
-    def __init__(self, autoencoder: torch.nn.Module, projection: ProjectionHead, embedder: torch.nn.Module,
-                 lr: float, precision: str, context: ddp.Context) -> None:
+    def __init__(
+        self,
+        autoencoder: torch.nn.Module,
+        projection: ProjectionHead,
+        embedder: torch.nn.Module,
+        lr: float,
+        precision: str,
+        context: ddp.Context,
+    ) -> None:
         self.autoencoder = autoencoder.to(context.device).eval().requires_grad_(False)
         self.projection = projection.to(context.device).train()
         self.model = ddp.wrap(self.projection, context)
@@ -175,8 +189,11 @@ class ProjectionStage:
         return _floats(logs)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.projection.state_dict(), "optimizers": {"projection": self.optimizer.state_dict()},
-                "scalers": {n: s.state_dict() for n, s in self.precision.scalers.items()}}
+        return {
+            "model": self.projection.state_dict(),
+            "optimizers": {"projection": self.optimizer.state_dict()},
+            "scalers": {n: s.state_dict() for n, s in self.precision.scalers.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.projection.load_state_dict(state["model"])

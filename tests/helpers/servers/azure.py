@@ -13,7 +13,8 @@ DENIED = (403, "application/xml", b"<Error><Code>AuthenticationFailed</Code></Er
 
 
 def azure_container(host: FakeHost, container: str, blobs: dict[str, bytes], sig: str, page_size: int = 2) -> str:
-    """Serve `blobs` {name: bytes} in /<container>; requests need `sig=<sig>` (as written in the URL). Returns the container URL."""
+    """Serve `blobs` {name: bytes} in /<container>; requests need `sig=<sig>` (as written in the URL).
+    Returns the container URL."""
     names = sorted(blobs)
     sig = unquote(sig)
 
@@ -31,7 +32,10 @@ def azure_container(host: FakeHost, container: str, blobs: dict[str, bytes], sig
             for n in page
         )
         marker = str(start + page_size) if start + page_size < len(selected) else ""
-        body = f'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs>{items}</Blobs><NextMarker>{marker}</NextMarker></EnumerationResults>'
+        body = (
+            f'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs>{items}</Blobs>'
+            f'<NextMarker>{marker}</NextMarker></EnumerationResults>'
+        )
         return 200, "application/xml", body.encode()
 
     def blob(content):

@@ -40,7 +40,10 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         seen = Seen(unquote(parts.path), dict(parse_qsl(parts.query, keep_blank_values=True)), dict(self.headers))
         host.seen.append(seen)
-        if host.auth and self.headers.get("Authorization") != "Basic " + base64.b64encode(":".join(host.auth).encode()).decode():
+        if (
+            host.auth
+            and self.headers.get("Authorization") != "Basic " + base64.b64encode(":".join(host.auth).encode()).decode()
+        ):
             return self._send(401, "text/plain", b"unauthorized", {"WWW-Authenticate": 'Basic realm="fake"'})
         route = host.routes.get(seen.path)
         if route is None:

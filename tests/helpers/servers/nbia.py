@@ -18,8 +18,12 @@ def nbia(host: FakeHost, collection: str, series: dict[str, dict], image_count: 
 
     def get_series(seen):
         rows = [
-            {"SeriesInstanceUID": uid, "Collection": collection, "Modality": s["modality"],
-             "ImageCount": (image_count or {}).get(uid, sum(n.endswith(".dcm") for n in s["files"]))}
+            {
+                "SeriesInstanceUID": uid,
+                "Collection": collection,
+                "Modality": s["modality"],
+                "ImageCount": (image_count or {}).get(uid, sum(n.endswith(".dcm") for n in s["files"])),
+            }
             for uid, s in series.items()
             if seen.query.get("Collection") == collection and seen.query.get("Modality", s["modality"]) == s["modality"]
         ]

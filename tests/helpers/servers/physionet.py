@@ -21,7 +21,12 @@ def physionet_project(host: FakeHost, slug: str, files: dict[str, bytes], *, sum
     """Serve `files` {relative path: bytes} under /files/<slug>/ with index pages; returns its URL."""
     base = f"/files/{slug}/"
     if sums:
-        files = {**files, "SHA256SUMS.txt": "".join(f"{hashlib.sha256(c).hexdigest()}  {p}\n" for p, c in sorted(files.items())).encode()}
+        files = {
+            **files,
+            "SHA256SUMS.txt": "".join(
+                f"{hashlib.sha256(c).hexdigest()}  {p}\n" for p, c in sorted(files.items())
+            ).encode(),
+        }
     folders: dict[str, set[str]] = {"": set()}
     for path, content in files.items():
         host.add_file(base + path, content)

@@ -22,19 +22,33 @@ def zenodo_record(host: FakeHost, record_id: str, files: dict[str, bytes], md5: 
         link = f"/api/records/{record_id}/files/{key}/content"
         host.add_file(link, content)
         checksum = (md5 or {}).get(key, hashlib.md5(content).hexdigest())
-        entries.append({"key": key, "size": len(content), "checksum": f"md5:{checksum}", "links": {"self": host.url + link}})
+        entries.append(
+            {"key": key, "size": len(content), "checksum": f"md5:{checksum}", "links": {"self": host.url + link}}
+        )
     record = {"id": int(record_id), "files": entries}
     host.routes[f"/api/records/{record_id}"] = lambda seen: _json(record)
 
 
-def figshare_article(host: FakeHost, article_id: str, files: dict[str, bytes], md5: dict[str, str] | None = None) -> None:
+def figshare_article(
+    host: FakeHost, article_id: str, files: dict[str, bytes], md5: dict[str, str] | None = None
+) -> None:
     """`GET /v2/articles/<id>/files` as figshare API v2 shapes it, honouring page/page_size."""
     entries = []
     for number, (name, content) in enumerate(files.items(), start=1000):
         link = f"/ndownloader/files/{number}"
         host.add_file(link, content)
         checksum = (md5 or {}).get(name, hashlib.md5(content).hexdigest())
-        entries.append({"id": number, "name": name, "size": len(content), "computed_md5": checksum, "supplied_md5": checksum, "download_url": host.url + link, "is_link_only": False})
+        entries.append(
+            {
+                "id": number,
+                "name": name,
+                "size": len(content),
+                "computed_md5": checksum,
+                "supplied_md5": checksum,
+                "download_url": host.url + link,
+                "is_link_only": False,
+            }
+        )
 
     def page(seen):
         size = int(seen.query.get("page_size", 10))

@@ -36,8 +36,19 @@ def get_adapter(curation: dict) -> Adapter:
 
 
 # Each module registers its adapter when imported, so they are imported once `register` exists.
-for _module in ("amos", "cmmd", "cq500", "embed", "grazpedwri_dx", "mimic_cxr", "mrnet", "rsna_bone_age",
-                "rsna_screening_mammo", "verse19", "vindr_mammo"):
+for _module in (
+    "amos",
+    "cmmd",
+    "cq500",
+    "embed",
+    "grazpedwri_dx",
+    "mimic_cxr",
+    "mrnet",
+    "rsna_bone_age",
+    "rsna_screening_mammo",
+    "verse19",
+    "vindr_mammo",
+):
     importlib.import_module(f"medlatent.curate.adapters.{_module}")
 
 __all__ = ["Adapter", "get_adapter", "register"]

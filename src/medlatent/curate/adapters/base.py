@@ -99,7 +99,9 @@ def by_stem(files: list[str], root: Path) -> dict[str, str]:
     for relative in files:
         stem = Path(relative).stem
         if stem in index:
-            raise InputError(root, f"two images are named {stem}: {index[stem]} and {relative}", "keep one copy of the release")
+            raise InputError(
+                root, f"two images are named {stem}: {index[stem]} and {relative}", "keep one copy of the release"
+            )
         index[stem] = relative
     return index
 
@@ -115,7 +117,11 @@ def read_table(path: Path, columns: list[str], **options) -> pd.DataFrame:
         else:
             table = pd.read_csv(path, **options)
     except ImportError as error:  # pandas needs openpyxl for .xlsx
-        raise InputError(path, f"cannot read a spreadsheet ({error})", f"pip install openpyxl, or save the sheet as CSV named {path.stem}.csv beside it") from None
+        raise InputError(
+            path,
+            f"cannot read a spreadsheet ({error})",
+            f"pip install openpyxl, or save the sheet as CSV named {path.stem}.csv beside it",
+        ) from None
     except (ValueError, OSError, UnicodeDecodeError, zipfile.BadZipFile) as error:  # an .xlsx is a ZIP archive
         raise InputError(path, f"unreadable table ({type(error).__name__}: {error})", AS_PUBLISHED) from None
     missing = [c for c in columns if c not in table.columns]
@@ -133,7 +139,9 @@ def recode(values: pd.Series, codes: dict, path: Path, column: str) -> pd.Series
     text = values.map(lambda v: None if pd.isna(v) else str(v).strip().lower())
     unknown = sorted(set(text.dropna()) - by_text.keys())
     if unknown:
-        raise InputError(path, f"column {column} has unexpected value(s) {unknown[:8]}; expected {sorted(by_text)}", AS_PUBLISHED)
+        raise InputError(
+            path, f"column {column} has unexpected value(s) {unknown[:8]}; expected {sorted(by_text)}", AS_PUBLISHED
+        )
     return text.map(lambda t: None if t is None else by_text[t])
 
 

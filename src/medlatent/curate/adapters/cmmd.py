@@ -23,7 +23,10 @@ from medlatent.curate.adapters.base import Adapter, find_file, read_table, recod
 CLINICAL = ("CMMD_clinicaldata_revision.xlsx", "CMMD_clinicaldata_revision.csv")
 MALIGNANCY = {"Benign": 0, "Malignant": 1}
 CALCIFICATION = {"calcification": 1, "both": 1, "mass": 0}
-FIX = "download CMMD_clinicaldata_revision.xlsx from https://www.cancerimagingarchive.net/collection/cmmd/ into the source root"
+FIX = (
+    "download CMMD_clinicaldata_revision.xlsx from https://www.cancerimagingarchive.net/collection/cmmd/ "
+    "into the source root"
+)
 
 
 @register("cmmd")
@@ -31,14 +34,18 @@ class CmmdAdapter(Adapter):
     def label_table(self, root: Path) -> pd.DataFrame:
         path = find_file(root, CLINICAL, FIX)
         clinical = read_table(path, ["ID1", "LeftRight", "abnormality", "classification"], dtype=str)
-        breasts = pd.DataFrame({
-            "patient_id": clinical["ID1"].str.strip(),
-            "laterality": clinical["LeftRight"].str.strip().str.upper(),
-            "malignancy": recode(clinical["classification"], MALIGNANCY, path, "classification"),
-            "calcification": recode(clinical["abnormality"], CALCIFICATION, path, "abnormality"),
-        })
+        breasts = pd.DataFrame(
+            {
+                "patient_id": clinical["ID1"].str.strip(),
+                "laterality": clinical["LeftRight"].str.strip().str.upper(),
+                "malignancy": recode(clinical["classification"], MALIGNANCY, path, "classification"),
+                "calcification": recode(clinical["abnormality"], CALCIFICATION, path, "abnormality"),
+            }
+        )
         if breasts.duplicated(["patient_id", "laterality"]).any():
-            raise InputError(path, "a breast (ID1, LeftRight) is listed twice", "use the revised clinical sheet as published")
+            raise InputError(
+                path, "a breast (ID1, LeftRight) is listed twice", "use the revised clinical sheet as published"
+            )
         return _image_sides(root).merge(breasts, on=["patient_id", "laterality"], how="inner")
 
 

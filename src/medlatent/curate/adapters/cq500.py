@@ -28,7 +28,9 @@ STUDY = re.compile(r"CQ500-?CT-?(\d+)", re.IGNORECASE)
 @register("cq500")
 class Cq500Adapter(Adapter):
     EXCLUDE_FLAGS = ("other_series",)
-    EXCLUSION_REASONS = {"other_series": "another series of the same CQ500 study is kept (one plain soft-tissue series per study)"}
+    EXCLUSION_REASONS = {
+        "other_series": "another series of the same CQ500 study is kept (one plain soft-tissue series per study)"
+    }
 
     def label_table(self, root: Path) -> pd.DataFrame:
         path = find_file(root, ("reads.csv",), "fetch reads.csv with the study archives")
@@ -38,7 +40,10 @@ class Cq500Adapter(Adapter):
         rows = []
         for study, series in _series_by_study(root).items():
             kept = _plain_series(series)
-            rows += [{"file": s, "patient_id": study, "fracture": fracture.get(study), "other_series": int(s != kept)} for s in series]
+            rows += [
+                {"file": s, "patient_id": study, "fracture": fracture.get(study), "other_series": int(s != kept)}
+                for s in series
+            ]
         return pd.DataFrame(rows, columns=["file", "patient_id", "fracture", "other_series"])
 
 

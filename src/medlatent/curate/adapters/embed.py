@@ -34,11 +34,13 @@ class EmbedAdapter(Adapter):
         # anon_dicom_path is a path on Emory's servers; the file name (the SOP instance UID) is what matches.
         sop_uids = table["anon_dicom_path"].map(lambda p: PurePosixPath(str(p).replace("\\", "/")).stem)
         table = with_files(table, sop_uids, by_stem(walk_files(root, (".dcm",)), root), str(path))
-        return pd.DataFrame({
-            "file": table["file"],
-            "patient_id": table["empi_anon"],
-            "view": table["ViewPosition"],
-            "laterality": table["ImageLateralityFinal"],
-            "not_2d": (table["FinalImageType"].astype(str).str.strip() != "2D").astype(int),
-            "spot_mag": flag_column(table["spot_mag"]),
-        })
+        return pd.DataFrame(
+            {
+                "file": table["file"],
+                "patient_id": table["empi_anon"],
+                "view": table["ViewPosition"],
+                "laterality": table["ImageLateralityFinal"],
+                "not_2d": (table["FinalImageType"].astype(str).str.strip() != "2D").astype(int),
+                "spot_mag": flag_column(table["spot_mag"]),
+            }
+        )

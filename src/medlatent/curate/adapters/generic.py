@@ -18,5 +18,7 @@ class GenericAdapter(Adapter):
         path = root / name
         table = pd.read_csv(path, dtype={"file": str, "patient_id": str})
         if "file" not in table.columns:
-            raise InputError(path, "label table has no 'file' column", "add a column `file` with paths relative to the source root")
+            raise InputError(
+                path, "label table has no 'file' column", "add a column `file` with paths relative to the source root"
+            )
         return table

@@ -28,14 +28,18 @@ class GrazpedwriDxAdapter(Adapter):
 
     def label_table(self, root: Path) -> pd.DataFrame:
         path = find_file(root, ("dataset.csv",), "fetch dataset.csv with the image archives")
-        table = read_table(path, COLUMNS, dtype={"filestem": str, "patient_id": str, "laterality": str, "projection": str})
+        table = read_table(
+            path, COLUMNS, dtype={"filestem": str, "patient_id": str, "laterality": str, "projection": str}
+        )
         table = with_files(table, table["filestem"].str.strip(), by_stem(walk_files(root, (".png",)), root), str(path))
-        return pd.DataFrame({
-            "file": table["file"],
-            "patient_id": table["patient_id"],
-            "laterality": table["laterality"],
-            "projection": table["projection"],
-            "fracture": flag_column(table["fracture_visible"]),
-            "metal": flag_column(table["metal"]),
-            "cast": flag_column(table["cast"]),
-        })
+        return pd.DataFrame(
+            {
+                "file": table["file"],
+                "patient_id": table["patient_id"],
+                "laterality": table["laterality"],
+                "projection": table["projection"],
+                "fracture": flag_column(table["fracture_visible"]),
+                "metal": flag_column(table["metal"]),
+                "cast": flag_column(table["cast"]),
+            }
+        )

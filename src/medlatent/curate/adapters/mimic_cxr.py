@@ -31,9 +31,11 @@ class MimicCxrAdapter(Adapter):
         table = metadata.merge(split[["dicom_id", "split"]], on="dicom_id", how="left")
         images = by_stem(walk_files(root, (".jpg", ".dcm")), root)
         table = with_files(table, table["dicom_id"], images, str(metadata_path))
-        return pd.DataFrame({
-            "file": table["file"],
-            "patient_id": table["subject_id"],
-            "view": table["ViewPosition"],
-            "split": recode(table["split"], SPLITS, split_path, "split"),
-        })
+        return pd.DataFrame(
+            {
+                "file": table["file"],
+                "patient_id": table["subject_id"],
+                "view": table["ViewPosition"],
+                "split": recode(table["split"], SPLITS, split_path, "split"),
+            }
+        )

@@ -32,8 +32,16 @@ class MrnetAdapter(Adapter):
         for relative in walk_files(release, (".npy",)):
             parts = PurePosixPath(relative).parts
             if len(parts) == 3 and parts[0] in FOLDERS and parts[1] in PLANES and Path(relative).stem.isdigit():
-                volumes.append({"folder": parts[0], "case": int(Path(relative).stem), "file": (release.relative_to(root) / relative).as_posix()})
-        table = pd.DataFrame(volumes, columns=["folder", "case", "file"]).merge(labels, on=["folder", "case"], how="inner")
+                volumes.append(
+                    {
+                        "folder": parts[0],
+                        "case": int(Path(relative).stem),
+                        "file": (release.relative_to(root) / relative).as_posix(),
+                    }
+                )
+        table = pd.DataFrame(volumes, columns=["folder", "case", "file"]).merge(
+            labels, on=["folder", "case"], how="inner"
+        )
         table["acl_or_meniscus"] = table[list(TEARS)].max(axis=1)
         table["patient_id"] = table["case"].map("{:04d}".format)
         table["split"] = table["folder"].map(FOLDERS)
@@ -50,5 +58,9 @@ def _labels(release: Path, folder: str) -> pd.DataFrame:
         tables.append(read_table(path, ["case", tear], header=None, names=["case", tear], dtype=int).set_index("case"))
     joined = tables[0].join(tables[1], how="outer")
     if joined.isna().any().any():
-        raise InputError(release / f"{folder}-{TEARS[1]}.csv", f"the {folder} label tables list different cases", "use the label tables as published")
+        raise InputError(
+            release / f"{folder}-{TEARS[1]}.csv",
+            f"the {folder} label tables list different cases",
+            "use the label tables as published",
+        )
     return joined.astype(int).reset_index().assign(folder=folder)

@@ -41,10 +41,14 @@ class RsnaBoneAgeAdapter(Adapter):
             inside = [f for f in images if any(part.startswith(folder) for part in PurePosixPath(f).parts[:-1])]
             table = with_files(table, table[id_column].str.strip(), by_stem(inside, root), str(path))
             months = pd.to_numeric(table[age_column], errors="coerce")
-            tables.append(pd.DataFrame({
-                "file": table["file"],
-                "patient_id": table[id_column].str.strip(),
-                "split": split,
-                "boneage_class": np.clip(months // 12, 0, CLASSES - 1).astype("Int64"),
-            }))
+            tables.append(
+                pd.DataFrame(
+                    {
+                        "file": table["file"],
+                        "patient_id": table[id_column].str.strip(),
+                        "split": split,
+                        "boneage_class": np.clip(months // 12, 0, CLASSES - 1).astype("Int64"),
+                    }
+                )
+            )
         return pd.concat(tables, ignore_index=True)

@@ -18,7 +18,11 @@ from medlatent.curate.adapters.base import Adapter, by_stem, find_file, read_tab
 @register("rsna_screening_mammo")
 class RsnaScreeningMammoAdapter(Adapter):
     def label_table(self, root: Path) -> pd.DataFrame:
-        path = find_file(root, ("train.csv",), "fetch the whole competition (kaggle competitions download -c rsna-breast-cancer-detection)")
+        path = find_file(
+            root,
+            ("train.csv",),
+            "fetch the whole competition (kaggle competitions download -c rsna-breast-cancer-detection)",
+        )
         table = read_table(path, ["patient_id", "image_id", "laterality", "view"], dtype=str)
         table = with_files(table, table["image_id"], by_stem(walk_files(root, (".dcm",)), root), str(path))
         return table[["file", "patient_id", "view", "laterality"]]

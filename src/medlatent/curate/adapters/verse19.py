@@ -26,7 +26,10 @@ GRADES = "verse19_fracture_grades.csv"
 RELEASE = re.compile(r"verse19(training|validation|test)", re.IGNORECASE)
 SPLITS = {"training": "train", "validation": "val", "test": "test"}
 SERIES = re.compile(r"_split-([^_]+)_")
-FIX = f"write the VerSe'19 Genant grades (https://osf.io/nqjyw/) as {GRADES} into the source root, columns verse_id, vertebra, genant_grade"
+FIX = (
+    f"write the VerSe'19 Genant grades (https://osf.io/nqjyw/) as {GRADES} into the source root, "
+    "columns verse_id, vertebra, genant_grade"
+)
 
 
 @register("verse19")
@@ -48,10 +51,12 @@ class Verse19Adapter(Adapter):
             named = SERIES.search(parts.name)
             series = (named.group(1) if named else subject).lower()
             release = RELEASE.search(relative)
-            rows.append({
-                "file": relative,
-                "patient_id": subject,
-                "split": SPLITS[release.group(1).lower()] if release else None,
-                "fracture": fracture.get(series),
-            })
+            rows.append(
+                {
+                    "file": relative,
+                    "patient_id": subject,
+                    "split": SPLITS[release.group(1).lower()] if release else None,
+                    "fracture": fracture.get(series),
+                }
+            )
         return pd.DataFrame(rows, columns=["file", "patient_id", "split", "fracture"])

@@ -25,13 +25,17 @@ BIRADS = {f"BI-RADS {k}": f"BI-RADS {k}" for k in range(1, 6)}
 class VindrMammoAdapter(Adapter):
     def label_table(self, root: Path) -> pd.DataFrame:
         path = find_file(root, (ANNOTATIONS,), "fetch the whole PhysioNet project vindr-mammo/1.0.0")
-        table = read_table(path, ["study_id", "image_id", "laterality", "view_position", "breast_birads", "split"], dtype=str)
+        table = read_table(
+            path, ["study_id", "image_id", "laterality", "view_position", "breast_birads", "split"], dtype=str
+        )
         table = with_files(table, table["image_id"], by_stem(walk_files(root, (".dicom", ".dcm")), root), str(path))
-        return pd.DataFrame({
-            "file": table["file"],
-            "patient_id": table["study_id"],
-            "view": table["view_position"],
-            "laterality": table["laterality"],
-            "split": recode(table["split"], SPLITS, path, "split"),
-            "birads": recode(table["breast_birads"], BIRADS, path, "breast_birads"),
-        })
+        return pd.DataFrame(
+            {
+                "file": table["file"],
+                "patient_id": table["study_id"],
+                "view": table["view_position"],
+                "laterality": table["laterality"],
+                "split": recode(table["split"], SPLITS, path, "split"),
+                "birads": recode(table["breast_birads"], BIRADS, path, "breast_birads"),
+            }
+        )
