@@ -43,7 +43,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	python benchmarks/bench.py --out bench-results/bench.json
 
+# Style and workflow checks (CI runs them before the tests): ruff (pyflakes, pycodestyle with
+# 120 columns, import order) and its formatter, snakefmt on the rule files, snakemake --lint.
 lint: $(STAMP)
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks
+	snakefmt --check Snakefile workflow
 	snakemake --lint
 
 # Real data: set up DVC in this repository (idempotent), then push every shareable latent dataset.
