@@ -3,13 +3,13 @@
 
 
 rule publish_latents:
+    """dvc add + push each shareable latent dataset, tag latents/{model}/{source}/vN (one job: DVC locks the repo)."""
     input:
         get_published_indexes,
     output:
         f"{RESULTS}/publish/receipt.json",
     log:
         "logs/publish/publish.log",
-    """dvc add + push every shareable latent dataset and tag latents/{model}/{source}/vN (one job: DVC locks the repo)."""
     localrule: True
     conda:
         ENV
