@@ -71,3 +71,9 @@ def test_a_file_that_crashes_its_reader_or_its_worker_is_a_rejection(demo_config
     assert len(crashed) == 2
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["found"] == len(receipt["files"]) - report["metadata_files"]
+
+
+def test_threads_come_from_config_and_are_not_part_of_the_slice(demo_config):
+    edited = {**demo_config, "curate": {**demo_config["curate"], "threads": demo_config["curate"]["threads"] + 3}}
+    assert mlconfig.curate_threads(edited) == mlconfig.curate_threads(demo_config) + 3
+    assert mlconfig.curate_slice(edited, "demo_cxr") == mlconfig.curate_slice(demo_config, "demo_cxr")
