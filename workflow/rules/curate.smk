@@ -14,10 +14,11 @@ rule curate_source:
         "benchmarks/curate/{source}.tsv"
     conda:
         ENV
+    threads: mlconfig.curate_threads(config)
     params:
         spec=get_slice(mlconfig.curate_slice),
         project=mlconfig.canonical_json(mlconfig.project_settings(config)),
     shell:
         "medlatent curate --spec {params.spec:q} --project {params.project:q} --receipt {input.receipt}"
         " --manifest {output.manifest} --rejected {output.rejected} --report {output.report}"
-        " --files-index {output.files} > {log} 2>&1"
+        " --files-index {output.files} --workers {threads} > {log} 2>&1"

@@ -18,7 +18,7 @@ def curate(args: argparse.Namespace) -> None:
     raw_root = Path(args.receipt).resolve().parents[1]
     salt = patient_salt(args.project, raw_root)
     outputs = CurationOutputs(Path(args.manifest), Path(args.rejected), Path(args.report), Path(args.files_index))
-    run_curation(args.spec, salt, receipt, outputs, demo=args.project["demo"])
+    run_curation(args.spec, salt, receipt, outputs, demo=args.project["demo"], workers=args.workers)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -28,4 +28,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--receipt", required=True)
     for output in ("manifest", "rejected", "report", "files-index"):
         parser.add_argument(f"--{output}", required=True)
+    parser.add_argument("--workers", type=int, default=1, help="processes inspecting files (the rule's threads)")
     parser.set_defaults(run=curate)

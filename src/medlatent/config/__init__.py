@@ -50,6 +50,7 @@ from medlatent.config.lookups import (
 )
 from medlatent.config.resources import (
     cad_train_resources,
+    curate_threads,
     evaluation_gpus,
     latents_gpus,
     train_resources,
@@ -81,6 +82,7 @@ __all__ = [
     "cad_slice",
     "cad_task",
     "cad_train_resources",
+    "curate_threads",
     "canonical_json",
     "check_references",
     "config_hash",

@@ -30,6 +30,11 @@ def latents_gpus(config: dict) -> int:
     return config["latents"]["gpus"]
 
 
+def curate_threads(config: dict) -> int:
+    """Processes of one curate_source job (`curate.threads`)."""
+    return config["curate"]["threads"]
+
+
 def cad_train_resources(config: dict) -> dict:
     """gpu and threads of one cad_train job: `evaluation.cad.gpus`, and a thread per loader worker plus one."""
     cad = config["evaluation"]["cad"]

@@ -18,6 +18,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +100,14 @@ class Curator:
         self.adapter = get_adapter(self.curation)
         self.labels = self.adapter.label_table(root).set_index("file", drop=False)
         self.label_columns = self.adapter.label_columns(self.labels)
+
+    def inspect_guarded(self, candidate: Candidate) -> list[Outcome]:
+        """`inspect`, with any crash while reading the file turned into a rejection naming the error."""
+        try:
+            return self.inspect(candidate)
+        except Exception as error:  # noqa: BLE001 - one file a decoder chokes on must not end a whole source
+            reason = f"{type(error).__name__} while reading it: {error}"
+            return [Outcome(candidate, category="crashed", reason=reason)]
 
     def inspect(self, candidate: Candidate) -> list[Outcome]:
         """The outcome of a candidate: one, or one per frame where `curation.frames: each`."""
@@ -196,14 +207,76 @@ def _first_present(row, column: str):
     return str(row[column])
 
 
-def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo: bool) -> dict:
-    """Curate one source from its fetch receipt; returns the report."""
+#: The Curator of a pool worker, built once per process by `_start_worker` (the label table is not resent per file).
+_worker_curator: Curator | None = None
+
+
+def _start_worker(spec: dict, salt: str, root: Path) -> None:
+    global _worker_curator
+    _worker_curator = Curator(spec, salt, root)
+
+
+def _inspect_in_worker(candidate: Candidate) -> list[Outcome]:
+    return _worker_curator.inspect_guarded(candidate)
+
+
+def _pool(curator: Curator, workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(curator.spec, curator.salt, curator.root))
+
+
+def _inspect_isolated(curator: Curator, candidate: Candidate) -> list[Outcome]:
+    """A candidate inspected in a process of its own, so a decoder that kills the process rejects only this file."""
+    with _pool(curator, 1) as pool:
+        try:
+            return pool.submit(_inspect_in_worker, candidate).result()
+        except BrokenProcessPool:
+            reason = "the process reading it died (a crash in a decoder); the file is likely corrupt"
+            return [Outcome(candidate, category="crashed", reason=reason)]
+
+
+def inspect_all(curator: Curator, candidates: list[Candidate], workers: int) -> Iterator[list[Outcome]]:
+    """The outcomes of every candidate, in input order; `workers` > 1 spreads them over a process pool.
+
+    When a worker process dies, the candidates that may have been in flight are inspected one
+    process each (the one that dies again is rejected), then the pool resumes after them.
+    """
+    if workers <= 1 or len(candidates) <= 1:
+        yield from map(curator.inspect_guarded, candidates)
+        return
+    # chunks amortise the inter-process round trip over files that take ~10 ms each
+    chunksize = max(1, min(64, len(candidates) // (workers * 8)))
+    # chunks a pool can hold at once: one running per worker, workers + 1 queued
+    in_flight = (2 * workers + 1) * chunksize
+    done = 0
+    while done < len(candidates):
+        try:
+            with _pool(curator, workers) as pool:
+                for outcomes in pool.map(_inspect_in_worker, candidates[done:], chunksize=chunksize):
+                    yield outcomes
+                    done += 1
+        except BrokenProcessPool:
+            log.warning("a curation worker died; inspecting the next %d files one process each", in_flight)
+            for candidate in candidates[done : done + in_flight]:
+                yield _inspect_isolated(curator, candidate)
+                done += 1
+
+
+def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo: bool, workers: int = 1) -> dict:
+    """Curate one source from its fetch receipt with `workers` processes; returns the report.
+
+    The outputs do not depend on `workers`: outcomes are gathered in input order.
+    """
     root = Path(receipt["root"])
     curator = Curator(spec, salt, root)
     candidates, metadata = find_candidates(root, [f["path"] for f in receipt["files"]], spec["dims"], curator.adapter)
-    outcomes = [
-        o for c in tqdm(candidates, desc=f"curate {spec['id']}", unit="item", mininterval=5) for o in curator.inspect(c)
-    ]
+    progress = tqdm(
+        inspect_all(curator, candidates, workers),
+        total=len(candidates),
+        desc=f"curate {spec['id']}",
+        unit="item",
+        mininterval=5,
+    )
+    outcomes = [outcome for outcomes_of_one in progress for outcome in outcomes_of_one]
 
     kept = [o.record for o in outcomes if o.record]
     manifest = curator.assign_splits(
