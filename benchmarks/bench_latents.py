@@ -104,6 +104,7 @@ def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
             "modality": "ct" if spec["dims"] == 3 else "xray",
             "dims": spec["dims"],
             "batch_size": BATCH_SIZE,
+            "max_memory_gb": 8,
             "store": ["mean"] if spec["dims"] == 2 else [],  # the default latents.store
             **(
                 {"window": [160, 160, 160], "overlap": 0.25, "blend": "gaussian", "sw_batch_size": 1}
