@@ -173,7 +173,7 @@ def _encode_one_full_size_image(name: str, shape: tuple[int, ...]) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # Linux: KiB
         "estimate_gb": round((weight_bytes + encoder_item_bytes(autoencoder, shape)) / 2**30, 2),
-        "batch_size_at_8_gb": budget_batch_size(autoencoder, shape, 8, 64, "latents.max_memory_gb"),
+        "batch_size_at_16_gb": budget_batch_size(autoencoder, shape, 16, 64, "latents.max_memory_gb"),
         "goal_peak_rss_gb": 6,
     }
 
