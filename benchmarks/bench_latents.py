@@ -5,12 +5,19 @@ hashing and the part record. Bare is `encode_latent_padded` on the same images, 
 memory, in the same batches (3D: one volume per forward, no windows since each volume fits).
 `pipeline_overhead` = end-to-end seconds / bare seconds. The loader figure is samples/s of
 `load_latents` over the written tar (decode to float32 tensors plus JSON).
+
+`full_size_peak`: peak RSS of encoding ONE 1024x1024 image through a released-layout f16
+encoder (`published_spec("f16_c1")`: ch=128, ch_mult [1, 2, 4], 2 res blocks, random weights)
+in a fresh process, beside the `latents.max_memory_gb` estimate for it (goal: <= 6 GB).
 """
 
 from __future__ import annotations
 
+import resource
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +29,10 @@ from medlatent.io.h5 import ShardWriter
 from medlatent.latents.extract import extract_shard
 from medlatent.latents.index import write_dataset_files
 from medlatent.latents.loader import load_latents
+from medlatent.latents.memory import budget_batch_size, encoder_item_bytes
 from medlatent.models import load_model
 from medlatent.models.projection import CLASSIFICATION_SCALE
-from medlatent.models.registry import build_medvae, save_model
+from medlatent.models.registry import build_medvae, create_autoencoder, published_spec, save_model
 
 #: Demo-sized networks (as workflow/demo/config.yaml) on larger images than the demo's.
 CASES = {
@@ -58,6 +66,7 @@ CASES = {
     ),
 }
 BATCH_SIZE = 8
+FULL_SIZE = ("f16_c1", (1024, 1024))
 LOADER_PASSES = 3
 
 
@@ -104,6 +113,7 @@ def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
             "modality": "ct" if spec["dims"] == 3 else "xray",
             "dims": spec["dims"],
             "batch_size": BATCH_SIZE,
+            "max_memory_gb": 8,
             "store": ["mean"] if spec["dims"] == 2 else [],  # the default latents.store
             **(
                 {"window": [160, 160, 160], "overlap": 0.25, "blend": "gaussian", "sw_batch_size": 1}
@@ -147,12 +157,40 @@ def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
     }
 
 
+def _encode_one_full_size_image(name: str, shape: tuple[int, ...]) -> dict:
+    """In its own process, so that ru_maxrss is this encoding's peak alone."""
+    torch.manual_seed(0)
+    autoencoder = create_autoencoder(published_spec(name)).eval()
+    weight_bytes = sum(p.numel() * p.element_size() for p in autoencoder.parameters())
+    image = torch.rand(1, 1, *shape) * 2 - 1
+    started = time.perf_counter()
+    with torch.inference_mode():
+        latent = autoencoder.encode_padded(image)[0].mean
+    return {
+        "model": name,
+        "input_shape": list(shape),
+        "latent_shape": list(latent.shape[1:]),
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # Linux: KiB
+        "estimate_gb": round((weight_bytes + encoder_item_bytes(autoencoder, shape)) / 2**30, 2),
+        "batch_size_at_16_gb": budget_batch_size(autoencoder, shape, 16, 64, "latents.max_memory_gb"),
+        "goal_peak_rss_gb": 6,
+    }
+
+
+def full_size_peak(name: str = FULL_SIZE[0], shape: tuple[int, ...] = FULL_SIZE[1]) -> dict:
+    """Peak RSS of one full-size image through a released-layout encoder, measured in a fresh process."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_encode_one_full_size_image, name, shape).result()
+
+
 def run() -> dict:
     """Figures per case (see the module docstring); CPU threads as torch has them."""
     return {
         "threads": torch.get_num_threads(),
         "batch_size": BATCH_SIZE,
         **{name: _time_case(*case) for name, case in CASES.items()},
+        "full_size_peak": full_size_peak(),
     }
 
 

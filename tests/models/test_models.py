@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from medlatent.core.errors import ConfigError, InputError, MedLatentError
-from medlatent.models.autoencoder import AutoencoderKL, pad_to_multiple
+from medlatent.models import autoencoder
+from medlatent.models.autoencoder import AutoencoderKL, chunked_attention, pad_to_multiple
 from medlatent.models.embedder import load_embedder
 from medlatent.models.inflate import inflate_model, inflate_state_dict
 from medlatent.models.ldm_layout import load_ldm_weights, load_strict
@@ -167,6 +168,29 @@ def test_attention_matches_the_ldm_bmm_softmax_formula():
     w = torch.softmax(torch.bmm(q.permute(0, 2, 1), k) * 64**-0.5, dim=2)
     reference = x + attn.proj_out(torch.bmm(v, w.permute(0, 2, 1)).reshape(x.shape))
     assert torch.allclose(attn(x), reference, atol=1e-5)
+
+
+def test_chunked_attention_equals_whole_attention_and_the_softmax_formula():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 1, 50, 8) for _ in range(3))
+    plain = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, dim=-1) @ v
+    whole = F.scaled_dot_product_attention(q, k, v)
+    row_bytes = 2 * 50 * 4  # batch x keys x float32: one query row of scores
+    for rows in (1, 7, 49):
+        chunked = chunked_attention(q, k, v, max_score_bytes=rows * row_bytes)
+        assert torch.allclose(chunked, whole, atol=1e-5) and torch.allclose(chunked, plain, atol=1e-5)
+    assert torch.equal(chunked_attention(q, k, v, max_score_bytes=50 * row_bytes), whole)  # fits: one fused call
+
+
+def test_attention_block_is_unchanged_when_its_queries_are_chunked(monkeypatch):
+    attn = tiny().encoder.mid.attn_1
+    x = torch.randn(2, 64, 4, 6)
+    whole = attn(x)
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(autoencoder.F, "scaled_dot_product_attention", lambda *a: calls.append(a) or sdpa(*a))
+    monkeypatch.setattr(autoencoder, "ATTENTION_SCORE_BYTES", 5 * 2 * 24 * 4)  # five query rows of 24 keys
+    assert torch.allclose(attn(x), whole, atol=1e-5) and len(calls) == 5  # 24 queries in chunks of 5
 
 
 def test_ldm_block_conventions():

@@ -168,6 +168,7 @@ def latents_extract_slice(config: dict, model_id: str, source_id: str) -> dict:
         "modality": entry["modality"],
         "dims": entry["dims"],
         "batch_size": settings["batch_size"],
+        "max_memory_gb": settings["max_memory_gb"],
         "store": store,
     }
     if entry["dims"] == 3:
@@ -188,7 +189,8 @@ def latents_index_slice(config: dict, model_id: str, source_id: str) -> dict:
         "model": model_entry(config, model_id),
         "source": {key: value for key, value in entry.items() if key not in ("license", "name")},
         "normalize": normalize_slice(config, source_id),
-        "extract": extract,
+        # the budget only bounds how many items share a forward (batch_size stays the cap): not hashed
+        "extract": {key: value for key, value in extract.items() if key != "max_memory_gb"},
     }
     return {
         "model": model_id,

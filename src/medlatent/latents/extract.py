@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,8 @@ from medlatent.core.errors import ConfigError, InputError
 from medlatent.core.hashing import file_sha256
 from medlatent.io.h5 import ShardReader
 from medlatent.latents.index import LATENT_DTYPE, PART_FORMAT
-from medlatent.latents.window import encode_volume
+from medlatent.latents.memory import budget_batch_size
+from medlatent.latents.window import MEDVAE_RULE, encode_volume, medvae_window
 from medlatent.models import load_model
 
 log = logging.getLogger(__name__)
@@ -124,12 +125,15 @@ def sample_record(item_id: str, arrays: dict[str, np.ndarray], meta: dict, label
     }
 
 
-def _batches(reader: ShardReader, item_ids: list[str], batch_size: int) -> Iterator[list[tuple[str, np.ndarray, dict]]]:
-    """Consecutive items of equal shape, at most batch_size at a time, in item order."""
+def _batches(
+    reader: ShardReader, item_ids: list[str], batch_size: Callable[[tuple[int, ...]], int]
+) -> Iterator[list[tuple[str, np.ndarray, dict]]]:
+    """Consecutive items of equal shape, at most batch_size(shape) at a time, in item order."""
     batch: list[tuple[str, np.ndarray, dict]] = []
     for item_id in item_ids:
         array, meta = reader.read(item_id)
-        if batch and (len(batch) == batch_size or batch[0][1].shape != array.shape):
+        limit = batch_size(array.shape)  # for every item, so one too large stops before it is encoded
+        if batch and (batch[0][1].shape != array.shape or len(batch) == limit):
             yield batch
             batch = []
         batch.append((item_id, array, meta))
@@ -155,9 +159,29 @@ class _MeanAndLogvar(torch.nn.Module):
 
 
 def encode_items(
-    model: torch.nn.Module, reader: ShardReader, item_ids: list[str], spec: dict, device: torch.device
+    model: torch.nn.Module,
+    reader: ShardReader,
+    item_ids: list[str],
+    spec: dict,
+    device: torch.device,
+    batch_sizes: dict[str, int] | None = None,
 ) -> Iterator[tuple[str, np.ndarray, dict, dict[str, np.ndarray], dict]]:
-    """(item_id, image, item meta, {"latent", stored extras}: float32 arrays, encoding) in item order."""
+    """(item_id, image, item meta, {"latent", stored extras}: float32 arrays, encoding) in item order.
+
+    Items per encoder forward come from `latents.max_memory_gb` (`medlatent.latents.memory`), capped
+    by `batch_size` (2D) or `sw_batch_size` (3D windows); `batch_sizes` collects them per item shape.
+    """
+    derived = {} if batch_sizes is None else batch_sizes
+
+    def budget(shape: tuple[int, ...], cap: int, knobs: str) -> int:
+        key = "x".join(map(str, shape))
+        if key not in derived:
+            derived[key] = budget_batch_size(model.autoencoder, shape, spec["max_memory_gb"], cap, knobs)
+            log.info(
+                "%s/%s: %d items of shape %s per encoder forward", spec["model"], spec["source"], derived[key], key
+            )
+        return derived[key]
+
     projection = getattr(model, "projection", None) is not None
     store = spec["store"]
     base = {
@@ -167,7 +191,8 @@ def encode_items(
         "stored": ["latent", *store],
     }
     if spec["dims"] == 2:
-        for batch in _batches(reader, item_ids, spec["batch_size"]):
+        knobs = "latents.max_memory_gb or lower the image size"
+        for batch in _batches(reader, item_ids, lambda shape: budget(shape, spec["batch_size"], knobs)):
             images = torch.from_numpy(np.stack([array for _, array, _ in batch]))[:, None].to(device)
             with torch.inference_mode():
                 posterior, padding = model.autoencoder.encode_padded(images)
@@ -190,8 +215,11 @@ def encode_items(
     encoder = _MeanAndLogvar(model) if "logvar" in store else model
     for item_id in item_ids:
         array, meta = reader.read(item_id)
+        window = medvae_window(list(array.shape)) if spec["window"] == MEDVAE_RULE else spec["window"]
+        one_pass = tuple(min(size, side) for size, side in zip(array.shape, window, strict=True))
+        windows = budget(one_pass, spec["sw_batch_size"], "latents.max_memory_gb or lower latents.window")
         latent, info = encode_volume(
-            encoder, torch.from_numpy(array), spec["window"], spec["overlap"], spec["blend"], spec["sw_batch_size"]
+            encoder, torch.from_numpy(array), spec["window"], spec["overlap"], spec["blend"], windows
         )
         latent = latent.float().numpy()
         arrays = {"latent": latent[: model.latent_channels]}
@@ -256,6 +284,7 @@ def extract_shard(
         }
         counts = {"input_float32_bytes": 0, "latent_float16_bytes": 0, "stored_float16_bytes": 0}
         shapes: set[tuple[int, ...]] = set()
+        batch_sizes: dict[str, int] = {}
         if item_ids:
             with (
                 atomic_path(tar_path) as temporary,
@@ -265,7 +294,7 @@ def extract_shard(
                 ) as writer,
             ):
                 for item_id, array, meta, arrays, encoding in encode_items(
-                    model, reader, item_ids, spec, torch.device(device)
+                    model, reader, item_ids, spec, torch.device(device), batch_sizes
                 ):
                     stored = {name: values.astype(LATENT_DTYPE) for name, values in arrays.items()}
                     for name, values in stored.items():
@@ -306,6 +335,8 @@ def extract_shard(
             "normalize": reader.meta.get("normalize"),
             "encoding": {key: spec[key] for key in ("window", "overlap", "blend") if key in spec},
             "device": torch.device(device).type,
+            "max_memory_gb": spec["max_memory_gb"],
+            "batch_sizes": dict(sorted(batch_sizes.items())),
         }
     write_text(part_path, canonical_json(part) + "\n")
     log.info("%s/%s %s: %d samples -> %s", spec["model"], spec["source"], shard, len(item_ids), part["tar"])

@@ -8,8 +8,9 @@ so ``state_dict()`` names and shapes are exactly the LDM ones and those checkpoi
 ``load_state_dict(strict=True)``. Plain torch is used for every block; the numerics are LDM's:
 GroupNorm(eps 1e-6, affine), SiLU, asymmetric (0, 1) padding before a stride-2 k3 conv,
 nearest x2 upsampling then a k3 conv, one single-head self-attention in the mid block over
-all spatial positions (``scaled_dot_product_attention``: the same maths without holding the
-full attention matrix where a fused kernel exists), and a double-z head whose log-variance is
+all spatial positions (``scaled_dot_product_attention``, query-chunked once the score matrix
+would pass ``ATTENTION_SCORE_BYTES``: a 1024x1024 image gives 65,536 mid-block tokens, a 17 GB
+matrix), and a double-z head whose log-variance is
 clamped to [-30, 20]. ``spatial_dims`` picks Conv2d or Conv3d; nothing else changes.
 """
 
@@ -27,6 +28,8 @@ from torch.utils.checkpoint import checkpoint
 from medlatent.normalize import BACKGROUND
 
 LOGVAR_RANGE = (-30.0, 20.0)
+# Largest attention score matrix (batch x queries x keys) computed at once; above it queries go in chunks.
+ATTENTION_SCORE_BYTES = 256 * 2**20
 
 
 def conv_nd(spatial_dims: int, *args, **kwargs) -> nn.Module:
@@ -71,9 +74,27 @@ class AttnBlock(nn.Module):
         h = self.norm(x)
         b, c, *spatial = h.shape
         q, k, v = (layer(h).reshape(b, 1, c, -1).transpose(-1, -2) for layer in (self.q, self.k, self.v))
-        h = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(c)) v, as LDM
+        h = chunked_attention(q, k, v)  # softmax(q k^T / sqrt(c)) v, as LDM
         h = h.transpose(-1, -2).reshape(b, c, *spatial)
         return x + self.proj_out(h)
+
+
+def chunked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, max_score_bytes: int | None = None
+) -> torch.Tensor:
+    """``scaled_dot_product_attention(q, k, v)`` with queries in chunks whose score matrix fits ``max_score_bytes``.
+
+    The fused kernel runs in one call while the whole matrix fits (small inputs, the demo, GPUs);
+    each query row's softmax only needs its own scores, so chunking queries changes nothing else.
+    ``max_score_bytes`` defaults to ``ATTENTION_SCORE_BYTES`` (read at call time).
+    """
+    bound = ATTENTION_SCORE_BYTES if max_score_bytes is None else max_score_bytes
+    *batch, queries, _ = q.shape
+    bytes_per_query_row = math.prod(batch) * k.shape[-2] * q.element_size()
+    rows = max(1, bound // bytes_per_query_row)
+    if rows >= queries:
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.cat([F.scaled_dot_product_attention(chunk, k, v) for chunk in q.split(rows, dim=-2)], dim=-2)
 
 
 class Downsample(nn.Module):
