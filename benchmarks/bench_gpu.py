@@ -9,7 +9,7 @@
   latents (random weights): latency at batch 1, throughput at a larger batch, max training
   batch, through `medlatent.evaluate.efficiency`; paper: x70, /69, x32 (2D) and x55 (3D).
 
-`--quick` shrinks images, volumes, widths and iterations so that it runs in about a minute on
+`--quick` shrinks images, volumes, widths and iterations so that it runs in a few minutes on
 2 CPU cores; its figures are not the paper's conditions and the output says so.
 """
 
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench-results/bench-gpu.json")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="shrunk sizes (about a minute on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="shrunk sizes (a few minutes on 2 CPU cores)")
     parser.add_argument("--models", nargs="*", default=list(RELEASED), help="released architectures to time")
     parser.add_argument("--max-memory-gb", type=float, default=16.0, help="latents.max_memory_gb (schema default)")
     for key in FULL:
