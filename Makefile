@@ -9,7 +9,7 @@ CORES ?= all
 # and tags versions there, never in this clone.
 DEMO_DIR ?= demo-run
 
-.PHONY: demo test bench lint publish dvc-setup clean-demo
+.PHONY: demo test bench bench-gpu lint publish dvc-setup clean-demo
 
 # The venv is rebuilt only when the dependency pins change.
 $(STAMP): pyproject.toml
@@ -42,6 +42,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	python benchmarks/bench.py --out bench-results/bench.json
+
+# Paper-scale figures on one GPU (< 5 min); on a CPU: make bench-gpu BENCH_GPU_ARGS="--device cpu --quick"
+bench-gpu: $(STAMP)
+	python benchmarks/bench_gpu.py --out bench-results/bench-gpu.json $(BENCH_GPU_ARGS)
 
 # Style and workflow checks (CI runs them before the tests): ruff (pyflakes, pycodestyle with
 # 120 columns, import order) and its formatter, snakefmt on the rule files, snakemake --lint.

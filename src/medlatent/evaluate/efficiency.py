@@ -37,7 +37,8 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that wall time covers it (a no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -51,10 +52,10 @@ def latency_ms(
     times = []
     with torch.inference_mode():
         for step in range(warmup + iterations):
-            _synchronize(device)
+            synchronize(device)
             started = time.perf_counter()
             model(x)
-            _synchronize(device)
+            synchronize(device)
             if step >= warmup:
                 times.append(time.perf_counter() - started)
     times.sort()
@@ -83,7 +84,7 @@ def max_batch_size(model: torch.nn.Module, shape: list[int], cap: int, device: t
                 model.eval()
             model(x).float().sum().backward()
             model.train()
-            _synchronize(device)
+            synchronize(device)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
             if not _is_oom(error):
                 raise
