@@ -1,7 +1,7 @@
 """`make bench`: speed and memory figures of every stage, written to one JSON + Markdown file.
 
 Each stage contributes a `run() -> dict` (bench_curate, bench_normalize, bench_train, bench_latents,
-bench_eval); a stage whose module is missing or fails is reported as such, not skipped
+bench_eval, bench_dag); a stage whose module is missing or fails is reported as such, not skipped
 silently.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-STAGES = ("bench_curate", "bench_normalize", "bench_train", "bench_latents", "bench_eval")
+STAGES = ("bench_curate", "bench_normalize", "bench_train", "bench_latents", "bench_eval", "bench_dag")
 
 
 def machine() -> dict:

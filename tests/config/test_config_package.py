@@ -27,6 +27,7 @@ def test_wildcard_patterns_match_every_configured_id_and_shard(full_config, demo
         assert all(ids.fullmatch(i) for i in configured)
         assert all(shards.fullmatch(shard) for _, shard in mlconfig.all_source_shards(config))
     assert not ids.fullmatch("-leading-dash") and not ids.fullmatch("a/b")
+    assert shards.fullmatch("train-1000")  # a split of 1000+ shards still plans
     assert not shards.fullmatch("train-1") and not shards.fullmatch("holdout-000")
 
 

@@ -1,6 +1,7 @@
 # Helpers shared by all workflow/rules/*.smk, in DAG order. Configuration is read only through
 # medlatent.config; every function a rule directive calls is named get_*.
 import re
+from functools import lru_cache
 
 from medlatent import config as mlconfig
 
@@ -24,9 +25,15 @@ wildcard_constraints:
     image_type=ID,
 
 
+@lru_cache(maxsize=None)
+def _slice_json(slicer, *ids):
+    """Canonical JSON of `slicer(config, *ids)`, built once per ids: thousands of jobs share a few slices."""
+    return mlconfig.canonical_json(slicer(config, *ids))
+
+
 def get_slice(slicer):
     """params: a per-source config slice as canonical JSON for the CLI."""
-    return lambda wildcards: mlconfig.canonical_json(slicer(config, wildcards.source))
+    return lambda wildcards: _slice_json(slicer, wildcards.source)
 
 
 # ----------------------------------------------------------------------------- fetch, curate, normalize
@@ -60,7 +67,7 @@ MODELS_IMPORTED = _model_pattern(mlconfig.imported_models(config))
 
 def get_train_spec(stage):
     """params: the model's training slice of `stage` as canonical JSON."""
-    return lambda wildcards: mlconfig.canonical_json(mlconfig.train_slice(config, wildcards.model, stage))
+    return lambda wildcards: _slice_json(mlconfig.train_slice, wildcards.model, stage)
 
 
 def get_train_resource(stage, key):
@@ -110,7 +117,7 @@ def _model_weights(model_id):
 
 def get_latents_spec(slicer):
     """params: a (model, source) config slice as canonical JSON for the CLI."""
-    return lambda wildcards: mlconfig.canonical_json(slicer(config, wildcards.model, wildcards.source))
+    return lambda wildcards: _slice_json(slicer, wildcards.model, wildcards.source)
 
 
 def get_latent_dataset_dir(wildcards):
@@ -119,8 +126,13 @@ def get_latent_dataset_dir(wildcards):
 
 def get_latent_parts(wildcards):
     """Part records of every shard of the source (empty shards too: they write no tar)."""
-    shards = mlconfig.shard_ids(mlconfig.source(config, wildcards.source))
-    return [f"{DATA}/latent_parts/{wildcards.model}/{wildcards.source}/{shard}.json" for shard in shards]
+    return list(_latent_parts(wildcards.model, wildcards.source))
+
+
+@lru_cache(maxsize=None)
+def _latent_parts(model_id, source_id):
+    shards = mlconfig.shard_ids(mlconfig.source(config, source_id))
+    return tuple(f"{DATA}/latent_parts/{model_id}/{source_id}/{shard}.json" for shard in shards)
 
 
 def get_latent_indexes(wildcards):

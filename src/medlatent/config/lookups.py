@@ -63,8 +63,11 @@ def shard_ids(source_entry: dict) -> list[str]:
 
 
 def shard_pattern() -> str:
-    """The regex of a shard id as `shard_ids` writes them: `<split>-<three digits>`."""
-    return f"({'|'.join(SPLITS)})-\\d{{3}}"
+    """The regex of a shard id as `shard_ids` writes them: `<split>-<three or more digits>`.
+
+    Written `\\d\\d\\d+`, not `\\d{3,}`: Snakemake cannot parse a comma inside braces of a constraint.
+    """
+    return f"({'|'.join(SPLITS)})-\\d\\d\\d+"
 
 
 def all_source_shards(config: dict) -> list[tuple[str, str]]:
