@@ -16,27 +16,24 @@ _WILDCARDS = re.compile(r"^\s+wildcards: (.+)$", re.MULTILINE)
 _RULE = re.compile(r"^(?:local)?rule (\w+):$", re.MULTILINE)
 
 
+def snakemake_command(workdir: Path, *args: str, configfile: Path | list[Path] = DEMO_CONFIG) -> list[str]:
+    """The command line that runs the Snakefile in `workdir`; `configfile`: one file or several, merged in order."""
+    configfiles = configfile if isinstance(configfile, list) else [configfile]
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+            "--configfile", *map(str, configfiles), "--cores", "2", *args]  # fmt: skip
+
+
+def snakemake_env() -> dict[str, str]:
+    """The environment of a test's snakemake run: this interpreter's scripts (`medlatent`) first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def snakemake(
     workdir: Path, *args: str, configfile: Path | list[Path] = DEMO_CONFIG, check: bool = True
 ) -> subprocess.CompletedProcess:
-    """Run the Snakefile in `workdir`; `configfile`: one file or several, merged in order."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    configfiles = configfile if isinstance(configfile, list) else [configfile]
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        *map(str, configfiles),
-        "--cores",
-        "2",
-        *args,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+    """Run the Snakefile in `workdir` and wait for it; AssertionError with its output if it fails and `check`."""
+    command = snakemake_command(workdir, *args, configfile=configfile)
+    result = subprocess.run(command, capture_output=True, text=True, env=snakemake_env(), timeout=1200)
     if check and result.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"

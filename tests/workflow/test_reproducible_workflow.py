@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from workflow_helpers import REPO, edited_demo_config, snakemake
+from workflow_helpers import edited_demo_config, snakemake, snakemake_command, snakemake_env
 
 from medlatent import cli
 
@@ -46,23 +45,12 @@ def files(workdir: Path) -> dict[str, bytes]:
 def kill_during_training(workdir: Path, configfile: Path) -> None:
     """Start the slice and SIGKILL its whole process group once stage 1 wrote a checkpoint."""
     checkpoints = workdir / "results" / "checkpoints" / MODEL / "stage1"
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(configfile),
-        "--cores",
-        "2",
-        "latents",
-    ]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     run = subprocess.Popen(
-        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        snakemake_command(workdir, "latents", configfile=configfile),
+        env=snakemake_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 600
     while not list(checkpoints.glob("step-*.pt")):
