@@ -1,18 +1,10 @@
 import nibabel as nib
 import numpy as np
 import pytest
+from dicom_fixtures import XRAY_NORMALIZE as SPEC_2D
 
 from medlatent.normalize.run import normalize_2d, normalize_3d, scale_intensity
 
-SPEC_2D = {
-    "modality": "xray",
-    "dims": 2,
-    "size": [64, 64],
-    "intensity": "minmax",
-    "percentiles": [0.0, 100.0],
-    "output_range": [-1.0, 1.0],
-    "interpolation": "bicubic",
-}
 SPEC_CT = {
     "modality": "ct",
     "dims": 3,
