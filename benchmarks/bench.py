@@ -2,7 +2,9 @@
 
 Each stage contributes a `run() -> dict` (bench_curate, bench_normalize, bench_train, bench_latents,
 bench_eval, bench_dag); a stage whose module is missing or fails is reported as such, not skipped
-silently.
+silently. A figure with a goal carries it beside itself: `"goal_<figure>": ">= 0.95"` (or `<=`)
+next to `"<figure>"`; the Markdown file opens with one table of every such pair, then each
+stage's figures as a table.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import operator
 import platform
 import time
 import traceback
@@ -30,11 +33,66 @@ def machine() -> dict:
     }
 
 
+GOAL_PREFIX = "goal_"
+COMPARISONS = {">=": operator.ge, "<=": operator.le}
+
+
+def flatten(figures: dict, prefix: str = "") -> dict:
+    """Nested figures as {"a.b.c": value}; lists of numbers stay values."""
+    flat = {}
+    for key, value in figures.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def goal_met(value, goal: str) -> bool | None:
+    """Whether `value` meets a goal written as ">= 0.95" / "<= 20"; None when there is no number to judge."""
+    comparison, _, target = goal.partition(" ")
+    if comparison not in COMPARISONS:
+        raise ValueError(f"a goal reads '>= x' or '<= x', got {goal!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    return COMPARISONS[comparison](value, float(target))
+
+
+def goal_rows(stages: dict) -> list[tuple[str, str, object, str, bool | None]]:
+    """(stage, figure path, measured, goal, met) for every figure that has a `goal_` sibling."""
+    rows = []
+    for stage, figures in stages.items():
+        flat = flatten(figures)
+        for path, goal in flat.items():
+            parent, _, name = path.rpartition(".")
+            if not name.startswith(GOAL_PREFIX):
+                continue
+            figure = f"{parent}.{name[len(GOAL_PREFIX) :]}" if parent else name[len(GOAL_PREFIX) :]
+            value = flat.get(figure)
+            rows.append((stage, figure, value, goal, goal_met(value, goal)))
+    return rows
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def to_markdown(results: dict) -> str:
+    """The goals table, then every stage's figures as a two-column table."""
+    verdict = {True: "yes", False: "**no**", None: "not measured"}
     lines = ["# MedLatent benchmarks", "", f"Machine: `{json.dumps(results['machine'])}`", ""]
+    lines += ["## Figures with a goal", "", "| stage | figure | measured | goal | met |", "|---|---|---|---|---|"]
+    for stage, figure, value, goal, met in goal_rows(results["stages"]):
+        lines.append(f"| {stage} | {figure} | {_cell(value)} | {goal} | {verdict[met]} |")
     for stage, figures in results["stages"].items():
-        lines += [f"## {stage}", "", "```json", json.dumps(figures, indent=2, sort_keys=True), "```", ""]
-    return "\n".join(lines)
+        lines += ["", f"## {stage}", "", "| figure | value |", "|---|---|"]
+        lines += [
+            f"| {path} | {_cell(value)} |"
+            for path, value in flatten(figures).items()
+            if not path.rpartition(".")[2].startswith(GOAL_PREFIX)
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
