@@ -23,7 +23,7 @@ from medlatent.latents.extract import extract_shard
 from medlatent.latents.index import write_dataset_files
 from medlatent.latents.sidecar import build_sidecar, sample_entry
 
-SHARDS = {"train-000": 16, "val-000": 2, "test-000": 3}
+SHARDS = {"train-000": 16, "train-001": 4, "val-000": 2, "test-000": 3}
 #: A 1 x 16 x 16 float16 latent (1 channel, 32 x 32 image, f=4): 512 bytes.
 LATENT_BYTES = 512
 
@@ -66,7 +66,7 @@ def test_a_512_byte_latent_is_one_tar_member_and_under_2_kib_per_sample(compact)
         assert shard["bytes"] == shard["num_samples"] * (512 + 1024) + 1024
     storage = index["storage"]
     on_disk = sum(s["bytes"] + s["sidecar_bytes"] for s in index["shards"])
-    assert storage["bytes_per_sample"] == pytest.approx(on_disk / 21, abs=0.1) and storage["bytes_per_sample"] <= 2048
+    assert storage["bytes_per_sample"] == pytest.approx(on_disk / 25, abs=0.1) and storage["bytes_per_sample"] <= 2048
     assert storage["overhead_bytes_per_sample"] == pytest.approx(storage["bytes_per_sample"] - LATENT_BYTES, abs=0.1)
     card = (dataset / "README.md").read_text()
     assert f"- On disk per sample: {storage['bytes_per_sample']:,.0f} bytes, of which" in card
@@ -90,6 +90,18 @@ def test_load_latents_joins_labels_and_meta_from_the_sidecar(compact):
             assert meta["split"] == split and meta["latent_shape"] == [1, 16, 16]
             assert meta["normalization"]["scale"] == 0.5 and meta["original_shape"] == [35, 35]
         assert seen == set(in_tars)
+
+
+def test_a_shuffled_load_reads_each_sidecar_once(compact, monkeypatch):
+    from medlatent.latents import sidecar
+
+    reads = []
+    real = sidecar.read_sidecar
+    monkeypatch.setattr(sidecar, "read_sidecar", lambda path: reads.append(Path(path).name) or real(path))
+    samples = list(load_latents(compact["dataset"], split="train", shuffle=8, seed=1))
+    assert sorted(reads) == ["train-000.meta.json", "train-001.meta.json"]
+    assert sorted(meta["item_id"] for _, _, meta in samples) == sorted(compact["labels"].index[:20])
+    assert all(labels["finding"] == compact["labels"][meta["item_id"]] for _, labels, meta in samples)
 
 
 def test_plain_webdataset_reads_the_latent_and_the_readme_join_gives_labels_and_meta(compact):
@@ -119,7 +131,7 @@ def test_timm_reader_yields_every_sample_with_its_target_and_exact_latent(tmp_pa
     dataset = built["dataset"]
     with tarfile.open(dataset / "train-000.tar") as archive:
         assert {name.split(".", 1)[1] for name in archive.getnames()} == {"latent.npy", "json"}
-    in_tar = _latents_in_tar(dataset / "train-000.tar")
+    in_tar = {**_latents_in_tar(dataset / "train-000.tar"), **_latents_in_tar(dataset / "train-001.tar")}
     timm_dataset = create_dataset(
         "wds/compact",
         root=str(dataset),
@@ -133,7 +145,7 @@ def test_timm_reader_yields_every_sample_with_its_target_and_exact_latent(tmp_pa
     for (latent, pixels), target in timm_dataset:
         assert np.array_equal(pixels.reshape(latent.shape), latent.astype(np.float32))  # mode F holds it exactly
         got.append((latent, target))
-    assert len(got) == 16
+    assert len(got) == 20
     expected = sorted((latent.tobytes(), int(built["labels"][key])) for key, latent in in_tar.items())
     assert sorted((latent.tobytes(), target) for latent, target in got) == expected
     assert all(latent.dtype == np.float16 and latent.shape == (1, 16, 16) for latent, _ in got)

@@ -71,9 +71,15 @@ def sample_array(sample: dict, name: str) -> torch.Tensor:
     return torch.from_numpy(np.load(io.BytesIO(sample[f"{name}.npy"]), allow_pickle=False).astype(np.float32))
 
 
-def _decode(sample: dict, join: SidecarJoin, names: tuple[str, ...]) -> tuple:
-    """Raw WebDataset sample -> (latent float32 tensor, labels, meta[, {name: stored array}])."""
-    decoded = (sample_array(sample, "latent"), *join(sample))
+def _with_sidecar(sample: dict, join: SidecarJoin) -> dict:
+    """The raw sample with its labels and meta from its shard's sidecar (`__labels__`, `__meta__`)."""
+    labels, meta = join(sample)
+    return {**sample, "__labels__": labels, "__meta__": meta}
+
+
+def _decode(sample: dict, names: tuple[str, ...]) -> tuple:
+    """Joined raw sample -> (latent float32 tensor, labels, meta[, {name: stored array}])."""
+    decoded = (sample_array(sample, "latent"), sample["__labels__"], sample["__meta__"])
     return (*decoded, {name: sample_array(sample, name) for name in names}) if names else decoded
 
 
@@ -119,8 +125,9 @@ def load_latents(
         if shuffle:
             stages.append(wds.detshuffle(bufsize=len(urls), seed=seed))
         stages += [wds.split_by_node, wds.split_by_worker]
-    stages.append(wds.tarfile_to_samples())
+    # joined before the shuffle, while samples still arrive shard by shard: one sidecar read per shard
+    stages += [wds.tarfile_to_samples(), wds.map(partial(_with_sidecar, join=SidecarJoin()))]
     if shuffle:
         stages.append(wds.shuffle(shuffle, seed=seed))
-    stages.append(wds.map(partial(_decode, join=SidecarJoin(), names=tuple(posterior))))
+    stages.append(wds.map(partial(_decode, names=tuple(posterior))))
     return wds.DataPipeline(*stages)
