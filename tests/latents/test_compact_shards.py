@@ -28,13 +28,13 @@ SHARDS = {"train-000": 16, "train-001": 4, "val-000": 2, "test-000": 3}
 LATENT_BYTES = 512
 
 
-def _build(root: Path, timm_json: bool) -> dict:
+def _build(root: Path, timm_json: bool, shards: dict[str, int] = SHARDS) -> dict:
     weights = tiny_model(root / "models" / "tiny1" / "stage2.pt", latent_channels=1, model_id="tiny1")
-    folder, manifest = write_source(root, "compact", SHARDS, (32, 32), rejected=0)
+    folder, manifest = write_source(root, "compact", shards, (32, 32), rejected=0)
     dataset = root / "latents"
     spec = extract_spec("tiny1", "compact", store=[], timm_json=timm_json)
-    parts = [root / "parts" / f"{shard}.json" for shard in SHARDS]
-    for shard, part in zip(SHARDS, parts, strict=True):
+    parts = [root / "parts" / f"{shard}.json" for shard in shards]
+    for shard, part in zip(shards, parts, strict=True):
         extract_shard(spec, folder / f"{shard}.h5", manifest, weights, dataset, part)
     index = write_dataset_files(index_spec("tiny1", "compact", CC0), parts, weights.parent / "card.json", dataset)
     return {"dataset": dataset, "index": index, "labels": manifest.set_index("item_id")["label_finding"]}
@@ -127,7 +127,7 @@ def test_timm_reader_yields_every_sample_with_its_target_and_exact_latent(tmp_pa
 
     import medlatent.latents.pil_npy  # noqa: F401  (lets PIL, so timm, open .npy members)
 
-    built = _build(tmp_path, timm_json=True)
+    built = _build(tmp_path, timm_json=True, shards={"train-000": 16, "train-001": 4})
     dataset = built["dataset"]
     with tarfile.open(dataset / "train-000.tar") as archive:
         assert {name.split(".", 1)[1] for name in archive.getnames()} == {"latent.npy", "json"}
