@@ -30,10 +30,34 @@ def machine() -> dict:
     }
 
 
+def figure_rows(figures: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted figure name, value, goal) of nested figures: a `goal_<name>` key sits beside `<name>`."""
+    rows = []
+    for name, value in figures.items():
+        if name.startswith("goal_") and name[len("goal_") :] in figures:
+            continue
+        if isinstance(value, dict):
+            rows += figure_rows(value, f"{prefix}{name}.")
+        else:
+            rows.append((f"{prefix}{name}", value, figures.get(f"goal_{name}", "")))
+    return rows
+
+
+def _cell(value: object) -> str:
+    return value.replace("|", "\\|") if isinstance(value, str) else json.dumps(value)
+
+
 def to_markdown(results: dict) -> str:
+    """One table per stage, each figure beside its goal; a failed stage's traceback as a code block."""
     lines = ["# MedLatent benchmarks", "", f"Machine: `{json.dumps(results['machine'])}`", ""]
     for stage, figures in results["stages"].items():
-        lines += [f"## {stage}", "", "```json", json.dumps(figures, indent=2, sort_keys=True), "```", ""]
+        lines += [f"## {stage}", ""]
+        if "error" in figures:
+            lines += ["```", figures["error"], "```", ""]
+            continue
+        lines += ["| figure | value | goal |", "|---|---|---|"]
+        lines += [f"| {name} | {_cell(value)} | {_cell(goal)} |" for name, value, goal in figure_rows(figures)]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -252,10 +252,12 @@ def shard_bytes() -> dict:
     """
     return {
         "samples_per_shard": COMPACT_SAMPLES,
-        "latent_512B": _shard_bytes_case((32, 32), timm_json=False),
+        "latent_512B": {
+            **_shard_bytes_case((32, 32), timm_json=False),
+            "goal_bytes_per_sample": GOAL_BYTES_PER_SAMPLE_512B,
+        },
         "latent_512B_timm_json": _shard_bytes_case((32, 32), timm_json=True),
         "latent_128B": _shard_bytes_case((16, 16), timm_json=False),
-        "goal_bytes_per_sample_512B_latent": GOAL_BYTES_PER_SAMPLE_512B,
     }
 
 
