@@ -86,6 +86,9 @@ def to_markdown(results: dict) -> str:
     for stage, figure, value, goal, met in goal_rows(results["stages"]):
         lines.append(f"| {stage} | {figure} | {_cell(value)} | {goal} | {verdict[met]} |")
     for stage, figures in results["stages"].items():
+        if "error" in figures:  # a failed stage: its traceback, readable
+            lines += ["", f"## {stage}: failed", "", "```", figures["error"], "```"]
+            continue
         lines += ["", f"## {stage}", "", "| figure | value |", "|---|---|"]
         lines += [
             f"| {path} | {_cell(value)} |"

@@ -9,6 +9,9 @@ memory, in the same batches (3D: one volume per forward, no windows since each v
 `full_size_peak`: peak RSS of encoding ONE 1024x1024 image through a released-layout f16
 encoder (`published_spec("f16_c1")`: ch=128, ch_mult [1, 2, 4], 2 res blocks, random weights)
 in a fresh process, beside the `latents.max_memory_gb` estimate for it (goal: <= 6 GB).
+
+`shard_bytes`: bytes on disk per sample (tar and sidecar) for a 512-byte and a 128-byte latent
+(goal: <= 2048 bytes for 512), and the per-sample overhead (bytes per sample minus the latent).
 """
 
 from __future__ import annotations
@@ -66,8 +69,36 @@ CASES = {
     ),
 }
 BATCH_SIZE = 8
+#: A 1-channel f=4 model (/2 per side): 32x32 images give 1x16x16 float16 latents (512 bytes), 16x16 give 128.
+COMPACT_MODEL = {
+    "id": "benchsmall",
+    "dims": 2,
+    "f": 4,
+    "latent_channels": 1,
+    "ch": 8,
+    "ch_mult": [1, 2],
+    "num_res_blocks": 1,
+    "norm_groups": 4,
+}
+COMPACT_SAMPLES = 256
+GOAL_BYTES_PER_SAMPLE_512B = "<= 2048"
 FULL_SIZE = ("f16_c1", (1024, 1024))
 LOADER_PASSES = 3
+
+
+def _item_meta(shape: tuple[int, ...], index: int) -> dict:
+    """Item attributes that differ per item, as acquired images' do: they cost sidecar bytes per sample."""
+    original = [side * 4 + 3 * index for side in shape]
+    return {
+        "original_shape": original,
+        "spacing": [round(0.1 + 0.001 * index, 4)] * len(shape),
+        "split": "train",
+        "transform": {
+            "scale": round(shape[0] / max(original), 6),
+            "pad_offset": [index % 5] * len(shape),
+            "resized_shape": list(shape),
+        },
+    }
 
 
 def _write_inputs(folder: Path, spec: dict, shape: tuple[int, ...], count: int) -> tuple[Path, pd.DataFrame, Path]:
@@ -80,7 +111,7 @@ def _write_inputs(folder: Path, spec: dict, shape: tuple[int, ...], count: int) 
             writer.add(
                 item,
                 rng.uniform(-1, 1, size=shape).astype(np.float32),
-                {"original_shape": list(shape), "split": "train", "transform": {}},
+                _item_meta(shape, index),
             )
             rows.append({"item_id": item, "split": "train", "shard": "train-000", "label_finding": index % 2})
     weights = folder / "stage2.pt"
@@ -103,45 +134,56 @@ def _bare_seconds(weights: Path, shard: Path, dims: int) -> float:
     return time.perf_counter() - started
 
 
+def _extract_spec(spec: dict, **settings) -> dict:
+    """The extract_latents slice of a bench model; `settings` override the defaults."""
+    return {
+        "model": spec["id"],
+        "source": "bench",
+        "modality": "ct" if spec["dims"] == 3 else "xray",
+        "dims": spec["dims"],
+        "batch_size": BATCH_SIZE,
+        "max_memory_gb": 8,
+        "store": ["mean"] if spec["dims"] == 2 else [],  # the default latents.store
+        "timm_json": False,
+        **(
+            {"window": [160, 160, 160], "overlap": 0.25, "blend": "gaussian", "sw_batch_size": 1}
+            if spec["dims"] == 3
+            else {}
+        ),
+        **settings,
+    }
+
+
+def _write_index(folder: Path, spec: dict) -> dict:
+    """index.json, _info.json and the card of the dataset `folder / "ds"` from `folder / "part.json"`."""
+    (folder / "card.json").write_text("{}", encoding="utf-8")
+    return write_dataset_files(
+        {
+            "model": spec["id"],
+            "source": "bench",
+            "source_name": "bench",
+            "anatomy": None,
+            "modality": "ct" if spec["dims"] == 3 else "xray",
+            "dims": spec["dims"],
+            "license": {"name": "none"},
+            "classification_scale": CLASSIFICATION_SCALE,
+            "config_sha256": "",
+        },
+        [folder / "part.json"],
+        folder / "card.json",
+        folder / "ds",
+    )
+
+
 def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         shard, manifest, weights = _write_inputs(folder, spec, shape, count)
-        extract = {
-            "model": spec["id"],
-            "source": "bench",
-            "modality": "ct" if spec["dims"] == 3 else "xray",
-            "dims": spec["dims"],
-            "batch_size": BATCH_SIZE,
-            "max_memory_gb": 8,
-            "store": ["mean"] if spec["dims"] == 2 else [],  # the default latents.store
-            **(
-                {"window": [160, 160, 160], "overlap": 0.25, "blend": "gaussian", "sw_batch_size": 1}
-                if spec["dims"] == 3
-                else {}
-            ),
-        }
         started = time.perf_counter()
-        part = extract_shard(extract, shard, manifest, weights, folder / "ds", folder / "part.json")
+        part = extract_shard(_extract_spec(spec), shard, manifest, weights, folder / "ds", folder / "part.json")
         end_to_end = time.perf_counter() - started
         bare = _bare_seconds(weights, shard, spec["dims"])
-        (folder / "card.json").write_text("{}", encoding="utf-8")
-        write_dataset_files(
-            {
-                "model": spec["id"],
-                "source": "bench",
-                "source_name": "bench",
-                "anatomy": None,
-                "modality": extract["modality"],
-                "dims": spec["dims"],
-                "license": {"name": "none"},
-                "classification_scale": CLASSIFICATION_SCALE,
-                "config_sha256": "",
-            },
-            [folder / "part.json"],
-            folder / "card.json",
-            folder / "ds",
-        )
+        _write_index(folder, spec)
         started = time.perf_counter()
         loaded = sum(1 for _ in range(LOADER_PASSES) for _ in load_latents(folder / "ds", split="train"))
         loader = time.perf_counter() - started
@@ -184,6 +226,41 @@ def full_size_peak(name: str = FULL_SIZE[0], shape: tuple[int, ...] = FULL_SIZE[
         return pool.submit(_encode_one_full_size_image, name, shape).result()
 
 
+def _shard_bytes_case(shape: tuple[int, ...], timm_json: bool) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        shard, manifest, weights = _write_inputs(folder, COMPACT_MODEL, shape, COMPACT_SAMPLES)
+        extract = _extract_spec(COMPACT_MODEL, store=[], timm_json=timm_json)
+        part = extract_shard(extract, shard, manifest, weights, folder / "ds", folder / "part.json")
+        storage = _write_index(folder, COMPACT_MODEL)["storage"]
+    return {
+        "latent_shape": part["latent_shapes"][0],
+        "latent_bytes": part["latent_float16_bytes"] // COMPACT_SAMPLES,
+        "timm_json": timm_json,
+        "bytes_per_sample": storage["bytes_per_sample"],
+        "overhead_bytes_per_sample": storage["overhead_bytes_per_sample"],
+        "tar_bytes_per_sample": round(part["bytes"] / COMPACT_SAMPLES, 1),
+        "sidecar_bytes_per_sample": round(part["sidecar_bytes"] / COMPACT_SAMPLES, 1),
+    }
+
+
+def shard_bytes() -> dict:
+    """On-disk bytes per sample (tar + sidecar, labels and meta included) of small latents, `latents.store: []`.
+
+    One shard of COMPACT_SAMPLES samples; a shard's fixed part (two tar end blocks, the sidecar's
+    shared fields: about 1.7 KB) is spread over its samples. `timm_json` adds the json member.
+    """
+    return {
+        "samples_per_shard": COMPACT_SAMPLES,
+        "latent_512B": {
+            **_shard_bytes_case((32, 32), timm_json=False),
+            "goal_bytes_per_sample": GOAL_BYTES_PER_SAMPLE_512B,
+        },
+        "latent_512B_timm_json": _shard_bytes_case((32, 32), timm_json=True),
+        "latent_128B": _shard_bytes_case((16, 16), timm_json=False),
+    }
+
+
 def run() -> dict:
     """Figures per case (see the module docstring); CPU threads as torch has them."""
     return {
@@ -191,6 +268,7 @@ def run() -> dict:
         "batch_size": BATCH_SIZE,
         **{name: _time_case(*case) for name, case in CASES.items()},
         "full_size_peak": full_size_peak(),
+        "shard_bytes": shard_bytes(),
     }
 
 

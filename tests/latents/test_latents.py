@@ -65,8 +65,8 @@ def tar_members(path: Path) -> list[tarfile.TarInfo]:
 def test_samples_hold_float16_latents_allowlisted_meta_and_labels(built):
     members = tar_members(built["dataset"] / "train-000.tar")
     keys = [m.name.split(".", 1)[0] for m in members]
-    assert keys == sorted(keys)  # sorted samples, three members each
-    assert {m.name.split(".", 1)[1] for m in members} == {"latent.npy", "mean.npy", "meta.json", "labels.json"}
+    assert keys == sorted(keys)  # sorted samples, two members each; labels and meta in the sidecar
+    assert [m.name.split(".", 1)[1] for m in members] == ["latent.npy", "mean.npy"] * 4
     assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, 0, "medlatent", "medlatent")}
     latent, labels, meta = next(iter(load_latents(built["dataset"], split="train")))
     assert latent.dtype == torch.float32 and tuple(latent.shape) == (2, 16, 16)  # C x H/2 x W/2
@@ -139,7 +139,8 @@ def test_rerun_gives_byte_identical_tars_and_part_records(built, tmp_path):
         tmp_path / "again",
         tmp_path / "part.json",
     )
-    assert (tmp_path / "again" / f"{shard}.tar").read_bytes() == (built["dataset"] / f"{shard}.tar").read_bytes()
+    for name in (f"{shard}.tar", f"{shard}.meta.json"):
+        assert (tmp_path / "again" / name).read_bytes() == (built["dataset"] / name).read_bytes()
     assert part == next(p for p in built["parts"] if p["shard"] == shard)
     assert (tmp_path / "part.json").read_bytes() == (built["tmp"] / "parts" / f"{shard}.json").read_bytes()
 
@@ -192,6 +193,7 @@ def test_index_and_card_name_licence_demo_weights_and_loading(built):
         "projected": True,
         "classification_scale": 4.6,
         "stored": ["latent", "mean"],
+        "timm_json": False,
     }
     assert all(len(s["sha256"]) == 64 for s in index["shards"]) and len(index["model_card_sha256"]) == 64
     card = (built["dataset"] / "README.md").read_text()
@@ -216,7 +218,8 @@ def test_loader_splits_shards_across_ranks_without_overlap(built, monkeypatch):
     dataset.mkdir(exist_ok=True)
     index = json.loads((built["dataset"] / "index.json").read_text())
     for shard in ("val-000", "test-000"):  # a test split of two shards: relabel val as test
-        (dataset / f"{shard}.tar").write_bytes((built["dataset"] / f"{shard}.tar").read_bytes())
+        for name in (f"{shard}.tar", f"{shard}.meta.json"):
+            (dataset / name).write_bytes((built["dataset"] / name).read_bytes())
     index["shards"] = [{**s, "split": "test"} for s in index["shards"] if s["split"] in ("val", "test")]
     (dataset / "index.json").write_text(json.dumps(index))
     per_rank = []
@@ -308,7 +311,8 @@ def test_verify_names_every_tampered_truncated_missing_or_edited_file(built, tmp
     error = capsys.readouterr().err
     assert "train-000.tar: sha256 differs" in error and "train-000.tar: 3 samples, index.json says 4" in error
     assert "test-000.tar: sha256 differs" in error and "val-000.tar: missing" in error
-    assert "README.md: does not match index.json" in error and "stray-000.tar: a tar that index.json" in error
+    assert "README.md: does not match index.json" in error and "stray-000.tar: a shard file that index.json" in error
+    assert "train-000.meta.json: keys differ from train-000.tar (0 samples without an entry" in error
     assert "dvc pull" in error
 
 

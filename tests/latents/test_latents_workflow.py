@@ -62,6 +62,7 @@ def test_cli_extracts_and_indexes_a_dataset(tmp_path):
         "README.md",
         "_info.json",
         "index.json",
+        "train-000.meta.json",
         "train-000.tar",
     ]
 

@@ -23,7 +23,7 @@ from workflow_helpers import REPO, planned_jobs, snakemake
 
 from medlatent.demo.dicom import write_dicom
 from medlatent.io.h5 import ShardReader
-from medlatent.latents.loader import decode_sample, shard_urls
+from medlatent.latents.loader import sample_array, shard_urls
 from medlatent.models.registry import RELEASED, RELEASED_REPO, architecture, published_spec
 
 pytestmark = pytest.mark.workflow
@@ -107,7 +107,7 @@ def test_readme_example_extracts_the_authors_latents(byo_run):
         dataset = root / "run" / "data" / "latents" / f"medvae_{name}" / source_id
         samples = list(wds.WebDataset(shard_urls(dataset, "train"), shardshuffle=False))
         assert len(samples) == len(normalized) > 0
-        latent, _, _ = decode_sample(samples[0])
+        latent = sample_array(samples[0], "latent")
         x = torch.from_numpy(normalized[samples[0]["__key__"]])[None, None]
         x = x.repeat(1, 3, 1, 1) if name in RGB_MODELS else x
         with torch.no_grad():

@@ -1,8 +1,8 @@
 """Byte-identical reruns: one 2D source and one tiny model, fetch -> curate -> normalize -> train ->
 extract -> index, run for real in two work folders by two processes, the second killed with
 SIGKILL in the middle of training and then continued. Every file under data/ and results/ must
-be the same bytes in both; a weights file's sha256 is in every sample's meta.json, so one stray
-byte in a weights file would change every latent tar.
+be the same bytes in both; a weights file's sha256 is in every shard's sidecar (the samples'
+meta), so one stray byte in a weights file would change every sidecar and part record.
 """
 
 from __future__ import annotations

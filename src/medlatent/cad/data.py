@@ -259,7 +259,7 @@ def read_latent_dataset(dataset_dir: str | Path, item_ids: set[str]) -> tuple[di
     """Latents of the wanted items (all splits) by item id; demo-weights flag; items rejected upstream."""
     import webdataset as wds
 
-    from medlatent.latents.loader import decode_sample, read_index, shard_urls
+    from medlatent.latents.loader import read_index, sample_array, shard_urls
 
     _, index = read_index(dataset_dir)
     latents: dict[str, torch.Tensor] = {}
@@ -269,7 +269,7 @@ def read_latent_dataset(dataset_dir: str | Path, item_ids: set[str]) -> tuple[di
         # the sample key is the item id; load_latents does not yield it, so the tars are read here
         for sample in wds.DataPipeline(wds.SimpleShardList(shard_urls(dataset_dir, split)), wds.tarfile_to_samples()):
             if sample["__key__"] in item_ids:
-                latents[sample["__key__"]] = decode_sample(sample)[0]
+                latents[sample["__key__"]] = sample_array(sample, "latent")
     return latents, bool(index.get("demo_weights", False)), set(index.get("rejected_items", []))
 
 

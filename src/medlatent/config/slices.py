@@ -170,6 +170,7 @@ def latents_extract_slice(config: dict, model_id: str, source_id: str) -> dict:
         "batch_size": settings["batch_size"],
         "max_memory_gb": settings["max_memory_gb"],
         "store": store,
+        "timm_json": settings["timm_json"],
     }
     if entry["dims"] == 3:
         spec.update({key: settings[key] for key in ("window", "overlap", "blend", "sw_batch_size")})

@@ -5,7 +5,7 @@ projection that made `latent.npy` is not invertible; 3D: `latent.npy`, unproject
 with the model named in the dataset's index. Its weights file is checked against the sha256
 the index records.
 
-Geometry, undone from each sample's meta.json:
+Geometry, undone from each sample's meta (the shard sidecar `<shard>.meta.json`):
 - 2D: the decoder output is cropped to the normalized image (the model's pad to a multiple of
   its downsampling), then to the resized image inside the letterbox (`pad_offset`,
   `resized_shape`), then resized to `original_shape` with the normalization's interpolation
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +45,7 @@ from medlatent.core.errors import InputError
 from medlatent.core.hashing import file_sha256
 from medlatent.core.ids import SPLITS
 from medlatent.latents.loader import check_stored, read_index, sample_array, shard_urls
+from medlatent.latents.sidecar import SidecarJoin
 from medlatent.latents.window import encode_volume
 from medlatent.models import load_model
 from medlatent.normalize.run import INTERPOLATION_3D, resample_3d, resize_2d
@@ -100,7 +100,7 @@ def _normalized_shape(meta: dict, source: str) -> list[int]:
     if shape is None:
         raise InputError(
             source,
-            f"item {meta.get('item_id')}: meta.json lacks encoding.normalized_shape",
+            f"item {meta.get('item_id')}: its meta lacks encoding.normalized_shape",
             "re-extract the dataset with this version of MedLatent",
         )
     return shape
@@ -145,7 +145,7 @@ def original_grid(volume: np.ndarray, meta: dict, index: dict, source: str) -> t
     if "original_affine" not in meta:
         raise InputError(
             source,
-            f"item {meta.get('item_id')}: meta.json lacks original_affine (extracted before "
+            f"item {meta.get('item_id')}: its meta lacks original_affine (extracted before "
             "MedLatent kept the acquisition grid)",
             "re-normalize and re-extract the source, or pass --grid normalized",
         )
@@ -194,11 +194,12 @@ def nifti_bytes(image: np.ndarray, affine: np.ndarray) -> bytes:
     return gzip.compress(nifti.to_bytes(), mtime=0)
 
 
-def _samples(dataset: Path, split: str) -> Iterator[tuple[dict, str]]:
-    """Raw samples of one split in index order (no rank or worker split: one process decodes all)."""
+def _samples(dataset: Path, split: str) -> Iterator[tuple[dict, dict, str]]:
+    """(raw sample, its meta, tar) of one split in index order (no rank or worker split: one process decodes all)."""
+    join = SidecarJoin()
     for url in shard_urls(dataset, split):
         for sample in wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()):
-            yield sample, url
+            yield sample, join(sample)[1], url
 
 
 def decode_dataset(
@@ -254,8 +255,7 @@ def decode_dataset(
         )
     written = []
     for split_name in [split] if split else [s for s in SPLITS if index["splits"].get(s)]:
-        for sample, url in _samples(folder, split_name):
-            meta = json.loads(sample["meta.json"])
+        for sample, meta, url in _samples(folder, split_name):
             image = decode_item(model, sample_array(sample, name), meta, index, url)
             if index["dims"] == 2:
                 affine = pixel_affine(meta)

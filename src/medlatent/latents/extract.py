@@ -1,24 +1,27 @@
-"""Encode one normalized shard into one WebDataset tar of deterministic latents.
+"""Encode one normalized shard into one WebDataset tar of deterministic latents and its sidecar.
 
 A sample is `__key__` = item_id (never a dot: WebDataset splits member names at the first
 dot of the base name), `latent.npy` (float16, C x h x w or C x d x h x w: the posterior mean,
 after the stage-2 projection for 2D models: what classifiers see), the arrays `latents.store`
 asks for (`mean.npy`: the unprojected posterior mean of a 2D model, which is what the decoder
 decodes, the projection being not invertible; `logvar.npy`: the posterior log-variance, to
-resample), `meta.json` (allow-listed fields, no PHI) and `labels.json` (the manifest's
-`label_<name>` columns as `{name: value}`).
+resample) and, with `latents.timm_json`, a `json` member holding its labels (where timm's
+WebDataset reader takes targets from). Its meta (allow-listed fields, no PHI) and labels (the
+manifest's `label_<name>` columns as `{name: value}`) go to the shard's sidecar
+`<shard>.meta.json` (`medlatent.latents.sidecar`), so that a small latent is one tar member.
 
 Outputs of a job, and why: Snakemake needs every output declared up front, but a shard can
 be empty (every item rejected, or a small source with more shards than items) and an empty
 tar would be a useless member of the dataset that loaders and timm's reader must then
 special-case. So the declared output of the job is a small JSON *part record* kept outside
 the published folder (`data/latent_parts/{model}/{source}/{shard}.json`: sample count,
-sha256 and size of the tar, storage figures, rejected items), and the tar
-`data/latents/{model}/{source}/{shard}.tar` is written only when the shard has samples. The
+sha256 and size of the tar and its sidecar, storage figures, rejected items), and the tar
+`data/latents/{model}/{source}/{shard}.tar` and its sidecar are written only when the shard
+has samples. The
 per-dataset index step reads the part records, so it knows exactly which tars exist and
-checks each against its recorded sha256. The tar is complete before the part record
-appears (both written to a temporary name and renamed), so a killed job leaves neither a
-partial tar nor a record that would make Snakemake take the job for done.
+checks each against its recorded sha256. The tar and the sidecar are complete before the
+part record appears (each written to a temporary name and renamed), so a killed job leaves
+neither a partial file nor a record that would make Snakemake take the job for done.
 
 Byte reproducibility: samples in sorted item order, tar members with fixed mtime, mode,
 uid/gid 0 and owner names, canonical JSON, and the posterior mean (no sampling). The same
@@ -29,8 +32,11 @@ from __future__ import annotations
 
 import io
 import logging
+import tarfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -44,6 +50,7 @@ from medlatent.core.hashing import file_sha256
 from medlatent.io.h5 import ShardReader
 from medlatent.latents.index import LATENT_DTYPE, PART_FORMAT
 from medlatent.latents.memory import budget_batch_size
+from medlatent.latents.sidecar import build_sidecar, sidecar_path
 from medlatent.latents.window import MEDVAE_RULE, encode_volume, medvae_window
 from medlatent.models import load_model
 
@@ -54,7 +61,7 @@ TAR_MTIME = 0
 TAR_OWNER = "medlatent"
 TAR_MODE = 0o444
 
-#: Item attributes (from the normalized shard) that may appear in meta.json; nothing else does.
+#: Item attributes (from the normalized shard) that may appear in a sample's meta; nothing else does.
 ITEM_FIELDS = (
     "original_shape",
     "original_orientation",
@@ -81,7 +88,7 @@ def _plain(value):
 
 
 def sample_meta(item_meta: dict, base: dict, encoding: dict, latent_shape: tuple[int, ...]) -> dict:
-    """meta.json of one sample: the allow-list of item fields plus what made the latent."""
+    """The meta of one sample: the allow-list of item fields plus what made the latent."""
     transform = item_meta.get("transform", {})
     normalization = {key: transform[key] for key in TRANSFORM_FIELDS if key in transform}
     intensity = transform.get("intensity", {})
@@ -98,7 +105,7 @@ def sample_meta(item_meta: dict, base: dict, encoding: dict, latent_shape: tuple
 
 
 def sample_labels(row: pd.Series) -> dict:
-    """labels.json: the manifest's label_<name> columns as {name: value}."""
+    """The labels of one sample: the manifest's label_<name> columns as {name: value}."""
     return {key[len(LABEL_PREFIX) :]: _plain(value) for key, value in row.items() if key.startswith(LABEL_PREFIX)}
 
 
@@ -109,8 +116,11 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def sample_record(item_id: str, arrays: dict[str, np.ndarray], meta: dict, labels: dict) -> dict:
-    """The encoded WebDataset sample (member suffix -> bytes); `arrays`: {"latent": ..., stored extras}."""
+def sample_record(item_id: str, arrays: dict[str, np.ndarray], timm_labels: dict | None = None) -> dict:
+    """The encoded WebDataset sample (member suffix -> bytes); `arrays`: {"latent": ..., stored extras}.
+
+    `timm_labels` (with `latents.timm_json`) become a `json` member, where timm reads targets.
+    """
     if "." in item_id:
         raise InputError(
             item_id,
@@ -120,9 +130,22 @@ def sample_record(item_id: str, arrays: dict[str, np.ndarray], meta: dict, label
     return {
         "__key__": item_id,
         **{f"{name}.npy": npy_bytes(array) for name, array in arrays.items()},
-        "meta.json": canonical_json(meta).encode("utf-8"),
-        "labels.json": canonical_json(labels).encode("utf-8"),
+        **({} if timm_labels is None else {"json": canonical_json(timm_labels).encode("utf-8")}),
     }
+
+
+@contextmanager
+def _tar_writer(stream: BinaryIO) -> Iterator[wds.TarWriter]:
+    """A TarWriter with fixed member attributes whose archive ends at its two end-of-archive blocks.
+
+    tarfile pads an archive to 10 KiB records; readers (tarfile, GNU tar, webdataset) need only
+    the end blocks, and the padding would cost a small shard up to 9 KiB.
+    """
+    writer = wds.TarWriter(stream, user=TAR_OWNER, group=TAR_OWNER, mode=TAR_MODE, encoder=False, mtime=TAR_MTIME)
+    with writer:
+        yield writer
+        end = writer.tarstream.offset + 2 * tarfile.BLOCKSIZE
+    stream.truncate(end)
 
 
 def _batches(
@@ -254,7 +277,7 @@ def extract_shard(
     part_path: str | Path,
     device: str = "cpu",
 ) -> dict:
-    """Encode one shard into `dataset_dir/<shard>.tar` (if it has items) and write its part record."""
+    """Encode one shard into `dataset_dir/<shard>.tar` and its sidecar (if it has items); write its part record."""
     shard_path, weights, dataset_dir = Path(shard_path), Path(weights), Path(dataset_dir)
     shard = shard_path.stem
     torch.backends.cudnn.benchmark = False
@@ -270,6 +293,7 @@ def extract_shard(
     weights_sha256 = file_sha256(weights)
     rows = manifest[manifest["shard"] == shard].set_index("item_id", drop=False)
     tar_path = dataset_dir / f"{shard}.tar"
+    meta_path = sidecar_path(tar_path)
     with ShardReader(shard_path) as reader:
         _check_shard(shard_path, shard, rows, reader)
         item_ids = reader.item_ids()
@@ -284,14 +308,13 @@ def extract_shard(
         }
         counts = {"input_float32_bytes": 0, "latent_float16_bytes": 0, "stored_float16_bytes": 0}
         shapes: set[tuple[int, ...]] = set()
+        entries: dict[str, tuple[dict, dict]] = {}
         batch_sizes: dict[str, int] = {}
         if item_ids:
             with (
                 atomic_path(tar_path) as temporary,
                 open(temporary, "wb") as stream,
-                wds.TarWriter(
-                    stream, user=TAR_OWNER, group=TAR_OWNER, mode=TAR_MODE, encoder=False, mtime=TAR_MTIME
-                ) as writer,
+                _tar_writer(stream) as writer,
             ):
                 for item_id, array, meta, arrays, encoding in encode_items(
                     model, reader, item_ids, spec, torch.device(device), batch_sizes
@@ -305,14 +328,18 @@ def extract_shard(
                                 f"{float(np.abs(arrays[name]).max()):.3g})",
                                 "check the model weights",
                             )
-                    meta = sample_meta(meta, {**base, "item_id": item_id}, encoding, stored["latent"].shape)
-                    writer.write(sample_record(item_id, stored, meta, sample_labels(rows.loc[item_id])))
+                    labels = sample_labels(rows.loc[item_id])
+                    meta = sample_meta(meta, base, encoding, stored["latent"].shape)  # item_id: the key
+                    writer.write(sample_record(item_id, stored, labels if spec.get("timm_json") else None))
+                    entries[item_id] = (labels, meta)
                     counts["input_float32_bytes"] += array.size * 4
                     counts["latent_float16_bytes"] += stored["latent"].nbytes
                     counts["stored_float16_bytes"] += sum(values.nbytes for values in stored.values())
                     shapes.add(stored["latent"].shape)
-        elif tar_path.exists():  # the shard used to have items: its old tar must not be indexed
-            tar_path.unlink()
+            write_text(meta_path, build_sidecar(tar_path.name, entries) + "\n")
+        else:  # the shard used to have items: its old files must not be indexed
+            tar_path.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
         part = {
             "format": PART_FORMAT,
             "model": spec["model"],
@@ -323,6 +350,10 @@ def extract_shard(
             "num_samples": len(item_ids),
             "sha256": file_sha256(tar_path) if item_ids else None,
             "bytes": tar_path.stat().st_size if item_ids else 0,
+            "sidecar": meta_path.name if item_ids else None,
+            "sidecar_sha256": file_sha256(meta_path) if item_ids else None,
+            "sidecar_bytes": meta_path.stat().st_size if item_ids else 0,
+            "timm_json": bool(spec.get("timm_json")),
             "normalized_bytes": shard_path.stat().st_size,
             **counts,
             "latent_shapes": sorted(list(shape) for shape in shapes),

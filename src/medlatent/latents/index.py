@@ -19,16 +19,18 @@ from medlatent.core.atomic import write_text
 from medlatent.core.errors import InputError
 from medlatent.core.hashing import file_sha256
 from medlatent.core.ids import SPLITS
+from medlatent.latents.sidecar import SIDECAR_SUFFIX
 from medlatent.models.card import weights_statement
 
 #: Format tag of the per-shard part records extract_latents writes for index_latents.
-PART_FORMAT = "medlatent-latent-part/1"
+#: /2: one tar member per sample, labels and meta in the shard sidecar (`medlatent.latents.sidecar`).
+PART_FORMAT = "medlatent-latent-part/2"
 #: Latents are stored as float16: half the bytes, ample precision for posterior means.
 LATENT_DTYPE = np.float16
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = "medlatent-latents/1"
+INDEX_FORMAT = "medlatent-latents/2"
 INDEX_FILES = ("index.json", "_info.json", "README.md")
 
 
@@ -43,20 +45,25 @@ def read_parts(paths: list[str | Path]) -> list[dict]:
     return sorted(parts, key=lambda p: (SPLITS.index(p["split"]), p["shard"]))
 
 
+def _is_shard_file(name: str) -> bool:
+    return name.endswith((".tar", SIDECAR_SUFFIX, ".tmp"))
+
+
 def _check_folder(dataset_dir: Path, parts: list[dict]) -> None:
-    """Every recorded tar present and unchanged; leftovers of killed or outdated jobs removed."""
-    expected = {p["tar"] for p in parts if p["tar"]} | set(INDEX_FILES)
+    """Every recorded tar and sidecar present and unchanged; leftovers of killed or outdated jobs removed."""
+    expected = {name for p in parts if p["tar"] for name in (p["tar"], p["sidecar"])} | set(INDEX_FILES)
     for path in sorted(dataset_dir.iterdir()):
-        if path.name not in expected and (path.suffix == ".tar" or path.name.endswith(".tmp")):
+        if path.name not in expected and _is_shard_file(path.name):
             log.warning("removing %s: no extraction job of the current configuration made it", path)
             path.unlink()
     for part in parts:
-        if part["tar"] and file_sha256(dataset_dir / part["tar"]) != part["sha256"]:
-            raise InputError(
-                dataset_dir / part["tar"],
-                "differs from the sha256 its extraction job recorded",
-                f"delete data/latent_parts/{part['model']}/{part['source']}/{part['shard']}.json and rerun",
-            )
+        for name, sha256 in ((part["tar"], part["sha256"]), (part["sidecar"], part["sidecar_sha256"])):
+            if name and file_sha256(dataset_dir / name) != sha256:
+                raise InputError(
+                    dataset_dir / name,
+                    "differs from the sha256 its extraction job recorded",
+                    f"delete data/latent_parts/{part['model']}/{part['source']}/{part['shard']}.json and rerun",
+                )
 
 
 def storage(parts: list[dict]) -> dict:
@@ -65,17 +72,25 @@ def storage(parts: list[dict]) -> dict:
     theoretical = float32 input bytes / float16 classifier-latent bytes (the compression of
     the model, f x 2 / C); payload = float32 input bytes / float16 bytes of every stored
     array (the latent plus what `latents.store` keeps: each extra array costs one latent);
-    measured = float32 input bytes / tar bytes (the payload plus tar and npy headers,
-    meta.json and labels.json: per-sample overhead of a few KiB, negligible for full-size
-    images, visible on tiny demo images).
+    measured = float32 input bytes / bytes on disk (tars and sidecars). Per sample:
+    `bytes_per_sample` on disk and `overhead_bytes_per_sample`, what is not stored array
+    bytes: a 512-byte tar header and the 128-byte npy header per array member, padding to
+    512 bytes, the sidecar entry (labels and meta), the optional timm `json` member and the
+    tar's end blocks shared by the shard's samples.
     """
-    keys = ("input_float32_bytes", "latent_float16_bytes", "stored_float16_bytes", "normalized_bytes")
+    keys = ("input_float32_bytes", "latent_float16_bytes", "stored_float16_bytes", "normalized_bytes", "num_samples")
     figures = {key: sum(p[key] for p in parts) for key in keys}
     figures["tar_bytes"] = sum(p["bytes"] for p in parts)
+    figures["sidecar_bytes"] = sum(p["sidecar_bytes"] for p in parts)
+    disk = figures["tar_bytes"] + figures["sidecar_bytes"]
     if figures["latent_float16_bytes"]:
+        figures["bytes_per_sample"] = round(disk / figures["num_samples"], 1)
+        figures["overhead_bytes_per_sample"] = round(
+            (disk - figures["stored_float16_bytes"]) / figures["num_samples"], 1
+        )
         figures["theoretical_ratio"] = round(figures["input_float32_bytes"] / figures["latent_float16_bytes"], 4)
         figures["payload_ratio"] = round(figures["input_float32_bytes"] / figures["stored_float16_bytes"], 4)
-        figures["measured_ratio"] = round(figures["input_float32_bytes"] / figures["tar_bytes"], 4)
+        figures["measured_ratio"] = round(figures["input_float32_bytes"] / disk, 4)
         figures["measured_over_payload"] = round(figures["measured_ratio"] / figures["payload_ratio"], 4)
     return figures
 
@@ -119,6 +134,9 @@ def build_index(spec: dict, parts: list[dict], card_path: str | Path) -> dict:
                 "num_samples": p["num_samples"],
                 "sha256": p["sha256"],
                 "bytes": p["bytes"],
+                "sidecar": p["sidecar"],
+                "sidecar_sha256": p["sidecar_sha256"],
+                "sidecar_bytes": p["sidecar_bytes"],
             }
             for p in parts
             if p["tar"]
@@ -134,6 +152,7 @@ def build_index(spec: dict, parts: list[dict], card_path: str | Path) -> dict:
             "projected": projected,
             "classification_scale": spec["classification_scale"],
             "stored": _one(parts, "stored", spec),
+            "timm_json": _one(parts, "timm_json", spec),
         },
         "encoding": {"method": "posterior_mean", **(parts[0]["encoding"] if parts else {})},
         "normalize": parts[0]["normalize"] if parts else None,
@@ -188,8 +207,9 @@ def build_card(index: dict) -> str:
         f"Deterministic latents (posterior means{', after the stage-2 projection' if latent['projected'] else ''}) "
         f"of model `{index['model']}` on the normalized images of `{index['source']}` ({index['source_name']}; "
         f"{index['modality']}, {index['dims']}D). One WebDataset sample per image: `latent.npy` "
-        f"({latent['dtype']}, channels first), `meta.json` (geometry, normalization, provenance; no patient "
-        f"information) and `labels.json`.",
+        f"({latent['dtype']}, channels first){' and `json` (its labels, for timm)' if latent['timm_json'] else ''}; "
+        "its labels and meta (geometry, normalization, provenance; no patient information) are in the "
+        "shard's sidecar `<shard>.meta.json`, keyed by `__key__`.",
         "",
         demo,
         "",
@@ -202,7 +222,23 @@ def build_card(index: dict) -> str:
         "    ...  # latent: float32 tensor (C, h, w) or (C, d, h, w)",
         "```",
         "",
-        "`_info.json` lists splits, shard files and sample counts in the layout of timm's WebDataset reader.",
+        "With plain `webdataset`, joining the sidecar by `__key__`:",
+        "",
+        "```python",
+        "import json, webdataset as wds",
+        "sidecar = json.load(open(\"train-000.meta.json\"))",
+        "for sample in wds.WebDataset(\"train-000.tar\", shardshuffle=False).decode():",
+        "    entry = sidecar[\"samples\"][sample[\"__key__\"]]",
+        "    latent, labels = sample[\"latent.npy\"], entry[\"labels\"]",
+        "    meta = {**sidecar[\"meta\"], **entry[\"meta\"], \"item_id\": sample[\"__key__\"]}",
+        "```",
+        "",
+        "`_info.json` lists splits, shard files and sample counts in the layout of timm's WebDataset reader"
+        + (
+            "; see the project README for `timm.data.create_dataset` on these shards."
+            if latent["timm_json"]
+            else " (timm takes targets from a per-sample `json` member: extract with `latents.timm_json: true`)."
+        ),
         "",
         *_classifier_lines(latent),
         "",
@@ -249,9 +285,11 @@ def build_card(index: dict) -> str:
                 f"{store['payload_ratio']:.2f}."
             )
         lines += [
-            f"- Measured storage ratio (float32 image bytes / tar bytes on disk): {store['measured_ratio']:.2f} "
-            f"({100 * store['measured_over_payload']:.1f}% of the payload ratio; the rest is tar and npy headers, "
-            "meta.json and labels.json).",
+            f"- Measured storage ratio (float32 image bytes / bytes on disk, tars and sidecars): "
+            f"{store['measured_ratio']:.2f} ({100 * store['measured_over_payload']:.1f}% of the payload ratio).",
+            f"- On disk per sample: {store['bytes_per_sample']:,.0f} bytes, of which "
+            f"{store['overhead_bytes_per_sample']:,.0f} bytes of overhead (tar and npy headers, padding to 512 "
+            "bytes, the sidecar entry" + (", the `json` member" if latent["timm_json"] else "") + ").",
             f"- The normalized HDF5 shards (gzip) take {store['normalized_bytes']:,} bytes.",
         ]
     else:

@@ -27,6 +27,8 @@ import webdataset as wds
 
 from medlatent.core.errors import InputError
 from medlatent.core.ids import SPLITS
+from medlatent.latents.index import INDEX_FORMAT
+from medlatent.latents.sidecar import SidecarJoin
 
 
 def read_index(path_or_index: str | Path) -> tuple[Path, dict]:
@@ -41,6 +43,13 @@ def read_index(path_or_index: str | Path) -> tuple[Path, dict]:
             f"not a readable latent dataset index ({error})",
             "pass data/latents/<model>/<source> after the index_latents job ran, or `dvc pull` it",
         ) from None
+    if index.get("format") != INDEX_FORMAT:
+        raise InputError(
+            index_path,
+            f"is a {index.get('format')!r} latent dataset, this version reads {INDEX_FORMAT!r} (one tar member "
+            "per sample, labels and meta in a sidecar per shard)",
+            "rerun the extraction (`snakemake latents`) with this version, or read it with the version that wrote it",
+        )
     return index_path.parent, index
 
 
@@ -62,13 +71,16 @@ def sample_array(sample: dict, name: str) -> torch.Tensor:
     return torch.from_numpy(np.load(io.BytesIO(sample[f"{name}.npy"]), allow_pickle=False).astype(np.float32))
 
 
-def decode_sample(sample: dict) -> tuple[torch.Tensor, dict, dict]:
-    """Raw WebDataset sample -> (latent float32 tensor, labels, meta)."""
-    return sample_array(sample, "latent"), json.loads(sample["labels.json"]), json.loads(sample["meta.json"])
+def _with_sidecar(sample: dict, join: SidecarJoin) -> dict:
+    """The raw sample with its labels and meta from its shard's sidecar (`__labels__`, `__meta__`)."""
+    labels, meta = join(sample)
+    return {**sample, "__labels__": labels, "__meta__": meta}
 
 
-def _with_posterior(sample: dict, names: tuple[str, ...]) -> tuple[torch.Tensor, dict, dict, dict]:
-    return (*decode_sample(sample), {name: sample_array(sample, name) for name in names})
+def _decode(sample: dict, names: tuple[str, ...]) -> tuple:
+    """Joined raw sample -> (latent float32 tensor, labels, meta[, {name: stored array}])."""
+    decoded = (sample_array(sample, "latent"), sample["__labels__"], sample["__meta__"])
+    return (*decoded, {name: sample_array(sample, name) for name in names}) if names else decoded
 
 
 def check_stored(path_or_index: str | Path, names: tuple[str, ...] | list[str]) -> None:
@@ -95,6 +107,9 @@ def load_latents(
 ) -> wds.DataPipeline:
     """An iterable of (latent, labels, meta) over one split, split by DDP rank and worker.
 
+    Labels and meta come from each shard's sidecar (`<shard>.meta.json`), read once per
+    shard by the worker that reads the tar.
+
     `shuffle` > 0 shuffles shard order (seeded, the same on every rank before the split)
     and samples within a buffer of that size; `resampled` draws shards with replacement
     (endless; each rank and worker with its own seed). `posterior` names stored arrays
@@ -110,8 +125,9 @@ def load_latents(
         if shuffle:
             stages.append(wds.detshuffle(bufsize=len(urls), seed=seed))
         stages += [wds.split_by_node, wds.split_by_worker]
-    stages.append(wds.tarfile_to_samples())
+    # joined before the shuffle, while samples still arrive shard by shard: one sidecar read per shard
+    stages += [wds.tarfile_to_samples(), wds.map(partial(_with_sidecar, join=SidecarJoin()))]
     if shuffle:
         stages.append(wds.shuffle(shuffle, seed=seed))
-    stages.append(wds.map(partial(_with_posterior, names=posterior) if posterior else decode_sample))
+    stages.append(wds.map(partial(_decode, names=tuple(posterior))))
     return wds.DataPipeline(*stages)

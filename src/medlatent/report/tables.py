@@ -269,7 +269,8 @@ def storage_table(indexes: list[dict]) -> pd.DataFrame:
                 ),
                 "image_float32_bytes_per_item": round(store["input_float32_bytes"] / count),
                 "latent_float16_bytes_per_item": round(store["latent_float16_bytes"] / count),
-                "tar_bytes_per_item": round(store["tar_bytes"] / count),
+                "bytes_per_item": round(store["bytes_per_sample"]),
+                "overhead_bytes_per_item": round(store["overhead_bytes_per_sample"]),
                 "theoretical_ratio": store.get("theoretical_ratio"),
                 "measured_ratio": store.get("measured_ratio"),
                 "config_sha256": str(index.get("config_sha256", ""))[:12],
@@ -317,9 +318,10 @@ def write_efficiency_tables(
         storage_md,
         "Storage per item: images vs latents",
         [
-            "From the latent datasets' index.json: float32 normalized image, float16 latent payload and the tar "
-            "bytes on disk per item (tar and npy headers, meta.json, labels.json included); config_sha256 is "
-            "each dataset's own config hash."
+            "From the latent datasets' index.json: float32 normalized image, float16 latent payload and the bytes "
+            "on disk per item (tars and their labels-and-meta sidecars); overhead = bytes on disk minus the stored "
+            "float16 arrays (tar and npy headers, padding, the sidecar entry); config_sha256 is each dataset's "
+            "own config hash."
         ],
         table_provenance(spec, storage),
     )
