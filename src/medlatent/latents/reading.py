@@ -72,6 +72,8 @@ def _unchanged(batch: Batch) -> Batch:
 def read_batches(path: str | Path, batches: list[list[str]], workers: int, device: torch.device) -> Iterator[Batch]:
     """The planned batches in order, read by `workers` processes (0: in this one), pinned on CUDA."""
     dataset = ShardBatches(path, batches)
+    # the first batch is waited for anyway: workers beyond the batches after it would only cost their start
+    workers = max(0, min(workers, len(batches) - 1))
     loader = DataLoader(
         dataset, batch_size=None, num_workers=workers, collate_fn=_unchanged, pin_memory=device.type == "cuda"
     )
