@@ -1,14 +1,25 @@
 """Latent extraction end to end beside the bare encoder forward on the same tensors; loader speed.
 
-End to end is `extract_shard`: HDF5 reads, batching, the encoder, float16, tar writing,
-hashing and the part record. Bare is `encode_latent_padded` on the same images, already in
-memory, in the same batches (3D: one volume per forward, no windows since each volume fits).
-`pipeline_overhead` = end-to-end seconds / bare seconds. The loader figure is samples/s of
-`load_latents` over the written tar (decode to float32 tensors plus JSON).
+End to end is `extract_shard` with `latents.workers` reader processes (the schema default):
+HDF5 reads and decompression in the workers, the encoder, float16, tar writing, hashing and
+the part record. Bare is `encode_latent_padded` on the same images, already in memory, in the
+same batches (3D: one volume per forward, no windows since each volume fits). Both run after a
+warm-up forward (the first call of a shape builds its oneDNN kernels) and three times,
+alternately; the fastest of each counts. `pipeline_vs_bare` = bare seconds / end-to-end seconds
+(goal >= 0.95); `pipeline_vs_bare_workers_0` is the same with reading in the encoding process;
+`pipeline_vs_bare_cpu_seconds` compares CPU seconds (workers included), steadier than wall
+time on a machine shared with other load, and the work the pipeline adds. The
+loader figure is samples/s of `load_latents` over the written tar (decode to float32 tensors
+plus JSON).
 
-`full_size_peak`: peak RSS of encoding ONE 1024x1024 image through a released-layout f16
-encoder (`published_spec("f16_c1")`: ch=128, ch_mult [1, 2, 4], 2 res blocks, random weights)
-in a fresh process, beside the `latents.max_memory_gb` estimate for it (goal: <= 6 GB).
+`precision_error`: `latents.precision` bf16 and fp16 against fp32 on the 2D case's first batch,
+as extraction records it in the part record and the dataset card.
+
+`full_size_peak`: peak RSS of encoding ONE full-size item through a released-layout encoder
+(`published_spec`: ch=128, 2 res blocks, random weights) in a fresh process, beside the
+`latents.max_memory_gb` estimate for it (goal: <= 6 GB for a 1024x1024 image): f16 and f64 at
+1024x1024. The 3D 160^3 window (f64_c1_3d) takes minutes and ~10 GB on 2 CPU cores, so it runs
+only on request: `python benchmarks/bench_latents.py --full-3d`.
 
 `shard_bytes`: bytes on disk per sample (tar and sidecar) for a 512-byte and a 128-byte latent
 (goal: <= 2048 bytes for 512), and the per-sample overhead (bytes per sample minus the latent).
@@ -16,9 +27,11 @@ in a fresh process, beside the `latents.max_memory_gb` estimate for it (goal: <=
 
 from __future__ import annotations
 
+import json
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -28,7 +41,7 @@ import pandas as pd
 import torch
 
 from medlatent.core.ids import item_id
-from medlatent.io.h5 import ShardWriter
+from medlatent.io.h5 import ShardReader, ShardWriter
 from medlatent.latents.extract import extract_shard
 from medlatent.latents.index import write_dataset_files
 from medlatent.latents.loader import load_latents
@@ -69,6 +82,14 @@ CASES = {
     ),
 }
 BATCH_SIZE = 8
+#: The schema default of latents.workers.
+WORKERS = 2
+REPEATS = 3
+GOAL_PIPELINE = ">= 0.95"
+PRECISIONS = ("bf16", "fp16")
+FULL_SIZES = (("f16_c1", (1024, 1024)), ("f64_c1", (1024, 1024)))
+FULL_3D = ("f64_c1_3d", (160, 160, 160))
+GOAL_PEAK_RSS_GB = {2: "<= 6"}
 #: A 1-channel f=4 model (/2 per side): 32x32 images give 1x16x16 float16 latents (512 bytes), 16x16 give 128.
 COMPACT_MODEL = {
     "id": "benchsmall",
@@ -82,7 +103,6 @@ COMPACT_MODEL = {
 }
 COMPACT_SAMPLES = 256
 GOAL_BYTES_PER_SAMPLE_512B = "<= 2048"
-FULL_SIZE = ("f16_c1", (1024, 1024))
 LOADER_PASSES = 3
 
 
@@ -120,22 +140,8 @@ def _write_inputs(folder: Path, spec: dict, shape: tuple[int, ...], count: int) 
     return shard, pd.DataFrame(rows), weights
 
 
-def _bare_seconds(weights: Path, shard: Path, dims: int) -> float:
-    from medlatent.io.h5 import ShardReader
-
-    model = load_model(weights)
-    with ShardReader(shard) as reader:
-        images = torch.from_numpy(np.stack([array for _, array, _ in reader]))[:, None]
-    step = BATCH_SIZE if dims == 2 else 1
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for start in range(0, len(images), step):
-            model.encode_latent_padded(images[start : start + step])
-    return time.perf_counter() - started
-
-
-def _extract_spec(spec: dict, **settings) -> dict:
-    """The extract_latents slice of a bench model; `settings` override the defaults."""
+def extract_spec(spec: dict, **settings) -> dict:
+    """latents_extract_slice of a bench model (schema defaults; 3D volumes fit one window); `settings` override."""
     return {
         "model": spec["id"],
         "source": "bench",
@@ -143,6 +149,7 @@ def _extract_spec(spec: dict, **settings) -> dict:
         "dims": spec["dims"],
         "batch_size": BATCH_SIZE,
         "max_memory_gb": 8,
+        "precision": "fp32",
         "store": ["mean"] if spec["dims"] == 2 else [],  # the default latents.store
         "timm_json": False,
         **(
@@ -152,6 +159,28 @@ def _extract_spec(spec: dict, **settings) -> dict:
         ),
         **settings,
     }
+
+
+def _timed(run: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (this process's threads plus reaped children: the reader workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return time.perf_counter() - wall, time.process_time() - cpu + child_cpu
+
+
+def _bare(model: torch.nn.Module, images: torch.Tensor, dims: int) -> None:
+    step = BATCH_SIZE if dims == 2 else 1
+    with torch.inference_mode():
+        for start in range(0, len(images), step):
+            model.encode_latent_padded(images[start : start + step])
+
+
+def _extract(extract: dict, shard: Path, manifest: pd.DataFrame, weights: Path, workers: int) -> None:
+    folder = shard.parent
+    extract_shard(extract, shard, manifest, weights, folder / "ds", folder / "part.json", workers=workers)
 
 
 def _write_index(folder: Path, spec: dict) -> dict:
@@ -179,10 +208,19 @@ def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         shard, manifest, weights = _write_inputs(folder, spec, shape, count)
-        started = time.perf_counter()
-        part = extract_shard(_extract_spec(spec), shard, manifest, weights, folder / "ds", folder / "part.json")
-        end_to_end = time.perf_counter() - started
-        bare = _bare_seconds(weights, shard, spec["dims"])
+        extract = extract_spec(spec)
+        model = load_model(weights)
+        with ShardReader(shard) as reader:
+            images = torch.from_numpy(np.stack([array for _, array, _ in reader]))[:, None]
+        _bare(model, images[:BATCH_SIZE], spec["dims"])  # warm-up
+        bare, end_to_end = [], []
+        for _ in range(REPEATS):  # alternately, so that load from elsewhere hits both alike
+            bare.append(_timed(lambda: _bare(model, images, spec["dims"])))
+            end_to_end.append(_timed(lambda: _extract(extract, shard, manifest, weights, WORKERS)))
+        in_process = _timed(lambda: _extract(extract, shard, manifest, weights, 0))[0]
+        bare_s, bare_cpu = map(min, zip(*bare))
+        end_to_end_s, end_to_end_cpu = map(min, zip(*end_to_end))
+        part = json.loads((folder / "part.json").read_text(encoding="utf-8"))
         _write_index(folder, spec)
         started = time.perf_counter()
         loaded = sum(1 for _ in range(LOADER_PASSES) for _ in load_latents(folder / "ds", split="train"))
@@ -191,15 +229,38 @@ def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
         "items": count,
         "input_shape": list(shape),
         "latent_shape": part["latent_shapes"][0],
-        "extract_items_per_s": round(count / end_to_end, 2),
-        "bare_encoder_items_per_s": round(count / bare, 2),
-        "pipeline_overhead": round(end_to_end / bare, 3),
+        "workers": WORKERS,
+        "extract_items_per_s": round(count / end_to_end_s, 2),
+        "bare_encoder_items_per_s": round(count / bare_s, 2),
+        "pipeline_vs_bare": round(bare_s / end_to_end_s, 3),
+        "goal_pipeline_vs_bare": GOAL_PIPELINE,
+        "pipeline_vs_bare_workers_0": round(bare_s / in_process, 3),
+        "pipeline_vs_bare_cpu_seconds": round(bare_cpu / end_to_end_cpu, 3),
         "tar_mb": round(part["bytes"] / 1e6, 3),
         "loader_samples_per_s": round(loaded / loader, 1),
     }
 
 
-def _encode_one_full_size_image(name: str, shape: tuple[int, ...]) -> dict:
+def precision_error(case: str = "2d_f16_c1_256px") -> dict:
+    """The error against fp32 that extraction records for each lower precision, on one batch of `case`."""
+    spec, shape, _ = CASES[case]
+    figures = {"case": case, "items": BATCH_SIZE}
+    with tempfile.TemporaryDirectory() as tmp:
+        shard, manifest, weights = _write_inputs(Path(tmp), spec, shape, BATCH_SIZE)
+        for precision in PRECISIONS:
+            part = extract_shard(
+                extract_spec(spec, precision=precision),
+                shard,
+                manifest,
+                weights,
+                Path(tmp) / "ds",
+                Path(tmp) / "part.json",
+            )
+            figures[precision] = {key: part["precision_error"][key] for key in ("max_abs", "max_rel")}
+    return figures
+
+
+def _encode_one_full_size_item(name: str, shape: tuple[int, ...]) -> dict:
     """In its own process, so that ru_maxrss is this encoding's peak alone."""
     torch.manual_seed(0)
     autoencoder = create_autoencoder(published_spec(name)).eval()
@@ -208,29 +269,31 @@ def _encode_one_full_size_image(name: str, shape: tuple[int, ...]) -> dict:
     started = time.perf_counter()
     with torch.inference_mode():
         latent = autoencoder.encode_padded(image)[0].mean
+    goal = GOAL_PEAK_RSS_GB.get(len(shape))
     return {
         "model": name,
+        "ch": autoencoder.config["ch"],
         "input_shape": list(shape),
         "latent_shape": list(latent.shape[1:]),
         "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # Linux: KiB
         "estimate_gb": round((weight_bytes + encoder_item_bytes(autoencoder, shape)) / 2**30, 2),
         "batch_size_at_16_gb": budget_batch_size(autoencoder, shape, 16, 64, "latents.max_memory_gb"),
-        "goal_peak_rss_gb": 6,
+        **({"goal_peak_rss_gb": goal} if goal else {}),
     }
 
 
-def full_size_peak(name: str = FULL_SIZE[0], shape: tuple[int, ...] = FULL_SIZE[1]) -> dict:
-    """Peak RSS of one full-size image through a released-layout encoder, measured in a fresh process."""
+def full_size_peak(name: str, shape: tuple[int, ...]) -> dict:
+    """Peak RSS of one full-size item through a released-layout encoder, measured in a fresh process."""
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_encode_one_full_size_image, name, shape).result()
+        return pool.submit(_encode_one_full_size_item, name, shape).result()
 
 
 def _shard_bytes_case(shape: tuple[int, ...], timm_json: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         shard, manifest, weights = _write_inputs(folder, COMPACT_MODEL, shape, COMPACT_SAMPLES)
-        extract = _extract_spec(COMPACT_MODEL, store=[], timm_json=timm_json)
+        extract = extract_spec(COMPACT_MODEL, store=[], timm_json=timm_json)
         part = extract_shard(extract, shard, manifest, weights, folder / "ds", folder / "part.json")
         storage = _write_index(folder, COMPACT_MODEL)["storage"]
     return {
@@ -267,12 +330,16 @@ def run() -> dict:
         "threads": torch.get_num_threads(),
         "batch_size": BATCH_SIZE,
         **{name: _time_case(*case) for name, case in CASES.items()},
-        "full_size_peak": full_size_peak(),
+        "precision_error": precision_error(),
+        "full_size_peak": {name: full_size_peak(name, shape) for name, shape in FULL_SIZES},
         "shard_bytes": shard_bytes(),
     }
 
 
 if __name__ == "__main__":
-    import json
+    import argparse
 
-    print(json.dumps(run(), indent=1))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full-3d", action="store_true", help=f"only the full-size peak of {FULL_3D}")
+    args = parser.parse_args()
+    print(json.dumps(full_size_peak(*FULL_3D) if args.full_3d else run(), indent=1))

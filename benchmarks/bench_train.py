@@ -31,7 +31,8 @@ DEMO = (REPO / "config.yaml", REPO / "workflow" / "demo" / "config.yaml")
 SIZE_2D = (64, 64)
 
 
-def _reset_peak(device: torch.device) -> None:
+def reset_peak(device: torch.device) -> None:
+    """Start a new peak-memory measurement: GPU allocator stats, or the process's resident high-water mark."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
@@ -41,7 +42,8 @@ def _reset_peak(device: torch.device) -> None:
         pass  # then the peak is the process's lifetime maximum (ru_maxrss)
 
 
-def _peak_mb(device: torch.device) -> float:
+def peak_mb(device: torch.device) -> float:
+    """Peak memory since reset_peak: max allocated on a GPU, resident high-water mark (VmHWM) on the CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     status = Path("/proc/self/status")
@@ -73,13 +75,13 @@ def _stage_figures(
         stage.micro_step(x, step, 1.0, synchronize=True)
         stage.optimizer_step(step)
 
-    _reset_peak(device)
+    reset_peak(device)
     seconds = _timed(one_step, steps, warmup, device)
     return {
         "steps_per_s": round(1 / seconds, 3),
         "samples_per_s": round(len(x) / seconds, 2),
         "micro_batch": len(x),
-        "peak_memory_mb": round(_peak_mb(device), 1),
+        "peak_memory_mb": round(peak_mb(device), 1),
     }
 
 

@@ -21,7 +21,7 @@ def test_bench_gpu_quick_cpu_writes_each_figure_beside_its_goal(tmp_path, monkey
         bench_gpu.CLASSIFIERS, 3, ({"name": "seresnet50", "layers": [1, 1, 1, 1]}, 512, {"throughput": 55})
     )
     out = tmp_path / "bench-gpu.json"
-    argv = ["--device", "cpu", "--quick", "--out", str(out), "--models", "f16_c1", "f512_c1_3d"]
+    argv = ["--device", "cpu", "--quick", "--out", str(out), "--models", "f16_c1", "f512_c1_3d", "--precision", "bf16"]
     assert bench_gpu.main([*argv, "--image", "64", "--volume", "32", "--ch", "8", "--items-2d", "2"]) == 0
 
     results = json.loads(out.read_text())
@@ -35,11 +35,15 @@ def test_bench_gpu_quick_cpu_writes_each_figure_beside_its_goal(tmp_path, monkey
         assert row["pipeline_vs_bare"] == pytest.approx(
             row["extract_items_per_s"] / row["bare_encoder_items_per_s"], rel=0.02
         )
+        # the process's own peak (VmHWM, reset per architecture): above the weights and an input, far below 16 GB
+        assert 0.05 < row["peak_rss_gb"] < 4 and "peak_gpu_gb" not in row
+        assert row["precision"] == "bf16" and 0 < row["precision_error"]["max_rel"] < 0.05
     hrnet, seresnet = results["classifiers"]
     assert hrnet["latent"]["shape"] == [8, 8] and seresnet["latent"]["shape"] == [4, 4, 4]
     assert seresnet["paper_gain"] == {"throughput": 55} and "lower bound" in hrnet["note"]
 
     table = out.with_suffix(".md").read_text()
     assert "NOT the paper's conditions" in table
-    assert "| f16_c1 | 8 | 64x64 | 16 |" in table and "| >= 0.95 |" in table
+    assert "| f16_c1 | 8 | 64x64 | 16 | bf16 |" in table and "| >= 0.95 |" in table
+    assert f"| {f16['peak_rss_gb']} RSS | {f16['precision_error']['max_abs']} / " in table
     assert f"| x{seresnet['gain']['throughput']} | x55 |" in table

@@ -116,6 +116,7 @@ def extract_spec(model_id: str, source_id: str, dims: int = 2, **extra) -> dict:
         "dims": dims,
         "batch_size": 3,
         "max_memory_gb": 8,
+        "precision": "fp32",
         "store": ["mean"] if dims == 2 else [],
     }
     if dims == 3:

@@ -37,6 +37,8 @@ def test_cli_extracts_and_indexes_a_dataset(tmp_path):
                     parts[-1],
                     "--gpus",
                     "0",
+                    "--threads",
+                    "2",  # one reader worker
                 ]
             )
             == 0

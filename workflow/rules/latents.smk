@@ -16,7 +16,7 @@ rule extract_latents:
         "benchmarks/latents/{model}/{source}/{shard}.tsv"
     conda:
         ENV
-    threads: 1
+    threads: mlconfig.latents_threads(config)
     resources:
         gpu=mlconfig.latents_gpus(config),
     params:
@@ -25,7 +25,7 @@ rule extract_latents:
     shell:
         "OMP_NUM_THREADS={threads} medlatent extract-latents --spec {params.spec:q} --shard-file {input.shard}"
         " --manifest {input.manifest} --weights {input.weights} --dataset-dir {params.dataset:q}"
-        " --part {output.part} --gpus {resources.gpu} > {log} 2>&1"
+        " --part {output.part} --gpus {resources.gpu} --threads {threads} > {log} 2>&1"
 
 
 rule index_latents:

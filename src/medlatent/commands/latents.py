@@ -26,6 +26,7 @@ def extract(args: argparse.Namespace) -> None:
             Path(args.dataset_dir),
             Path(args.part),
             device=grant.torch_device().type,
+            workers=args.threads - 1,
         )
 
 
@@ -70,6 +71,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset-dir", required=True, help="data/latents/<model>/<source>; receives <shard>.tar")
     parser.add_argument("--part", required=True, help="the part record to write (the job's declared output)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to lock for the job (medlatent.core.gpus); 0: CPU")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPUs granted: the encoder plus threads - 1 shard reader workers"
+    )
     parser.set_defaults(run=extract)
 
     parser = commands.add_parser("index-latents", help="index.json, _info.json and README.md of a latent dataset")

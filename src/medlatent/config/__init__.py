@@ -53,6 +53,7 @@ from medlatent.config.resources import (
     curate_threads,
     evaluation_gpus,
     latents_gpus,
+    latents_threads,
     train_resources,
 )
 from medlatent.config.slices import (
@@ -101,6 +102,7 @@ __all__ = [
     "latent_pairs",
     "latents_extract_slice",
     "latents_gpus",
+    "latents_threads",
     "latents_index_slice",
     "load",
     "merge",

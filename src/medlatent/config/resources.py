@@ -30,6 +30,11 @@ def latents_gpus(config: dict) -> int:
     return config["latents"]["gpus"]
 
 
+def latents_threads(config: dict) -> int:
+    """Threads of one extract_latents job: the encoder plus one per reader worker (`latents.workers`)."""
+    return config["latents"]["workers"] + 1
+
+
 def curate_threads(config: dict) -> int:
     """Processes of one curate_source job (`curate.threads`)."""
     return config["curate"]["threads"]

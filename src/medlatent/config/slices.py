@@ -169,6 +169,7 @@ def latents_extract_slice(config: dict, model_id: str, source_id: str) -> dict:
         "dims": entry["dims"],
         "batch_size": settings["batch_size"],
         "max_memory_gb": settings["max_memory_gb"],
+        "precision": settings["precision"],
         "store": store,
         "timm_json": settings["timm_json"],
     }

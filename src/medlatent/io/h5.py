@@ -77,6 +77,10 @@ class ShardReader:
     def item_ids(self) -> list[str]:
         return sorted(self._file["items"].keys())
 
+    def shape(self, item_id: str) -> tuple[int, ...]:
+        """The item's array shape, from the dataset header (no data read)."""
+        return self._file["items"][item_id].shape
+
     def read(self, item_id: str) -> tuple[np.ndarray, dict]:
         dataset = self._file["items"][item_id]
         return dataset[()], json.loads(dataset.attrs["meta"])

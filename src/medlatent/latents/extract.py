@@ -33,7 +33,7 @@ from __future__ import annotations
 import io
 import logging
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -50,6 +50,8 @@ from medlatent.core.hashing import file_sha256
 from medlatent.io.h5 import ShardReader
 from medlatent.latents.index import LATENT_DTYPE, PART_FORMAT
 from medlatent.latents.memory import budget_batch_size
+from medlatent.latents.precision import autocast, latent_error
+from medlatent.latents.reading import plan_batches, read_batches
 from medlatent.latents.sidecar import build_sidecar, sidecar_path
 from medlatent.latents.window import MEDVAE_RULE, encode_volume, medvae_window
 from medlatent.models import load_model
@@ -148,22 +150,6 @@ def _tar_writer(stream: BinaryIO) -> Iterator[wds.TarWriter]:
     stream.truncate(end)
 
 
-def _batches(
-    reader: ShardReader, item_ids: list[str], batch_size: Callable[[tuple[int, ...]], int]
-) -> Iterator[list[tuple[str, np.ndarray, dict]]]:
-    """Consecutive items of equal shape, at most batch_size(shape) at a time, in item order."""
-    batch: list[tuple[str, np.ndarray, dict]] = []
-    for item_id in item_ids:
-        array, meta = reader.read(item_id)
-        limit = batch_size(array.shape)  # for every item, so one too large stops before it is encoded
-        if batch and (batch[0][1].shape != array.shape or len(batch) == limit):
-            yield batch
-            batch = []
-        batch.append((item_id, array, meta))
-    if batch:
-        yield batch
-
-
 class _MeanAndLogvar(torch.nn.Module):
     """A 3D model whose `encode_latent` gives [posterior mean, log-variance] on the channel axis.
 
@@ -188,13 +174,19 @@ def encode_items(
     spec: dict,
     device: torch.device,
     batch_sizes: dict[str, int] | None = None,
+    workers: int = 0,
+    precision_error: dict | None = None,
 ) -> Iterator[tuple[str, np.ndarray, dict, dict[str, np.ndarray], dict]]:
     """(item_id, image, item meta, {"latent", stored extras}: float32 arrays, encoding) in item order.
 
     Items per encoder forward come from `latents.max_memory_gb` (`medlatent.latents.memory`), capped
     by `batch_size` (2D) or `sw_batch_size` (3D windows); `batch_sizes` collects them per item shape.
+    `workers` processes read and stack the batches ahead of the encoder (`medlatent.latents.reading`).
+    The encoder runs at `latents.precision`; unless fp32, the first batch is encoded again in
+    float32 and `precision_error` collects the difference (`medlatent.latents.precision`).
     """
     derived = {} if batch_sizes is None else batch_sizes
+    measured = {} if precision_error is None else precision_error
 
     def budget(shape: tuple[int, ...], cap: int, knobs: str) -> int:
         key = "x".join(map(str, shape))
@@ -212,43 +204,59 @@ def encode_items(
         "projection": projection,
         "downsample_factor": model.downsample_factor,
         "stored": ["latent", *store],
+        "precision": spec["precision"],
     }
+    shapes = [(item_id, reader.shape(item_id)) for item_id in item_ids]
     if spec["dims"] == 2:
         knobs = "latents.max_memory_gb or lower the image size"
-        for batch in _batches(reader, item_ids, lambda shape: budget(shape, spec["batch_size"], knobs)):
-            images = torch.from_numpy(np.stack([array for _, array, _ in batch]))[:, None].to(device)
+        batches = plan_batches(shapes, lambda shape: budget(shape, spec["batch_size"], knobs))
+
+        def encode(ids: list[str], images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
             with torch.inference_mode():
-                posterior, padding = model.autoencoder.encode_padded(images)
+                posterior, padding = model.autoencoder.encode_padded(images[:, None])
                 moments = {"latent": model.project(posterior.mean), "mean": posterior.mean, "logvar": posterior.logvar}
-            moments = {name: moments[name].float().cpu().numpy() for name in base["stored"]}
-            for position, (item_id, array, meta) in enumerate(batch):
-                yield (
-                    item_id,
-                    array,
-                    meta,
-                    {name: values[position] for name, values in moments.items()},
-                    {**base, "normalized_shape": list(array.shape), "padded_shape": list(padding.padded_shape)},
-                )
-        return
-    if "mean" in store:
-        raise ConfigError(
-            "a 3D latent is the unprojected posterior mean itself: `mean` is never stored twice "
-            "(medlatent.config.latents_extract_slice drops it from latents.store for 3D)"
-        )
-    encoder = _MeanAndLogvar(model) if "logvar" in store else model
-    for item_id in item_ids:
-        array, meta = reader.read(item_id)
-        window = medvae_window(list(array.shape)) if spec["window"] == MEDVAE_RULE else spec["window"]
-        one_pass = tuple(min(size, side) for size, side in zip(array.shape, window, strict=True))
-        windows = budget(one_pass, spec["sw_batch_size"], "latents.max_memory_gb or lower latents.window")
-        latent, info = encode_volume(
-            encoder, torch.from_numpy(array), spec["window"], spec["overlap"], spec["blend"], windows
-        )
-        latent = latent.float().numpy()
-        arrays = {"latent": latent[: model.latent_channels]}
-        if "logvar" in store:
-            arrays["logvar"] = latent[model.latent_channels :]
-        yield item_id, array, meta, arrays, {**base, "normalized_shape": list(array.shape), **info}
+            return {name: moments[name] for name in base["stored"]}, {"padded_shape": list(padding.padded_shape)}
+
+    else:
+        if "mean" in store:
+            raise ConfigError(
+                "a 3D latent is the unprojected posterior mean itself: `mean` is never stored twice "
+                "(medlatent.config.latents_extract_slice drops it from latents.store for 3D)"
+            )
+        encoder = _MeanAndLogvar(model) if "logvar" in store else model
+        windows = {}
+        for item_id, shape in shapes:  # every budget first, so one too large stops before anything is encoded
+            window = medvae_window(list(shape)) if spec["window"] == MEDVAE_RULE else spec["window"]
+            one_pass = tuple(min(size, side) for size, side in zip(shape, window, strict=True))
+            windows[item_id] = budget(one_pass, spec["sw_batch_size"], "latents.max_memory_gb or lower latents.window")
+        batches = [[item_id] for item_id in item_ids]
+
+        def encode(ids: list[str], images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+            latent, info = encode_volume(
+                encoder, images[0], spec["window"], spec["overlap"], spec["blend"], windows[ids[0]]
+            )
+            arrays = {"latent": latent[None, : model.latent_channels]}
+            if "logvar" in store:
+                arrays["logvar"] = latent[None, model.latent_channels :]
+            return arrays, info
+
+    for ids, images, metas in read_batches(reader.path, batches, workers, device):
+        on_device = images.to(device, non_blocking=True)
+        with autocast(spec["precision"], device):
+            moments, info = encode(ids, on_device)
+        if spec["precision"] != "fp32" and not measured:
+            reference, _ = encode(ids, on_device)
+            measured.update({**latent_error(moments["latent"], reference["latent"]), "items": len(ids)})
+        moments = {name: values.float().cpu().numpy() for name, values in moments.items()}
+        for position, (item_id, meta) in enumerate(zip(ids, metas, strict=True)):
+            array = images[position].numpy()
+            yield (
+                item_id,
+                array,
+                meta,
+                {name: values[position] for name, values in moments.items()},
+                {**base, "normalized_shape": list(array.shape), **info},
+            )
 
 
 def _check_shard(shard_path: Path, shard: str, rows: pd.DataFrame, reader: ShardReader) -> None:
@@ -276,8 +284,12 @@ def extract_shard(
     dataset_dir: str | Path,
     part_path: str | Path,
     device: str = "cpu",
+    workers: int = 0,
 ) -> dict:
-    """Encode one shard into `dataset_dir/<shard>.tar` and its sidecar (if it has items); write its part record."""
+    """Encode one shard into `dataset_dir/<shard>.tar` and its sidecar (if it has items); write its part record.
+
+    `workers`: processes reading the shard ahead of the encoder (0: this one); the bytes written do not depend on it.
+    """
     shard_path, weights, dataset_dir = Path(shard_path), Path(weights), Path(dataset_dir)
     shard = shard_path.stem
     torch.backends.cudnn.benchmark = False
@@ -310,6 +322,7 @@ def extract_shard(
         shapes: set[tuple[int, ...]] = set()
         entries: dict[str, tuple[dict, dict]] = {}
         batch_sizes: dict[str, int] = {}
+        precision_error: dict = {}
         if item_ids:
             with (
                 atomic_path(tar_path) as temporary,
@@ -317,7 +330,7 @@ def extract_shard(
                 _tar_writer(stream) as writer,
             ):
                 for item_id, array, meta, arrays, encoding in encode_items(
-                    model, reader, item_ids, spec, torch.device(device), batch_sizes
+                    model, reader, item_ids, spec, torch.device(device), batch_sizes, workers, precision_error
                 ):
                     stored = {name: values.astype(LATENT_DTYPE) for name, values in arrays.items()}
                     for name, values in stored.items():
@@ -364,7 +377,8 @@ def extract_shard(
             "projected": model.projection is not None,
             "stored": ["latent", *spec["store"]],
             "normalize": reader.meta.get("normalize"),
-            "encoding": {key: spec[key] for key in ("window", "overlap", "blend") if key in spec},
+            "encoding": {key: spec[key] for key in ("window", "overlap", "blend", "precision") if key in spec},
+            "precision_error": precision_error or None,
             "device": torch.device(device).type,
             "max_memory_gb": spec["max_memory_gb"],
             "batch_sizes": dict(sorted(batch_sizes.items())),

@@ -95,6 +95,19 @@ def storage(parts: list[dict]) -> dict:
     return figures
 
 
+def precision_error(parts: list[dict]) -> dict | None:
+    """The largest error against fp32 over the shards, each measured on its first batch; None at fp32."""
+    errors = [p["precision_error"] for p in parts if p.get("precision_error")]
+    if not errors:
+        return None
+    return {
+        "max_abs": max(e["max_abs"] for e in errors),
+        "max_rel": max(e["max_rel"] for e in errors),
+        "items": sum(e["items"] for e in errors),
+        "shards": len(errors),
+    }
+
+
 def _one(parts: list[dict], key: str, spec: dict):
     """A fact every part record must agree on (None without parts)."""
     values = {canonical_json(p[key]) for p in parts}
@@ -154,7 +167,11 @@ def build_index(spec: dict, parts: list[dict], card_path: str | Path) -> dict:
             "stored": _one(parts, "stored", spec),
             "timm_json": _one(parts, "timm_json", spec),
         },
-        "encoding": {"method": "posterior_mean", **(parts[0]["encoding"] if parts else {})},
+        "encoding": {
+            "method": "posterior_mean",
+            **(parts[0]["encoding"] if parts else {}),
+            "precision_error": precision_error(parts),
+        },
         "normalize": parts[0]["normalize"] if parts else None,
         "weights_sha256": weights.pop() if weights else None,
         "model_card_sha256": file_sha256(card_path),
@@ -302,6 +319,7 @@ def build_card(index: dict) -> str:
         f"- Model card sha256: `{index['model_card_sha256']}`",
         *([f"- Model weights loaded: {index['model_weights']}"] if index.get("model_weights") else []),
         f"- Config sha256: `{index['config_sha256']}`",
+        *_precision_lines(index["encoding"]),
         f"- Synthetic demo data: {_yes_no(index['demo_data'])}",
         "- Per-shard sha256 and sample counts: `index.json`.",
         "",
@@ -318,6 +336,20 @@ def _classifier_lines(latent: dict) -> list[str]:
         f"- Classification scale: {latent['classification_scale']} (a classifier sees the latent averaged over "
         "channels and divided by it; `evaluation.cad.latent_scale`, 4.6 in the public MedVAE code).",
         "- Both are in `index.json` under `latent` (`projected`, `classification_scale`).",
+    ]
+
+
+def _precision_lines(encoding: dict) -> list[str]:
+    if "precision" not in encoding:  # an empty dataset
+        return []
+    line = f"- Encoder precision (`latents.precision`): {encoding['precision']}"
+    error = encoding["precision_error"]
+    if error is None:
+        return [line + "."]
+    return [
+        f"{line} under torch.autocast; largest difference from fp32 on the first batch of each shard "
+        f"({error['items']} items, {error['shards']} shards): {error['max_abs']:.3g} absolute, "
+        f"{100 * error['max_rel']:.3g}% of the largest fp32 latent value."
     ]
 
 
