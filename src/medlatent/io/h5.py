@@ -1,8 +1,12 @@
 """The normalized shard store: one HDF5 file per (source, shard).
 
-Layout: `/items/<item_id>` float32 datasets (chunked, gzip) with a JSON `meta` attribute of
-allow-listed fields; file attributes `meta` (shard, normalization slice, demo flag, counts)
-and `rejected` (items that failed normalization, with reasons).
+Layout: `/items/<item_id>` float32 datasets (chunked, byte-shuffled, LZF) with a JSON `meta`
+attribute of allow-listed fields; file attributes `meta` (shard, normalization slice, demo
+flag, counts) and `rejected` (items that failed normalization, with reasons).
+
+LZF ships with h5py (no plugin to install) and, on normalized float32 images, writes about
+twice as fast as gzip level 4 and reads faster, for files about 10% larger. Chunks of about
+1 MiB (512 x 512 in 2D, 64^3 in 3D): small chunks made writing twice as slow.
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ from medlatent.core.atomic import atomic_path
 from medlatent.core.errors import InputError
 
 FORMAT_VERSION = 1
+#: float32 elements per chunk (1 MiB), as a square or cube.
+CHUNK_ELEMENTS = 2**18
+
+
+def chunk_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Chunks of about CHUNK_ELEMENTS, equal on every axis, clipped to the array."""
+    edge = round(CHUNK_ELEMENTS ** (1 / max(len(shape), 1)))
+    return tuple(max(1, min(s, edge)) for s in shape)
 
 
 class ShardWriter:
@@ -36,9 +48,12 @@ class ShardWriter:
         return self
 
     def add(self, item_id: str, array: np.ndarray, meta: dict) -> None:
-        chunks = tuple(min(s, 64) for s in array.shape)
         dataset = self._items.create_dataset(
-            item_id, data=array.astype(np.float32), chunks=chunks, compression="gzip", compression_opts=4, shuffle=True
+            item_id,
+            data=np.asarray(array, dtype=np.float32),
+            chunks=chunk_shape(array.shape),
+            compression="lzf",
+            shuffle=True,
         )
         dataset.attrs["meta"] = json.dumps(meta, sort_keys=True)
         self.count += 1
