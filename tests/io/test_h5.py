@@ -1,12 +1,13 @@
-"""The normalized shard store read back by plain h5py: lossless, LZF-compressed, ~1 MiB chunks."""
+"""The normalized shard store read back by plain h5py: lossless, Blosc LZ4, ~1 MiB chunks."""
 
 import h5py
+import hdf5plugin
 import numpy as np
 
 from medlatent.io.h5 import ShardReader, ShardWriter
 
 
-def test_shard_items_round_trip_exactly_with_lzf_and_megabyte_chunks(tmp_path):
+def test_shard_items_round_trip_exactly_with_blosc_lz4_and_megabyte_chunks(tmp_path):
     rng = np.random.default_rng(0)
     items = {
         "mammo": np.pad(rng.uniform(-1, 1, (1024, 300)), ((0, 0), (106, 106)), constant_values=-1.0),
@@ -24,7 +25,9 @@ def test_shard_items_round_trip_exactly_with_lzf_and_megabyte_chunks(tmp_path):
             "ct": (64, 64, 64),
             "small": (8, 6),
         }
-        assert all(datasets[name].compression == "lzf" and datasets[name].shuffle for name in items)
+        filters = {name: datasets[name].id.get_create_plist().get_filter(0) for name in items}
+        # Blosc with LZ4 (compressor code 1) and byte shuffle (1) at level 5
+        assert all(f[0] == hdf5plugin.BLOSC_ID and tuple(f[2][4:7]) == (5, 1, 1) for f in filters.values())
     with ShardReader(path) as reader:
         for item_id, array, meta in reader:
             assert reader.read(item_id)[0].dtype == np.float32 and meta == {"split": "train"}

@@ -1,12 +1,13 @@
 """The normalized shard store: one HDF5 file per (source, shard).
 
-Layout: `/items/<item_id>` float32 datasets (chunked, byte-shuffled, LZF) with a JSON `meta`
-attribute of allow-listed fields; file attributes `meta` (shard, normalization slice, demo
-flag, counts) and `rejected` (items that failed normalization, with reasons).
+Layout: `/items/<item_id>` float32 datasets (chunked, Blosc LZ4 with byte shuffle) with a JSON
+`meta` attribute of allow-listed fields; file attributes `meta` (shard, normalization slice,
+demo flag, counts) and `rejected` (items that failed normalization, with reasons).
 
-LZF ships with h5py (no plugin to install) and, on normalized float32 images, writes about
-twice as fast as gzip level 4 and reads faster, for files about 10% larger. Chunks of about
-1 MiB (512 x 512 in 2D, 64^3 in 3D): small chunks made writing twice as slow.
+Blosc LZ4 (the hdf5plugin filter, registered with h5py when this module is imported) writes a
+512x512x748 normalized CT volume in 0.7 s where gzip level 4 took 14 s and LZF 5 s, reads it in
+0.4 s (gzip 4 s), for a file about 10% larger than gzip's. Chunks of about 1 MiB (512 x 512 in
+2D, 64^3 in 3D): 64 x 64 chunks made 2D writes twice as slow.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # registers the Blosc filter with h5py: every reader of shards imports this module
 import numpy as np
 
 from medlatent.core.atomic import atomic_path
 from medlatent.core.errors import InputError
 
 FORMAT_VERSION = 1
+#: The compression filter of every item.
+COMPRESSION = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
 #: float32 elements per chunk (1 MiB), as a square or cube.
 CHUNK_ELEMENTS = 2**18
 
@@ -52,8 +56,7 @@ class ShardWriter:
             item_id,
             data=np.asarray(array, dtype=np.float32),
             chunks=chunk_shape(array.shape),
-            compression="lzf",
-            shuffle=True,
+            **COMPRESSION,
         )
         dataset.attrs["meta"] = json.dumps(meta, sort_keys=True)
         self.count += 1
