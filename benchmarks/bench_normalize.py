@@ -45,7 +45,7 @@ CT_SHAPE = (300, 512, 512)
 CT_SPACING = (2.5, 0.7, 0.7)
 #: Throughput goals: normalize (decode included) items/s over raw decode items/s.
 GOALS = {"mammo_dicom_2d": 0.8, "ct_dicom_series_3d": 0.3}
-REPEATS = 2
+REPEATS = 3
 
 
 def _mammograms(root: Path) -> list[Path]:
