@@ -1,9 +1,11 @@
 """The one-pass 3D geometry against MONAI's Orientation + Spacing + ResizeWithPadOrCrop.
 
 MONAI is the oracle: the same grid (shape, resampled shape, affine to 1e-4) and the same
-voxels (to 1e-4; MONAI samples with float32 coordinates, the one-pass path with float64, so
-values differ by float rounding only, ~1e-7). Nearest is compared where no sampling position
-falls on a half voxel: there MONAI's float32 coordinates break the tie either way.
+voxels to 1e-4. Rotated grids keep their axes (MONAI's Spacing keeps the direction cosines)
+and take the separable path, whose float64 positions differ from MONAI's float32 sampling
+coordinates by rounding only (values within ~1e-7); sheared grids take grid_sample with
+float32 coordinates as MONAI does (within a few 1e-5). Nearest is compared where no sampling
+position falls on a half voxel: there MONAI's float32 coordinates break the tie either way.
 """
 
 from pathlib import Path
@@ -54,6 +56,8 @@ AFFINES = {
     "flipped_axes": _affine([[1.0, 0, 0], [0, -1.3, 0], [0, 0, -0.9]], [-3.0, 20.0, 11.0]),
     "anisotropic": _affine([[0.5, 0, 0], [0, 1.7, 0], [0, 0, 3.0]], [0.0, 0.0, 0.0]),
     "oblique": _oblique(),
+    # gantry-tilted CT: slices sheared along y, the one case that needs a full sampling grid
+    "gantry_tilt": _affine([[-0.7, 0, 0], [0, -0.7, 0], [0, 0.4, 2.5]], [160.0, 150.0, -300.0]),
 }
 
 

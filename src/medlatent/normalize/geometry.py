@@ -6,9 +6,10 @@ The output grid is the one MONAI's `Orientation(axcodes="RAS")` + `Spacing(pixdi
 with border padding, where voxel i of the output samples the input at the continuous voxel
 index `xform @ i`). The work differs: reorientation is a free permuted view with the flips
 folded into the sampling positions, only the voxels that survive the crop are sampled, and
-when the input and output grids share their axes (the common case: DICOM and NIfTI without
-obliquity) the trilinear resampling is three 1D linear passes instead of a sampling grid.
-Oblique grids take `grid_sample`, slab by slab so that the grid stays small.
+when the input and output grids share their axes the trilinear resampling is three 1D linear
+passes instead of a sampling grid. That is every grid with orthogonal axes, oblique ones
+included (Spacing keeps the direction cosines); sheared grids (gantry-tilted CT series) take
+`grid_sample`, slab by slab so that the grid stays small.
 """
 
 from __future__ import annotations
