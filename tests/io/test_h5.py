@@ -1,5 +1,9 @@
 """The normalized shard store read back by plain h5py: lossless, Blosc LZ4, ~1 MiB chunks."""
 
+import os
+import subprocess
+import sys
+
 import h5py
 import hdf5plugin
 import numpy as np
@@ -32,3 +36,19 @@ def test_shard_items_round_trip_exactly_with_blosc_lz4_and_megabyte_chunks(tmp_p
         for item_id, array, meta in reader:
             assert reader.read(item_id)[0].dtype == np.float32 and meta == {"split": "train"}
             np.testing.assert_array_equal(array, items[item_id].astype(np.float32))
+
+
+WRITE_SHARD = """
+import sys, numpy as np
+from medlatent.io.h5 import ShardWriter
+with ShardWriter(sys.argv[1], {"shard": "s"}) as writer:
+    writer.add("ct", np.random.default_rng(0).uniform(-1, 1, (70, 80, 90)).astype(np.float32), {})
+"""
+
+
+def test_shard_bytes_do_not_depend_on_the_blosc_thread_count(tmp_path):
+    # with 4 Blosc threads the compressed bytes differ; the writer pins one thread
+    for name, threads in (("one.h5", "1"), ("four.h5", "4")):
+        environment = {**os.environ, "BLOSC_NTHREADS": threads}
+        subprocess.run([sys.executable, "-c", WRITE_SHARD, str(tmp_path / name)], check=True, env=environment)
+    assert (tmp_path / "one.h5").read_bytes() == (tmp_path / "four.h5").read_bytes()

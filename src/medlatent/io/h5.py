@@ -13,6 +13,7 @@ Blosc LZ4 (the hdf5plugin filter, registered with h5py when this module is impor
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from medlatent.core.errors import InputError
 FORMAT_VERSION = 1
 #: The compression filter of every item.
 COMPRESSION = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
+# Blosc's output bytes depend on its thread count (read from this variable at every write):
+# one thread, whatever the environment, keeps reruns byte-identical
+os.environ["BLOSC_NTHREADS"] = "1"
 #: float32 elements per chunk (1 MiB), as a square or cube.
 CHUNK_ELEMENTS = 2**18
 
