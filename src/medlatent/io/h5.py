@@ -1,23 +1,43 @@
 """The normalized shard store: one HDF5 file per (source, shard).
 
-Layout: `/items/<item_id>` float32 datasets (chunked, gzip) with a JSON `meta` attribute of
-allow-listed fields; file attributes `meta` (shard, normalization slice, demo flag, counts)
-and `rejected` (items that failed normalization, with reasons).
+Layout: `/items/<item_id>` float32 datasets (chunked, Blosc LZ4 with byte shuffle) with a JSON
+`meta` attribute of allow-listed fields; file attributes `meta` (shard, normalization slice,
+demo flag, counts) and `rejected` (items that failed normalization, with reasons).
+
+Blosc LZ4 (the hdf5plugin filter, registered with h5py when this module is imported) writes a
+359x359x748 normalized CT volume in 0.7 s where gzip level 4 took 14 s and LZF 5 s, reads it in
+0.4 s (gzip 4 s), for a file about 10% larger than gzip's. Chunks of about 1 MiB (512 x 512 in
+2D, 64^3 in 3D): 64 x 64 chunks made 2D writes twice as slow.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # registers the Blosc filter with h5py: every reader of shards imports this module
 import numpy as np
 
 from medlatent.core.atomic import atomic_path
 from medlatent.core.errors import InputError
 
 FORMAT_VERSION = 1
+#: The compression filter of every item.
+COMPRESSION = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
+# Blosc's output bytes depend on its thread count (read from this variable at every write):
+# one thread, whatever the environment, keeps reruns byte-identical
+os.environ["BLOSC_NTHREADS"] = "1"
+#: float32 elements per chunk (1 MiB), as a square or cube.
+CHUNK_ELEMENTS = 2**18
+
+
+def chunk_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Chunks of about CHUNK_ELEMENTS, equal on every axis, clipped to the array."""
+    edge = round(CHUNK_ELEMENTS ** (1 / max(len(shape), 1)))
+    return tuple(max(1, min(s, edge)) for s in shape)
 
 
 class ShardWriter:
@@ -36,9 +56,11 @@ class ShardWriter:
         return self
 
     def add(self, item_id: str, array: np.ndarray, meta: dict) -> None:
-        chunks = tuple(min(s, 64) for s in array.shape)
         dataset = self._items.create_dataset(
-            item_id, data=array.astype(np.float32), chunks=chunks, compression="gzip", compression_opts=4, shuffle=True
+            item_id,
+            data=np.asarray(array, dtype=np.float32),
+            chunks=chunk_shape(array.shape),
+            **COMPRESSION,
         )
         dataset.attrs["meta"] = json.dumps(meta, sort_keys=True)
         self.count += 1

@@ -3,10 +3,11 @@
 2D: intensity to [0, 1] (min-max within percentiles), aspect-preserving resize to fit the
 configured size, pad with the background value. 3D: reorient to RAS, resample to the
 configured spacing, intensity (CT: HU window; MRI: percentile scaling), optional centre
-pad/crop. MONAI transforms do the 3D geometry (orientation, spacing); the 2D path is a plain
-resize and pad in torch/numpy because importing MONAI costs seconds per job and 2D shards are
-many. The parameters of every step are recorded so a latent can be mapped back to the
-original grid.
+pad/crop. The 3D geometry is one torch pass (`normalize.geometry`) onto the grid MONAI's
+Orientation + Spacing + ResizeWithPadOrCrop would produce; the 2D path is a plain resize and
+pad in torch/numpy. Normalization does not import MONAI (seconds per job); only decoding's
+inverse map (`resample_3d`) uses it. The parameters of every step are recorded so a latent can
+be mapped back to the original grid.
 """
 
 from __future__ import annotations
@@ -23,28 +24,42 @@ from tqdm import tqdm
 from medlatent import io
 from medlatent.core.errors import InputError
 from medlatent.io.h5 import ShardWriter
+from medlatent.normalize.geometry import plan_ras_grid, resample_to_grid
 
 log = logging.getLogger(__name__)
 
-#: Axis labels of world space; with these "RAS" means the NIfTI/nibabel convention.
-RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
-#: MONAI modes of the 3D resampling for the configured interpolation (no bicubic/area in 3D).
+#: Modes of the 3D resampling (grid_sample/MONAI names) for the configured interpolation (no bicubic/area in 3D).
 INTERPOLATION_3D = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bilinear", "area": "bilinear"}
 
 
-def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
-    """Map intensities to spec['output_range']; returns the array and the mapping used."""
-    lo_out, hi_out = spec["output_range"]
+def intensity_window(array: np.ndarray, spec: dict) -> tuple[float, float]:
+    """The input intensities mapped to the ends of the output range: the CT HU window, else
+    the configured percentiles of `array` (min and max read directly for 0 and 100: same
+    values, no sort)."""
     if spec["modality"] == "ct":
         lo, hi = spec["hu_window"]
-    else:
-        lo, hi = (float(v) for v in np.percentile(array, spec["percentiles"]))
+        return float(lo), float(hi)
+    if list(spec["percentiles"]) == [0.0, 100.0]:
+        return float(array.min()), float(array.max())
+    lo, hi = np.percentile(array, spec["percentiles"])
+    return float(lo), float(hi)
+
+
+def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
+    """Map intensities to spec['output_range'] in float32; returns the array and the mapping used."""
+    lo_out, hi_out = spec["output_range"]
+    lo, hi = intensity_window(array, spec)
     if hi <= lo:
         raise InputError(
             "<array>", f"constant image (intensity window {lo}..{hi} is empty)", "drop the image or check its decoding"
         )
-    scaled = np.clip((array - lo) / (hi - lo) * (hi_out - lo_out) + lo_out, lo_out, hi_out)
-    return np.asarray(scaled, dtype=np.float32), {"window": [float(lo), float(hi)], "output_range": [lo_out, hi_out]}
+    # one float32 buffer, updated in place: the same operations as the plain expression, no temporaries
+    scaled = np.subtract(array, np.float32(lo), dtype=np.float32)
+    scaled /= np.float32(hi - lo)
+    scaled *= np.float32(hi_out - lo_out)
+    scaled += np.float32(lo_out)
+    np.clip(scaled, lo_out, hi_out, out=scaled)
+    return scaled, {"window": [lo, hi], "output_range": [lo_out, hi_out]}
 
 
 def resize_2d(image: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarray:
@@ -63,17 +78,19 @@ def resize_2d(image: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarra
 
 
 def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
+    """Intensity-scale an image, resize it to fit spec['size'] keeping its aspect and pad it
+    centrally with the background; returns the image and the transform record."""
     scaled, intensity = scale_intensity(array, spec)
     target_h, target_w = spec["size"]
     height, width = scaled.shape
     scale = min(target_h / height, target_w / width)
     resized_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
     lo_out, hi_out = spec["output_range"]
-    resized = np.clip(resize_2d(scaled, resized_shape, spec["interpolation"]), lo_out, hi_out)  # bicubic overshoots
     pad_top = (target_h - resized_shape[0]) // 2
     pad_left = (target_w - resized_shape[1]) // 2
-    pads = ((pad_top, target_h - resized_shape[0] - pad_top), (pad_left, target_w - resized_shape[1] - pad_left))
-    out = np.pad(resized, pads, constant_values=lo_out).astype(np.float32)
+    out = np.full((target_h, target_w), lo_out, dtype=np.float32)
+    inside = out[pad_top : pad_top + resized_shape[0], pad_left : pad_left + resized_shape[1]]
+    np.clip(resize_2d(scaled, resized_shape, spec["interpolation"]), lo_out, hi_out, out=inside)  # bicubic overshoots
     transform = {
         "intensity": intensity,
         "scale": scale,
@@ -84,22 +101,16 @@ def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
 
 
 def normalize_3d(array: np.ndarray, affine: np.ndarray, spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    from monai.data import MetaTensor  # imported here: MONAI loads all its submodules (seconds)
-    from monai.transforms import Orientation, ResizeWithPadOrCrop, Spacing
-
+    """Intensity-scale a volume, then reorient it to RAS, resample it to spec['spacing'] and
+    centre pad/crop it to spec['size'] in one pass; returns the volume, its affine and the
+    transform record (`resampled_shape` is the grid before pad/crop)."""
     scaled, intensity = scale_intensity(array, spec)
-    image = MetaTensor(torch.from_numpy(scaled)[None], affine=torch.as_tensor(affine))
-    image = Orientation(axcodes="RAS", labels=RAS_LABELS)(image)
-    if spec.get("spacing"):
-        image = Spacing(pixdim=spec["spacing"], mode=INTERPOLATION_3D[spec["interpolation"]], padding_mode="border")(
-            image
-        )
-    resampled_shape = list(image.shape[1:])
-    if spec.get("size"):
-        image = ResizeWithPadOrCrop(spatial_size=spec["size"], value=spec["output_range"][0])(image)
-    out_affine = np.asarray(image.affine, dtype=np.float64)
-    transform = {"intensity": intensity, "orientation": "RAS", "resampled_shape": resampled_shape}
-    return np.asarray(image[0], dtype=np.float32), out_affine, transform
+    grid = plan_ras_grid(affine, scaled.shape, spec.get("spacing"), spec.get("size"))
+    out = resample_to_grid(
+        torch.from_numpy(scaled), grid, INTERPOLATION_3D[spec["interpolation"]], spec["output_range"][0]
+    )
+    transform = {"intensity": intensity, "orientation": "RAS", "resampled_shape": list(grid.resampled_shape)}
+    return out.numpy(), grid.affine, transform
 
 
 def resample_3d(
