@@ -3,11 +3,15 @@
 The ten-times variant multiplies every source's per-split shard count by 10 in a generated
 `--configfile` (sources are a list, so it replaces the recipe's whole). Each dry run gets a
 wall-clock limit a little above its goal, so a regression shows as a timeout, not a hang.
+Beside the wall time: the CPU time of the dry run and the load average before it, since on
+shared cores the wall time says as much about the neighbours as about the workflow.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,16 +35,29 @@ def _shards_scaled(config_path: Path, factor: int, out: Path) -> Path:
 
 
 def _dry_run(workdir: Path, extra: list[str], limit_s: float) -> dict:
-    """Wall time and job count of `snakemake -n` (the Job stats table gives the count)."""
+    """Wall and CPU time and job count of `snakemake -n` (the Job stats table gives the count)."""
     command = [sys.executable, "-m", "snakemake", "-n", "--resources", "gpu=8", "-d", str(workdir), "all", *extra]
+    load = os.getloadavg()[0]
+    cpu_before = _children_cpu_s()
     started = time.perf_counter()
     try:
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=limit_s, check=True)
     except subprocess.TimeoutExpired:
-        return {"dry_run_s": None, "timed_out_after_s": limit_s}
+        return {"dry_run_s": None, "timed_out_after_s": limit_s, "load_average_1min": round(load, 1)}
     seconds = time.perf_counter() - started
     total = re.search(r"^total\s+(\d+)", done.stdout, re.MULTILINE)
-    return {"dry_run_s": round(seconds, 1), "jobs": int(total.group(1)) if total else None}
+    return {
+        "dry_run_s": round(seconds, 1),
+        "cpu_s": round(_children_cpu_s() - cpu_before, 1),
+        "load_average_1min": round(load, 1),
+        "jobs": int(total.group(1)) if total else None,
+    }
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run() -> dict:
@@ -50,5 +67,5 @@ def run() -> dict:
         variants = {"full_recipe": [], "shards_x10": ["--configfile", str(scaled)]}
         for name, extra in variants.items():
             result = _dry_run(Path(tmp) / name, extra, limit_s=3 * GOALS_S[name])
-            figures[name] = {**result, "goal_s": GOALS_S[name]}
+            figures[name] = {**result, "goal_dry_run_s": f"<= {GOALS_S[name]}"}
     return figures

@@ -26,6 +26,7 @@ from medlatent import config as mlconfig
 from medlatent.models import load_model
 from medlatent.models.registry import create_autoencoder
 from medlatent.train import recipes
+from medlatent.train.shard_lists import write_shard_list
 
 
 def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
@@ -40,6 +41,9 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
     assert reference.device["processes"] == 1 and reference.device["accumulation"] == 2
 
     out = tmp_path / "two" / "stage1.pt"
+    train_list, val_list = tmp_path / "train.shards.json", tmp_path / "val.shards.json"
+    write_shard_list(shards[0], train_list)
+    write_shard_list(shards[1], val_list)
     env = {
         **os.environ,
         "MEDLATENT_FAKE_GPUS": "2",
@@ -53,10 +57,10 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
         "train-stage1",
         "--spec",
         mlconfig.canonical_json(spec),
-        "--train-shards",
-        *shards[0],
-        "--val-shards",
-        *shards[1],
+        "--train-lists",
+        str(train_list),
+        "--val-lists",
+        str(val_list),
         "--out",
         str(out),
         "--losses",

@@ -18,6 +18,7 @@ ID = mlconfig.id_pattern()
 wildcard_constraints:
     source=ID,
     shard=mlconfig.shard_pattern(),
+    split=mlconfig.split_pattern(),
     model=ID,
     task=ID,
     method=ID,
@@ -75,14 +76,23 @@ def get_train_resource(stage, key):
     return lambda wildcards: mlconfig.train_resources(config, wildcards.model, stage)[key]
 
 
-def get_training_shards(split):
-    """The `split` shards of every training source of the model's dims."""
+def get_split_shards(wildcards):
+    return _source_shards(wildcards.source, (wildcards.split,))
 
-    def shards(wildcards):
+
+def _shard_list(source_id, split):
+    return f"{DATA}/normalized/{source_id}/{split}.shards.json"
+
+
+def get_training_shard_lists(split):
+    """The shard lists of `split` of every training source of the model's dims (that has shards in it)."""
+
+    def shard_lists(wildcards):
         dims = mlconfig.model_dims(config, wildcards.model)
-        return [f"{DATA}/normalized/{s}/{shard}.h5" for s, shard in mlconfig.training_shards(config, dims, split)]
+        sources = dict.fromkeys(s for s, _ in mlconfig.training_shards(config, dims, split))
+        return [_shard_list(source_id, split) for source_id in sources]
 
-    return shards
+    return shard_lists
 
 
 def get_training_manifests(wildcards):

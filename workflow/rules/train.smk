@@ -1,13 +1,31 @@
 # Models: 2D stage 1 (autoencoder) -> 2D stage 2 (projection head); 3D stage 2 inflates the
 # parent 2D model's stage 1. Models with `weights:` are imported instead of trained.
 # Checkpoints for resuming live in results/checkpoints/{model}/{stage}/ (not outputs).
+# Training reads shard lists, one per source and split, not the shards themselves: see the
+# docstring of medlatent.train.shard_lists (why the DAG stays fast).
+
+
+rule list_shards:
+    """The shards of one source and split with their item counts and sha256: the training jobs' input."""
+    input:
+        get_split_shards,
+    output:
+        f"{DATA}/normalized/{{source}}/{{split}}.shards.json",
+    log:
+        "logs/shard_lists/{source}/{split}.log",
+    benchmark:
+        "benchmarks/shard_lists/{source}/{split}.tsv"
+    conda:
+        ENV
+    shell:
+        "medlatent list-shards --shards {input} --out {output} > {log} 2>&1"
 
 
 rule train_stage1:
     """2D stage 1: L1 + LPIPS + KL + BiomedCLIP consistency + PatchGAN (LoRA on natural-image inits)."""
     input:
-        train=get_training_shards("train"),
-        val=get_training_shards("val"),
+        train=get_training_shard_lists("train"),
+        val=get_training_shard_lists("val"),
         manifests=get_training_manifests,
     output:
         weights=f"{RESULTS}/models/{{model}}/stage1.pt",
@@ -30,7 +48,7 @@ rule train_stage1:
         spec=get_train_spec("stage1"),
         checkpoints=f"{RESULTS}/checkpoints/{{model}}/stage1",
     shell:
-        "medlatent train-stage1 --spec {params.spec:q} --train-shards {input.train} --val-shards {input.val}"
+        "medlatent train-stage1 --spec {params.spec:q} --train-lists {input.train} --val-lists {input.val}"
         " --manifests {input.manifests} --out {output.weights} --losses {output.losses} --curve {output.curve}"
         " --checkpoints {params.checkpoints} --threads {threads} > {log} 2>&1"
 
@@ -40,8 +58,8 @@ rule train_stage2_2d:
     3D (train_stage2_3d): inflate the parent 2D stage-1 autoencoder, train on 3D patches (LPIPS + GAN on slices)."""
     input:
         stage1=get_parent_stage1,
-        train=get_training_shards("train"),
-        val=get_training_shards("val"),
+        train=get_training_shard_lists("train"),
+        val=get_training_shard_lists("val"),
         manifests=get_training_manifests,
     output:
         weights=f"{RESULTS}/models/{{model}}/stage2.pt",
@@ -66,8 +84,8 @@ rule train_stage2_2d:
         spec=get_train_spec("stage2"),
         checkpoints=f"{RESULTS}/checkpoints/{{model}}/stage2",
     shell:
-        "medlatent {params.command} --spec {params.spec:q} --stage1 {input.stage1} --train-shards {input.train}"
-        " --val-shards {input.val} --manifests {input.manifests} --out {output.weights} --card {output.card}"
+        "medlatent {params.command} --spec {params.spec:q} --stage1 {input.stage1} --train-lists {input.train}"
+        " --val-lists {input.val} --manifests {input.manifests} --out {output.weights} --card {output.card}"
         " --losses {output.losses} --curve {output.curve} --checkpoints {params.checkpoints} --threads {threads}"
         " > {log} 2>&1"
 

@@ -1,4 +1,4 @@
-"""train-stage1, train-stage2-2d, train-stage2-3d, import-weights (the rules of train.smk), gpu-run.
+"""list-shards, train-stage1, train-stage2-2d, train-stage2-3d, import-weights (the rules of train.smk), gpu-run.
 
 Training runs through `medlatent.train.launch` (its GPUs, one torchrun process per GPU).
 """
@@ -19,13 +19,20 @@ STAGES = {
 }
 
 
+def list_shards(args: argparse.Namespace) -> None:
+    from medlatent.train.shard_lists import write_shard_list
+
+    write_shard_list(args.shards, args.out)
+
+
 def train(args: argparse.Namespace) -> None:
     from medlatent.train.launch import train_on_granted_devices
+    from medlatent.train.shard_lists import read_shard_lists
 
     fields = dict(
         spec=args.spec,
-        train_shards=args.train_shards,
-        val_shards=args.val_shards,
+        train_shards=read_shard_lists(args.train_lists),
+        val_shards=read_shard_lists(args.val_lists),
         manifests=args.manifests,
         checkpoints=Path(args.checkpoints),
         weights=Path(args.out),
@@ -55,11 +62,16 @@ def gpu_run(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("list-shards", help="shard list of one source and split (what training reads)")
+    parser.add_argument("--shards", nargs="+", required=True, help="normalized shards of the source and split")
+    parser.add_argument("--out", required=True, help="shard list JSON to write")
+    parser.set_defaults(run=list_shards)
+
     for name, (_, needs_stage1) in STAGES.items():
         parser = commands.add_parser(name, help=f"{name.removeprefix('train-')} training of one model")
         parser.add_argument("--spec", type=json_arg, required=True, help="the model's train slice (JSON)")
-        parser.add_argument("--train-shards", nargs="+", required=True, help="normalized train-split shards")
-        parser.add_argument("--val-shards", nargs="*", default=[], help="normalized val-split shards")
+        parser.add_argument("--train-lists", nargs="+", required=True, help="shard lists of the train split")
+        parser.add_argument("--val-lists", nargs="*", default=[], help="shard lists of the val split")
         parser.add_argument("--manifests", nargs="*", default=[], help="manifests of the training sources (card)")
         if needs_stage1:
             parser.add_argument(

@@ -62,12 +62,17 @@ def shard_ids(source_entry: dict) -> list[str]:
     return [f"{s}-{k:03d}" for s in used for k in range(source_entry["shards"][s])]
 
 
+def split_pattern() -> str:
+    """The regex of a split name: one of `SPLITS`."""
+    return "|".join(SPLITS)
+
+
 def shard_pattern() -> str:
     """The regex of a shard id as `shard_ids` writes them: `<split>-<three or more digits>`.
 
     Written `\\d\\d\\d+`, not `\\d{3,}`: Snakemake cannot parse a comma inside braces of a constraint.
     """
-    return f"({'|'.join(SPLITS)})-\\d\\d\\d+"
+    return f"({split_pattern()})-\\d\\d\\d+"
 
 
 def all_source_shards(config: dict) -> list[tuple[str, str]]:
