@@ -1,4 +1,4 @@
-"""Curation throughput (items/s) at 1 and 2 worker processes on demo-generated files."""
+"""Curation throughput (items/s) at 1 and 2 worker processes on demo-generated files (best of two runs each)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from medlatent.demo.registry import generate
 #: Demo sources, generated larger than in the demo so the pool has work to spread.
 CASES = {"demo_cxr": {"n_patients": 100, "images_per_patient": 3}, "demo_headct": {"n_patients": 40}}
 WORKERS = (1, 2)
+REPEATS = 2
+OUTPUT_NAMES = ("m.parquet", "r.parquet", "report.json", "files.parquet")
 #: Curation is per-file work: two worker processes should come close to twice one.
 GOAL_SPEEDUP_2_VS_1 = ">= 1.5"
 
@@ -28,12 +30,16 @@ def _time_case(config: dict, source_id: str, access: dict) -> dict:
             {"path": str(p.relative_to(raw)), "size": p.stat().st_size} for p in sorted(raw.rglob("*")) if p.is_file()
         ]
         receipt = {"source": source_id, "root": str(raw), "files": files}
+        seconds = {workers: [] for workers in WORKERS}
+        for _ in range(REPEATS):  # alternately, best of each: the first pass also warms the page cache
+            for workers in WORKERS:
+                out = Path(tmp) / f"workers{workers}"
+                outputs = CurationOutputs(*(out / name for name in OUTPUT_NAMES))
+                started = time.perf_counter()
+                report = curate(spec, "salt", receipt, outputs, demo=True, workers=workers)
+                seconds[workers].append(time.perf_counter() - started)
         for workers in WORKERS:
-            out = Path(tmp) / f"workers{workers}"
-            outputs = CurationOutputs(*(out / n for n in ("m.parquet", "r.parquet", "report.json", "files.parquet")))
-            started = time.perf_counter()
-            report = curate(spec, "salt", receipt, outputs, demo=True, workers=workers)
-            figures[f"items_per_s_{workers}_workers"] = round(report["found"] / (time.perf_counter() - started), 1)
+            figures[f"items_per_s_{workers}_workers"] = round(report["found"] / min(seconds[workers]), 1)
         figures["items"] = report["found"]
     figures["speedup_2_vs_1"] = round(figures["items_per_s_2_workers"] / figures["items_per_s_1_workers"], 2)
     figures["goal_speedup_2_vs_1"] = GOAL_SPEEDUP_2_VS_1

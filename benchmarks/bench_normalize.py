@@ -3,8 +3,9 @@
 `normalize_vs_decode` is the throughput ratio decode_s / normalize_s, where normalize_s
 includes decoding (as `normalize_item` does) and the HDF5 write; each figure sits beside its
 goal. Cases are realistic in size: FFDM mammograms of 2048 x 1664 (demo generator, mixed
-uncompressed and JPEG 2000) normalized to the recipe's 1024 x 512, and one CT-like DICOM
-series of 512 x 512 x 300 slices at 0.7 x 0.7 x 2.5 mm resampled to 1 mm.
+uncompressed and JPEG 2000) normalized as the recipe's EMBED (1024 x 512), and one CT-like DICOM
+series of 512 x 512 x 300 slices at 0.7 x 0.7 x 2.5 mm resampled as the recipe's TotalSegmentator
+(1 mm, HU window -1000..1000).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlatent import config as mlconfig
 from medlatent import io
 from medlatent.demo.ct import write_ct_series
 from medlatent.demo.dicom import uid
@@ -22,24 +24,10 @@ from medlatent.demo.registry import generate
 from medlatent.io.h5 import ShardWriter
 from medlatent.normalize.run import normalize_item
 
-MAMMO_SPEC = {
-    "modality": "mammography_ffdm",
-    "dims": 2,
-    "size": [1024, 512],
-    "intensity": "minmax",
-    "percentiles": [0.0, 100.0],
-    "output_range": [-1.0, 1.0],
-    "interpolation": "bicubic",
-}
-CT_SPEC = {
-    "modality": "ct",
-    "dims": 3,
-    "hu_window": [-1000.0, 1000.0],
-    "spacing": [1.0, 1.0, 1.0],
-    "size": None,
-    "output_range": [-1.0, 1.0],
-    "interpolation": "bilinear",
-}
+#: The recipe's own normalization settings (config.yaml) of a mammography and a CT source.
+RECIPE = mlconfig.load(Path(__file__).resolve().parents[1] / "config.yaml")
+MAMMO_SPEC = mlconfig.normalize_slice(RECIPE, "embed")
+CT_SPEC = mlconfig.normalize_slice(RECIPE, "totalsegmentator")
 #: (slices, rows, cols) and their spacing in mm of the CT-like series.
 CT_SHAPE = (300, 512, 512)
 CT_SPACING = (2.5, 0.7, 0.7)
