@@ -307,7 +307,7 @@ def build_card(index: dict) -> str:
             f"- On disk per sample: {store['bytes_per_sample']:,.0f} bytes, of which "
             f"{store['overhead_bytes_per_sample']:,.0f} bytes of overhead (tar and npy headers, padding to 512 "
             "bytes, the sidecar entry" + (", the `json` member" if latent["timm_json"] else "") + ").",
-            f"- The normalized HDF5 shards (gzip) take {store['normalized_bytes']:,} bytes.",
+            f"- The normalized HDF5 shards (Blosc LZ4) take {store['normalized_bytes']:,} bytes.",
         ]
     else:
         lines.append("- Empty dataset: no samples.")
