@@ -52,6 +52,16 @@ XRAY_NORMALIZE = {
     "output_range": [-1.0, 1.0],
     "interpolation": "bicubic",
 }
+#: The recipe's CT normalization (HU window, 1 mm); tests override what they vary.
+CT_NORMALIZE = {
+    "modality": "ct",
+    "dims": 3,
+    "hu_window": [-1000.0, 1000.0],
+    "spacing": [1.0, 1.0, 1.0],
+    "size": None,
+    "output_range": [-1.0, 1.0],
+    "interpolation": "bilinear",
+}
 
 
 def run_source(root: Path, out: Path, spec: dict, normalize: dict | None = None) -> dict:

@@ -14,21 +14,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from dicom_fixtures import CT_NORMALIZE as SPEC_CT
 from nibabel.testing import data_path
 
 from medlatent import io
 from medlatent.normalize.geometry import RAS_LABELS
 from medlatent.normalize.run import normalize_3d, scale_intensity
 
-SPEC_CT = {
-    "modality": "ct",
-    "dims": 3,
-    "hu_window": [-1000.0, 1000.0],
-    "spacing": [1.0, 1.0, 1.0],
-    "size": None,
-    "output_range": [-1.0, 1.0],
-    "interpolation": "bilinear",
-}
 SPEC_MRI = {**SPEC_CT, "modality": "mri", "intensity": "percentile", "percentiles": [0.0, 100.0]}
 
 

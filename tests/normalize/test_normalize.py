@@ -1,19 +1,12 @@
 import nibabel as nib
 import numpy as np
 import pytest
+from dicom_fixtures import CT_NORMALIZE
 from dicom_fixtures import XRAY_NORMALIZE as SPEC_2D
 
 from medlatent.normalize.run import normalize_2d, normalize_3d, scale_intensity
 
-SPEC_CT = {
-    "modality": "ct",
-    "dims": 3,
-    "hu_window": [-1000.0, 1000.0],
-    "spacing": [2.0, 2.0, 2.0],
-    "size": None,
-    "output_range": [-1.0, 1.0],
-    "interpolation": "bilinear",
-}
+SPEC_CT = {**CT_NORMALIZE, "spacing": [2.0, 2.0, 2.0]}
 
 
 def test_2d_keeps_aspect_and_pads_with_background():
