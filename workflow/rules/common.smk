@@ -80,8 +80,7 @@ def get_split_shards(wildcards):
     return _source_shards(wildcards.source, (wildcards.split,))
 
 
-def _shard_list(source_id, split):
-    return f"{DATA}/normalized/{source_id}/{split}.shards.json"
+SHARD_LIST = f"{DATA}/normalized/{{source}}/{{split}}.shards.json"
 
 
 def get_training_shard_lists(split):
@@ -90,7 +89,7 @@ def get_training_shard_lists(split):
     def shard_lists(wildcards):
         dims = mlconfig.model_dims(config, wildcards.model)
         sources = dict.fromkeys(s for s, _ in mlconfig.training_shards(config, dims, split))
-        return [_shard_list(source_id, split) for source_id in sources]
+        return [SHARD_LIST.format(source=source_id, split=split) for source_id in sources]
 
     return shard_lists
 

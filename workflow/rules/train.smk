@@ -10,7 +10,7 @@ rule list_shards:
     input:
         get_split_shards,
     output:
-        f"{DATA}/normalized/{{source}}/{{split}}.shards.json",
+        SHARD_LIST,
     log:
         "logs/shard_lists/{source}/{split}.log",
     benchmark:
