@@ -1,7 +1,7 @@
 """`make bench-gpu`: the paper-scale figures, on one GPU (or on CPU with `--device cpu --quick`).
 
 - Extraction per released architecture (`medlatent.models.registry.RELEASED`, random weights at
-  the published width): `extract_shard` on generated HDF5 shards (reads, batching, encoder,
+  the published width): `extract_shards` on a generated HDF5 shard (reads, batching, encoder,
   float16, tar writing) vs the bare `encode_latent_padded` forward on the same tensors, both at
   the batch size `latents.max_memory_gb` gives (`budget_batch_size`). 2D at 1024x1024, 3D at
   160^3 (one window per volume), with `latents.workers` reader processes and at `latents.precision`
@@ -36,7 +36,7 @@ from medlatent.cad.data import method_shape
 from medlatent.core.atomic import write_text
 from medlatent.evaluate.efficiency import device_name, latency_ms, max_batch_size, synchronize
 from medlatent.io.h5 import ShardReader
-from medlatent.latents.extract import extract_shard
+from medlatent.latents.extract import extract_shards
 from medlatent.latents.memory import budget_batch_size
 from medlatent.latents.precision import AUTOCAST, autocast
 from medlatent.models.registry import RELEASED, load_model, published_spec
@@ -104,8 +104,8 @@ def extraction(
         bare = _bare_seconds(autoencoder, shard, batch, device, precision)
         reset_peak(device)
         started = time.perf_counter()
-        part = extract_shard(
-            extract, shard, manifest, weights, folder / "ds", folder / "part.json", str(device), workers
+        [part] = extract_shards(
+            extract, [shard], manifest, weights, folder / "ds", folder / "part.json", str(device), workers
         )
         synchronize(device)
         end_to_end = time.perf_counter() - started
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {**(QUICK if args.quick else FULL)}
     sizes.update({key: getattr(args, key) for key in FULL if getattr(args, key) is not None})
     device = torch.device(args.device)
-    # the cuDNN settings extract_shard runs under, for the bare encoder too
+    # the cuDNN settings extract_shards runs under, for the bare encoder too
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
     started = time.perf_counter()
     results = {

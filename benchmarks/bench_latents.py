@@ -1,6 +1,6 @@
 """Latent extraction end to end beside the bare encoder forward on the same tensors; loader speed.
 
-End to end is `extract_shard` as a CPU job runs it (the shard read in the encoding process: see
+End to end is `extract_shards` on one shard as a CPU job runs it (the shard read in the encoding process: see
 `medlatent.commands.latents`): HDF5 reads and decompression, the encoder, float16, tar and
 sidecar writing, hashing and the part record. Bare is `encode_latent_padded` on the same
 images, already in memory, in the same batches (3D: one volume per forward, no windows since
@@ -43,7 +43,7 @@ import torch
 
 from medlatent.core.ids import item_id
 from medlatent.io.h5 import ShardReader, ShardWriter
-from medlatent.latents.extract import extract_shard
+from medlatent.latents.extract import extract_shards
 from medlatent.latents.index import write_dataset_files
 from medlatent.latents.loader import load_latents
 from medlatent.latents.memory import budget_batch_size, encoder_item_bytes
@@ -181,7 +181,7 @@ def _bare(model: torch.nn.Module, images: torch.Tensor, dims: int) -> None:
 
 def _extract(extract: dict, shard: Path, manifest: pd.DataFrame, weights: Path, workers: int) -> None:
     folder = shard.parent
-    extract_shard(extract, shard, manifest, weights, folder / "ds", folder / "part.json", workers=workers)
+    extract_shards(extract, [shard], manifest, weights, folder / "ds", folder / "part.json", workers=workers)
 
 
 def _write_index(folder: Path, spec: dict) -> dict:
@@ -248,9 +248,9 @@ def precision_error(case: str = "2d_f16_c1_256px") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         shard, manifest, weights = _write_inputs(Path(tmp), spec, shape, BATCH_SIZE)
         for precision in PRECISIONS:
-            part = extract_shard(
+            [part] = extract_shards(
                 extract_spec(spec, precision=precision),
-                shard,
+                [shard],
                 manifest,
                 weights,
                 Path(tmp) / "ds",
@@ -294,7 +294,7 @@ def _shard_bytes_case(shape: tuple[int, ...], timm_json: bool) -> dict:
         folder = Path(tmp)
         shard, manifest, weights = _write_inputs(folder, COMPACT_MODEL, shape, COMPACT_SAMPLES)
         extract = extract_spec(COMPACT_MODEL, store=[], timm_json=timm_json)
-        part = extract_shard(extract, shard, manifest, weights, folder / "ds", folder / "part.json")
+        [part] = extract_shards(extract, [shard], manifest, weights, folder / "ds", folder / "part.json")
         storage = _write_index(folder, COMPACT_MODEL)["storage"]
     return {
         "latent_shape": part["latent_shapes"][0],

@@ -1,4 +1,5 @@
 import copy
+import re
 
 import pytest
 
@@ -70,3 +71,16 @@ def test_shards_are_split_pure(demo_config):
     # a random split with no validation fraction plans no validation shard; a provided split keeps it
     assert mlconfig.shard_ids(mlconfig.source(demo_config, "demo_mammo")) == ["train-000", "test-000"]
     assert mlconfig.shard_ids(mlconfig.source(demo_config, "demo_knee")) == ["train-000", "val-000", "test-000"]
+
+
+def test_extraction_groups_cover_every_shard_once_in_split_pure_runs(demo_config):
+    cxr = mlconfig.source(demo_config, "demo_cxr")
+    cxr["shards"] = {"train": 5, "val": 1, "test": 2}
+    demo_config["latents"]["shards_per_job"] = 2
+    groups = mlconfig.extraction_groups(demo_config, "demo_cxr")
+    assert groups == ["train-000-001", "train-002-003", "train-004-004", "val-000-000", "test-000-001"]
+    assert [s for g in groups for s in mlconfig.group_shards(g)] == mlconfig.shard_ids(cxr)
+    assert all(re.fullmatch(mlconfig.shard_group_pattern(), g) for g in groups)
+    assert not re.fullmatch(mlconfig.shard_group_pattern(), "train-000")  # a shard id is not a group id
+    demo_config["latents"]["shards_per_job"] = 8  # the default: one job per split here
+    assert mlconfig.extraction_groups(demo_config, "demo_cxr") == ["train-000-004", "val-000-000", "test-000-001"]

@@ -16,7 +16,7 @@ import torch
 
 from medlatent.core import ids
 from medlatent.io.h5 import ShardWriter
-from medlatent.latents.extract import extract_shard
+from medlatent.latents.extract import extract_shards
 from medlatent.latents.index import write_dataset_files
 from medlatent.models.registry import build_medvae, save_model
 
@@ -178,33 +178,30 @@ def cad_spec(
 
 def write_latent_dataset(root: Path, source: dict, name: str, model_path: Path, spec: dict) -> Path:
     """The model's latent dataset of the source (data/latents/...), made by the real extraction and index
-    code; part records under data/latent_parts as the workflow keeps them. Returns index.json."""
+    code; its part record under data/latent_parts as the workflow keeps them. Returns index.json."""
     dataset = root / "data" / "latents" / spec["id"] / name
-    parts = []
-    for shard in source["shards"]:
-        part = root / "data" / "latent_parts" / spec["id"] / name / f"{Path(shard).stem}.json"
-        extract_shard(
-            {
-                "model": spec["id"],
-                "source": name,
-                "modality": "ct",
-                "dims": spec["dims"],
-                "batch_size": 8,
-                "max_memory_gb": 8,
-                "precision": "fp32",
-                "window": [16, 16, 16],
-                "overlap": 0.5,
-                "blend": "gaussian",
-                "sw_batch_size": 1,
-                "store": [],
-            },
-            shard,
-            source["manifest_frame"],
-            model_path,
-            dataset,
-            part,
-        )
-        parts.append(part)
+    part = root / "data" / "latent_parts" / spec["id"] / name / "all.json"
+    extract_shards(
+        {
+            "model": spec["id"],
+            "source": name,
+            "modality": "ct",
+            "dims": spec["dims"],
+            "batch_size": 8,
+            "max_memory_gb": 8,
+            "precision": "fp32",
+            "window": [16, 16, 16],
+            "overlap": 0.5,
+            "blend": "gaussian",
+            "sw_batch_size": 1,
+            "store": [],
+        },
+        source["shards"],
+        source["manifest_frame"],
+        model_path,
+        dataset,
+        part,
+    )
     card = root / "results" / "models" / spec["id"] / "card.json"
     card.parent.mkdir(parents=True, exist_ok=True)
     card.write_text("{}")
@@ -220,7 +217,7 @@ def write_latent_dataset(root: Path, source: dict, name: str, model_path: Path, 
             "classification_scale": 4.6,
             "config_sha256": "0",
         },
-        parts,
+        [part],
         card,
         dataset,
     )

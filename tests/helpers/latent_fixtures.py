@@ -152,7 +152,7 @@ def demo_dataset(demo_config: dict, source_id: str, tmp_path: Path, access: dict
     """
     from medlatent.curate.run import CurationOutputs, curate
     from medlatent.demo.registry import generate
-    from medlatent.latents.extract import extract_shard
+    from medlatent.latents.extract import extract_shards
     from medlatent.latents.index import write_dataset_files
     from medlatent.normalize.run import normalize_shard
 
@@ -164,7 +164,6 @@ def demo_dataset(demo_config: dict, source_id: str, tmp_path: Path, access: dict
     outputs = CurationOutputs(*(tmp_path / name for name in ("m.parquet", "r.parquet", "report.json", "files.parquet")))
     curate(spec, "salt", {"source": source_id, "root": str(raw), "files": files}, outputs, demo=True)
     manifest, files_index = pd.read_parquet(outputs.manifest), pd.read_parquet(outputs.files_index)
-    parts = []
     for shard in DEMO_SHARDS:
         normalize_shard(
             mlconfig.normalize_slice(demo_config, source_id),
@@ -175,17 +174,11 @@ def demo_dataset(demo_config: dict, source_id: str, tmp_path: Path, access: dict
             normalized / f"{shard}.h5",
             demo=True,
         )
-        parts.append(tmp_path / "parts" / f"{shard}.json")
-        extract_shard(
-            extract_spec("tiny", source_id, entry["dims"], **extract),
-            normalized / f"{shard}.h5",
-            manifest,
-            weights,
-            dataset,
-            parts[-1],
-        )
+    part = tmp_path / "parts" / "all.json"
+    shards = [normalized / f"{shard}.h5" for shard in DEMO_SHARDS]
+    extract_shards(extract_spec("tiny", source_id, entry["dims"], **extract), shards, manifest, weights, dataset, part)
     index = write_dataset_files(
-        index_spec("tiny", source_id, CC0, entry["dims"]), parts, weights.parent / "card.json", dataset
+        index_spec("tiny", source_id, CC0, entry["dims"]), [part], weights.parent / "card.json", dataset
     )
     return {
         "raw": raw,

@@ -19,7 +19,7 @@ from latent_fixtures import CC0, extract_spec, index_spec, tiny_model, write_sou
 
 from medlatent import cli, load_latents
 from medlatent.core.errors import InputError
-from medlatent.latents.extract import extract_shard
+from medlatent.latents.extract import extract_shards
 from medlatent.latents.index import write_dataset_files
 from medlatent.latents.sidecar import build_sidecar, sample_entry
 
@@ -33,9 +33,11 @@ def _build(root: Path, timm_json: bool, shards: dict[str, int] = SHARDS) -> dict
     folder, manifest = write_source(root, "compact", shards, (32, 32), rejected=0)
     dataset = root / "latents"
     spec = extract_spec("tiny1", "compact", store=[], timm_json=timm_json)
-    parts = [root / "parts" / f"{shard}.json" for shard in shards]
-    for shard, part in zip(shards, parts, strict=True):
-        extract_shard(spec, folder / f"{shard}.h5", manifest, weights, dataset, part)
+    parts = []
+    for split in dict.fromkeys(shard.split("-")[0] for shard in shards):  # one job per split, as the workflow groups
+        parts.append(root / "parts" / f"{split}.json")
+        in_split = [folder / f"{shard}.h5" for shard in shards if shard.startswith(f"{split}-")]
+        extract_shards(spec, in_split, manifest, weights, dataset, parts[-1])
     index = write_dataset_files(index_spec("tiny1", "compact", CC0), parts, weights.parent / "card.json", dataset)
     return {"dataset": dataset, "index": index, "labels": manifest.set_index("item_id")["label_finding"]}
 

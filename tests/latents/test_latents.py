@@ -15,7 +15,7 @@ from latent_fixtures import CC0, PHI_STRINGS, demo_dataset, extract_spec, index_
 from medlatent import cli, load_latents
 from medlatent.core.errors import InputError
 from medlatent.latents import extract as latents_module
-from medlatent.latents.extract import extract_shard
+from medlatent.latents.extract import extract_shards
 from medlatent.latents.index import write_dataset_files
 
 SOURCE = "demo.wrist"  # the dot is deliberate: it must never reach a sample key
@@ -29,23 +29,12 @@ def built(tmp_path_factory) -> dict:
     weights = tiny_model(tmp / "models" / "tiny" / "stage2.pt")
     folder, manifest = write_source(tmp, SOURCE, SHARDS, (32, 32))
     dataset = tmp / "latents" / "tiny" / SOURCE
-    parts = [
-        extract_shard(
-            extract_spec("tiny", SOURCE),
-            folder / f"{shard}.h5",
-            manifest,
-            weights,
-            dataset,
-            tmp / "parts" / f"{shard}.json",
-        )
-        for shard in SHARDS
-    ]
-    index = write_dataset_files(
-        index_spec("tiny", SOURCE, CC0),
-        [tmp / "parts" / f"{s}.json" for s in SHARDS],
-        weights.parent / "card.json",
-        dataset,
-    )
+    records, parts = [], []
+    for split in ("train", "val", "test"):  # one extraction job per split: train-000 and train-001 share one
+        records.append(tmp / "parts" / f"{split}.json")
+        in_split = [folder / f"{shard}.h5" for shard in SHARDS if shard.startswith(f"{split}-")]
+        parts += extract_shards(extract_spec("tiny", SOURCE), in_split, manifest, weights, dataset, records[-1])
+    index = write_dataset_files(index_spec("tiny", SOURCE, CC0), records, weights.parent / "card.json", dataset)
     return {
         "tmp": tmp,
         "weights": weights,
@@ -130,19 +119,18 @@ def test_dotted_source_id_round_trips_every_sample_key(built):
 
 
 def test_rerun_gives_byte_identical_tars_and_part_records(built, tmp_path):
-    shard = "train-000"
-    part = extract_shard(
+    parts = extract_shards(
         extract_spec("tiny", SOURCE),
-        built["folder"] / f"{shard}.h5",
+        [built["folder"] / "train-000.h5", built["folder"] / "train-001.h5"],
         built["manifest"],
         built["weights"],
         tmp_path / "again",
         tmp_path / "part.json",
     )
-    for name in (f"{shard}.tar", f"{shard}.meta.json"):
+    for name in ("train-000.tar", "train-000.meta.json"):
         assert (tmp_path / "again" / name).read_bytes() == (built["dataset"] / name).read_bytes()
-    assert part == next(p for p in built["parts"] if p["shard"] == shard)
-    assert (tmp_path / "part.json").read_bytes() == (built["tmp"] / "parts" / f"{shard}.json").read_bytes()
+    assert parts == [p for p in built["parts"] if p["split"] == "train"]
+    assert (tmp_path / "part.json").read_bytes() == (built["tmp"] / "parts" / "train.json").read_bytes()
 
 
 def test_killed_extraction_leaves_no_partial_tar_and_no_part_record(built, tmp_path, monkeypatch):
@@ -160,9 +148,9 @@ def test_killed_extraction_leaves_no_partial_tar_and_no_part_record(built, tmp_p
 
     monkeypatch.setattr(latents_module, "encode_items", dies_after_two)
     with pytest.raises(RuntimeError, match="killed mid-write"):
-        extract_shard(
+        extract_shards(
             extract_spec("tiny", SOURCE, batch_size=1),
-            built["folder"] / "train-000.h5",
+            [built["folder"] / "train-000.h5"],
             built["manifest"],
             built["weights"],
             dataset,
@@ -236,8 +224,8 @@ def test_storage_ratio_in_card_is_within_5_percent_of_theoretical(tmp_path, stor
     weights = tiny_model(tmp_path / "m" / "stage2.pt", latent_channels=16, model_id="wide")
     folder, manifest = write_source(tmp_path, "big", {"train-000": 6}, (128, 128), rejected=0)
     part = tmp_path / "part.json"
-    extract_shard(
-        extract_spec("wide", "big", store=store), folder / "train-000.h5", manifest, weights, tmp_path / "ds", part
+    extract_shards(
+        extract_spec("wide", "big", store=store), [folder / "train-000.h5"], manifest, weights, tmp_path / "ds", part
     )
     index = write_dataset_files(index_spec("wide", "big", CC0), [part], weights.parent / "card.json", tmp_path / "ds")
     store_figures = index["storage"]
@@ -263,9 +251,9 @@ def test_shard_not_matching_the_manifest_is_refused(built, tmp_path):
     manifest = built["manifest"].copy()
     manifest.loc[manifest["shard"] == "train-000", "shard"] = "train-001"
     with pytest.raises(InputError, match="rerun the normalize_shard job"):
-        extract_shard(
+        extract_shards(
             extract_spec("tiny", SOURCE),
-            built["folder"] / "train-000.h5",
+            [built["folder"] / "train-000.h5"],
             manifest,
             built["weights"],
             tmp_path / "ds",
@@ -278,7 +266,7 @@ def test_index_refuses_a_tar_changed_after_extraction(built, tmp_path):
     dataset.mkdir()
     (dataset / "test-000.tar").write_bytes(b"\0" * 1024)
     (dataset / ".train-000.tar.999.tmp").write_bytes(b"junk")  # leftover of a killed job
-    parts = [built["tmp"] / "parts" / "test-000.json"]
+    parts = [built["tmp"] / "parts" / "test.json"]
     with pytest.raises(InputError, match="differs from the sha256"):
         write_dataset_files(index_spec("tiny", SOURCE, CC0), parts, built["weights"].parent / "card.json", dataset)
     assert not (dataset / ".train-000.tar.999.tmp").exists()

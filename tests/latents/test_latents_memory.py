@@ -6,7 +6,7 @@ import pytest
 from latent_fixtures import extract_spec, tiny_model, write_source
 
 from medlatent.core.errors import ConfigError
-from medlatent.latents.extract import extract_shard
+from medlatent.latents.extract import extract_shards
 from medlatent.latents.memory import encoder_item_bytes
 from medlatent.models import load_model
 from medlatent.models.autoencoder import AutoencoderKL
@@ -28,13 +28,12 @@ def test_budget_sets_the_images_per_forward_below_the_cap_and_the_part_records_i
         AutoencoderKL, "encode_padded", lambda self, x: forwards.append(len(x)) or encode_padded(self, x)
     )
     spec = extract_spec("tiny", "src", batch_size=3, max_memory_gb=_budget_gb(weights, (32, 32), 2.5))
-    part = extract_shard(spec, folder / "train-000.h5", manifest, weights, tmp_path / "ds", tmp_path / "part.json")
+    [part] = extract_shards(spec, [folder / "train-000.h5"], manifest, weights, tmp_path / "ds", tmp_path / "part.json")
     assert forwards == [2, 2, 1] and part["batch_sizes"] == {"32x32": 2}  # 5 kept items, 2 fit, cap 3
     forwards.clear()
     spec = extract_spec("tiny", "src", batch_size=3, max_memory_gb=8)
-    assert extract_shard(spec, folder / "train-000.h5", manifest, weights, tmp_path / "ds", tmp_path / "part.json")[
-        "batch_sizes"
-    ] == {"32x32": 3} and forwards == [3, 2]
+    [part] = extract_shards(spec, [folder / "train-000.h5"], manifest, weights, tmp_path / "ds", tmp_path / "part.json")
+    assert part["batch_sizes"] == {"32x32": 3} and forwards == [3, 2]
 
 
 @pytest.mark.parametrize(
@@ -45,5 +44,5 @@ def test_an_item_over_the_budget_is_a_config_error_naming_the_knobs(tmp_path, di
     folder, manifest = write_source(tmp_path, "src", {"train-000": 2}, shape)
     spec = extract_spec("tiny", "src", dims=dims, max_memory_gb=_budget_gb(weights, shape, 0.5))
     with pytest.raises(ConfigError, match=knob):
-        extract_shard(spec, folder / "train-000.h5", manifest, weights, tmp_path / "ds", tmp_path / "part.json")
+        extract_shards(spec, [folder / "train-000.h5"], manifest, weights, tmp_path / "ds", tmp_path / "part.json")
     assert not (tmp_path / "part.json").exists()

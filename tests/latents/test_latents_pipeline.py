@@ -10,7 +10,7 @@ import pytest
 from latent_fixtures import CC0, extract_spec, index_spec, tiny_model, write_source
 
 from medlatent import config as mlconfig
-from medlatent.latents.extract import extract_shard
+from medlatent.latents.extract import extract_shards
 from medlatent.latents.index import write_dataset_files
 from medlatent.latents.sidecar import read_sidecar, sample_entry, sidecar_path
 
@@ -24,15 +24,16 @@ def source(tmp_path_factory):
 
 
 def _extract(source, tmp_path, name: str, workers: int = 0, **spec) -> dict:
-    return extract_shard(
+    [part] = extract_shards(
         extract_spec("tiny", "src", **spec),
-        source["shard"],
+        [source["shard"]],
         source["manifest"],
         source["weights"],
         tmp_path / name,
         tmp_path / f"{name}.json",
         workers=workers,
     )
+    return part
 
 
 def _latents(tar_path) -> dict[str, np.ndarray]:

@@ -69,23 +69,23 @@ def test_cli_extracts_and_indexes_a_dataset(tmp_path):
     ]
 
 
-def test_dry_run_plans_one_job_per_model_source_shard_of_matching_dims(tmp_path, demo_config):
+def test_dry_run_plans_one_job_per_model_source_shard_group_of_matching_dims(tmp_path, demo_config):
     for model in demo_config["models"]:  # stand-ins for trained weights: this is about the latent rules
         folder = tmp_path / "results" / "models" / model["id"]
         folder.mkdir(parents=True)
         (folder / "stage2.pt").touch()
         (folder / "card.json").touch()
     jobs = planned_jobs(snakemake(tmp_path, "-n").stdout)
-    extract = {(w["model"], w["source"], w["shard"]) for rule, w in jobs if rule == "extract_latents"}
+    extract = {(w["model"], w["source"], w["shards"]) for rule, w in jobs if rule == "extract_latents"}
     dims = {m["id"]: m["dims"] for m in demo_config["models"]}
     expected = {
-        (m, s["id"], shard)
+        (m, s["id"], group)
         for m in dims
         for s in demo_config["sources"]
         if s["dims"] == dims[m]
-        for shard in mlconfig.shard_ids(s)
+        for group in mlconfig.extraction_groups(demo_config, s["id"])
     }
-    assert extract == expected and ("demo3d_f64_c1", "demo_knee", "test-000") in extract
+    assert extract == expected and ("demo3d_f64_c1", "demo_knee", "test-000-000") in extract
     assert {(w["model"], w["source"]) for rule, w in jobs if rule == "index_latents"} == set(
         mlconfig.latent_pairs(demo_config)
     )

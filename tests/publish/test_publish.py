@@ -17,7 +17,7 @@ from latent_fixtures import CC0, extract_spec, index_spec, tiny_model, write_sou
 
 from medlatent import config as mlconfig
 from medlatent import load_latents
-from medlatent.latents.extract import extract_shard
+from medlatent.latents.extract import extract_shards
 from medlatent.latents.index import write_dataset_files
 from medlatent.publish.dvc import LicenseError, PublishError, dvc_setup, publish, sharing_allowed
 
@@ -63,11 +63,11 @@ def build_dataset(root: Path, shards: dict[str, int], seed: int = 0) -> Path:
     weights = tiny_model(root / "work" / "stage2.pt")
     folder, manifest = write_source(root / "work", "demo.wrist", shards, (16, 16), seed=seed)
     dataset = root / "data" / "latents" / "tiny" / "demo.wrist"
-    parts = []
-    for shard in shards:
-        parts.append(root / "work" / "parts" / f"{shard}.json")
-        extract_shard(extract_spec("tiny", "demo.wrist"), folder / f"{shard}.h5", manifest, weights, dataset, parts[-1])
-    write_dataset_files(index_spec("tiny", "demo.wrist", CC0), parts, weights.parent / "card.json", dataset)
+    part = root / "work" / "parts" / "all.json"
+    extract_shards(
+        extract_spec("tiny", "demo.wrist"), [folder / f"{s}.h5" for s in shards], manifest, weights, dataset, part
+    )
+    write_dataset_files(index_spec("tiny", "demo.wrist", CC0), [part], weights.parent / "card.json", dataset)
     return dataset
 
 

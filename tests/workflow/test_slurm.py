@@ -350,10 +350,11 @@ def demo_on_slurm(cluster, tmp_path_factory) -> DemoRun:
         f"data/normalized/{s}/{shard}.h5"
         for s, shard in mlconfig.training_shards(config, 2, "train") + mlconfig.training_shards(config, 2, "val")
     ]
-    extracted_shard = f"data/normalized/{DEMO_SOURCE}/test-000.h5"  # the input of the extraction job
-    data_targets = [f"data/curated/{DEMO_SOURCE}/report.json", *shards, extracted_shard]
+    extract_group = next(g for g in mlconfig.extraction_groups(config, DEMO_SOURCE) if g.startswith("test-"))
+    extracted = [f"data/normalized/{DEMO_SOURCE}/{shard}.h5" for shard in mlconfig.group_shards(extract_group)]
+    data_targets = [f"data/curated/{DEMO_SOURCE}/report.json", *shards, *extracted]
     train_target = f"results/models/{TRAIN_MODEL}/stage1.pt"
-    extract_target = f"data/latent_parts/{TRAIN_MODEL}/{DEMO_SOURCE}/test-000.json"
+    extract_target = f"data/latent_parts/{TRAIN_MODEL}/{DEMO_SOURCE}/{extract_group}.json"
     # The test node has 2 CPUs and ~80 % of this host's memory; the demo's training jobs ask
     # for the full recipe's threads and memory, which a site profile caps like this.
     training = ("train_stage1", "train_stage2_2d")
@@ -419,10 +420,11 @@ def test_training_job_runs_on_the_gpu_slurm_gave_it(cluster, demo_on_slurm):
 
 
 def test_extraction_after_training_runs_on_slurm_and_writes_a_complete_shard(cluster, demo_on_slurm):
-    """train stage 1 -> stage 2 -> extract one shard, each a SLURM job: the tar holds every item of the shard."""
+    """train stage 1 -> stage 2 -> extract the test shards, each a SLURM job: the tar holds every item of its shard."""
     run = demo_on_slurm
     assert run.result.returncode == 0, _failure_report(cluster, run)
-    part = json.loads((run.workdir / run.extract_target).read_text())
+    part = json.loads((run.workdir / run.extract_target).read_text())["parts"][0]
+    assert part["shard"] == "test-000"
     with ShardReader(run.workdir / f"data/normalized/{DEMO_SOURCE}/test-000.h5") as shard:
         items = shard.item_ids()
     tar = run.workdir / f"data/latents/{TRAIN_MODEL}/{DEMO_SOURCE}/test-000.tar"

@@ -18,6 +18,7 @@ ID = mlconfig.id_pattern()
 wildcard_constraints:
     source=ID,
     shard=mlconfig.shard_pattern(),
+    shards=mlconfig.shard_group_pattern(),
     split=mlconfig.split_pattern(),
     model=ID,
     task=ID,
@@ -133,15 +134,21 @@ def get_latent_dataset_dir(wildcards):
     return f"{DATA}/latents/{wildcards.model}/{wildcards.source}"
 
 
+def get_group_shard_files(wildcards):
+    """The normalized shards an extract_latents job encodes (`mlconfig.extraction_groups`)."""
+    shards = mlconfig.group_shards(wildcards.shards)
+    return [f"{DATA}/normalized/{wildcards.source}/{shard}.h5" for shard in shards]
+
+
 def get_latent_parts(wildcards):
-    """Part records of every shard of the source (empty shards too: they write no tar)."""
+    """Part records of every extraction job of the source (empty shards too: they write no tar)."""
     return list(_latent_parts(wildcards.model, wildcards.source))
 
 
 @lru_cache(maxsize=None)
 def _latent_parts(model_id, source_id):
-    shards = mlconfig.shard_ids(mlconfig.source(config, source_id))
-    return tuple(f"{DATA}/latent_parts/{model_id}/{source_id}/{shard}.json" for shard in shards)
+    groups = mlconfig.extraction_groups(config, source_id)
+    return tuple(f"{DATA}/latent_parts/{model_id}/{source_id}/{group}.json" for group in groups)
 
 
 def get_latent_indexes(wildcards):

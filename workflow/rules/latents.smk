@@ -1,19 +1,19 @@
-# Latent datasets: each model on every source of its dims (any role), one job per shard.
-# Why part records: see the docstring of medlatent.latents.extract.
+# Latent datasets: each model on every source of its dims (any role), one job per run of
+# `latents.shards_per_job` shards of a split. Why part records: see medlatent.latents.extract.
 
 
 rule extract_latents:
-    """Encode one normalized shard: `{shard}.tar` in the dataset folder when it has items, plus its part record."""
+    """Encode a run of shards: each `<shard>.tar` in the dataset folder when it has items, plus the part record."""
     input:
-        shard=f"{DATA}/normalized/{{source}}/{{shard}}.h5",
+        shards=get_group_shard_files,
         manifest=f"{DATA}/curated/{{source}}/manifest.parquet",
         weights=f"{RESULTS}/models/{{model}}/stage2.pt",
     output:
-        part=f"{DATA}/latent_parts/{{model}}/{{source}}/{{shard}}.json",
+        part=f"{DATA}/latent_parts/{{model}}/{{source}}/{{shards}}.json",
     log:
-        "logs/latents/{model}/{source}/{shard}.log",
+        "logs/latents/{model}/{source}/{shards}.log",
     benchmark:
-        "benchmarks/latents/{model}/{source}/{shard}.tsv"
+        "benchmarks/latents/{model}/{source}/{shards}.tsv"
     conda:
         ENV
     threads: mlconfig.latents_threads(config)
@@ -23,7 +23,7 @@ rule extract_latents:
         spec=get_latents_spec(mlconfig.latents_extract_slice),
         dataset=get_latent_dataset_dir,
     shell:
-        "OMP_NUM_THREADS={threads} medlatent extract-latents --spec {params.spec:q} --shard-file {input.shard}"
+        "OMP_NUM_THREADS={threads} medlatent extract-latents --spec {params.spec:q} --shard-files {input.shards}"
         " --manifest {input.manifest} --weights {input.weights} --dataset-dir {params.dataset:q}"
         " --part {output.part} --gpus {resources.gpu} --threads {threads} > {log} 2>&1"
 

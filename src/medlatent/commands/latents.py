@@ -14,7 +14,7 @@ def extract(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from medlatent.core.gpus import granted
-    from medlatent.latents.extract import extract_shard
+    from medlatent.latents.extract import extract_shards
 
     with granted(args.gpus) as grant:
         os.environ.update(grant.environment())  # before CUDA starts: this job sees only its devices
@@ -22,9 +22,9 @@ def extract(args: argparse.Namespace) -> None:
         # Reader workers overlap reading with a GPU's encoder. On a CPU the encoder already uses
         # every core the job has and reading is 1-2 % of its time: workers would only compete.
         workers = args.threads - 1 if device == "cuda" else 0
-        extract_shard(
+        extract_shards(
             args.spec,
-            Path(args.shard_file),
+            args.shard_files,
             pd.read_parquet(args.manifest),
             Path(args.weights),
             Path(args.dataset_dir),
@@ -67,12 +67,12 @@ def decode(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("extract-latents", help="encode one normalized shard into a WebDataset tar")
+    parser = commands.add_parser("extract-latents", help="encode normalized shards into WebDataset tars")
     parser.add_argument("--spec", type=json_arg, required=True, help="latents_extract_slice (JSON)")
-    parser.add_argument("--shard-file", required=True, help="data/normalized/<source>/<shard>.h5")
+    parser.add_argument("--shard-files", nargs="+", required=True, help="data/normalized/<source>/<shard>.h5 ...")
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--weights", required=True, help="results/models/<model>/stage2.pt")
-    parser.add_argument("--dataset-dir", required=True, help="data/latents/<model>/<source>; receives <shard>.tar")
+    parser.add_argument("--dataset-dir", required=True, help="data/latents/<model>/<source>; receives each <shard>.tar")
     parser.add_argument("--part", required=True, help="the part record to write (the job's declared output)")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to lock for the job (medlatent.core.gpus); 0: CPU")
     parser.add_argument(

@@ -75,6 +75,35 @@ def shard_pattern() -> str:
     return f"({split_pattern()})-\\d\\d\\d+"
 
 
+def shard_group_pattern() -> str:
+    """The regex of a shard group id as `extraction_groups` writes them: `<split>-<first>-<last>`."""
+    return f"({split_pattern()})-\\d\\d\\d+-\\d\\d\\d+"
+
+
+def extraction_groups(config: dict, source_id: str) -> list[str]:
+    """The extract_latents jobs of a source: runs of up to `latents.shards_per_job` shards of one split.
+
+    Named by split, first and last shard number ('train-000-007', ..., 'test-000-000'). One job
+    per shard would put tens of thousands of jobs in a real-scale DAG (and load the model that
+    often); a run of shards is one job, one model load, one part record.
+    """
+    per_job = config["latents"]["shards_per_job"]
+    shards = shard_ids(source(config, source_id))
+    groups = []
+    for split in SPLITS:
+        numbers = [int(shard.split("-")[1]) for shard in shards if shard.split("-")[0] == split]
+        for start in range(0, len(numbers), per_job):
+            run = numbers[start : start + per_job]
+            groups.append(f"{split}-{run[0]:03d}-{run[-1]:03d}")
+    return groups
+
+
+def group_shards(group: str) -> list[str]:
+    """The shard ids of an `extraction_groups` id, in order."""
+    split, first, last = group.split("-")
+    return [f"{split}-{number:03d}" for number in range(int(first), int(last) + 1)]
+
+
 def all_source_shards(config: dict) -> list[tuple[str, str]]:
     """(source, shard) of every normalized shard of the run."""
     return [(s["id"], shard) for s in config["sources"] for shard in shard_ids(s)]

@@ -1,4 +1,4 @@
-"""Encode one normalized shard into one WebDataset tar of deterministic latents and its sidecar.
+"""Encode normalized shards into WebDataset tars of deterministic latents and their sidecars.
 
 A sample is `__key__` = item_id (never a dot: WebDataset splits member names at the first
 dot of the base name), `latent.npy` (float16, C x h x w or C x d x h x w: the posterior mean,
@@ -10,18 +10,19 @@ WebDataset reader takes targets from). Its meta (allow-listed fields, no PHI) an
 manifest's `label_<name>` columns as `{name: value}`) go to the shard's sidecar
 `<shard>.meta.json` (`medlatent.latents.sidecar`), so that a small latent is one tar member.
 
-Outputs of a job, and why: Snakemake needs every output declared up front, but a shard can
-be empty (every item rejected, or a small source with more shards than items) and an empty
-tar would be a useless member of the dataset that loaders and timm's reader must then
-special-case. So the declared output of the job is a small JSON *part record* kept outside
-the published folder (`data/latent_parts/{model}/{source}/{shard}.json`: sample count,
-sha256 and size of the tar and its sidecar, storage figures, rejected items), and the tar
-`data/latents/{model}/{source}/{shard}.tar` and its sidecar are written only when the shard
-has samples. The
-per-dataset index step reads the part records, so it knows exactly which tars exist and
-checks each against its recorded sha256. The tar and the sidecar are complete before the
-part record appears (each written to a temporary name and renamed), so a killed job leaves
-neither a partial file nor a record that would make Snakemake take the job for done.
+Outputs of a job, and why: one job encodes a run of shards of one split
+(`latents.shards_per_job`, `medlatent.config.extraction_groups`). Snakemake needs every output
+declared up front, but a shard can be empty (every item rejected, or a small source with more
+shards than items) and an empty tar would be a useless member of the dataset that loaders and
+timm's reader must then special-case. So the declared output of the job is a small JSON *part
+record* kept outside the published folder (`data/latent_parts/{model}/{source}/{group}.json`:
+per shard, sample count, sha256 and size of the tar and its sidecar, storage figures, rejected
+items), and the tar `data/latents/{model}/{source}/{shard}.tar` and its sidecar are written only
+when the shard has samples. The per-dataset index step reads the part records, so it knows
+exactly which tars exist and checks each against its recorded sha256. Every tar and sidecar is
+complete before the part record appears (each written to a temporary name and renamed), so a
+killed job leaves neither a partial file nor a record that would make Snakemake take the job
+for done.
 
 Byte reproducibility: samples in sorted item order, tar members with fixed mtime, mode,
 uid/gid 0 and owner names, canonical JSON, and the posterior mean (no sampling). The same
@@ -42,6 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 import webdataset as wds
+from tqdm import tqdm
 
 from medlatent.config import canonical_json
 from medlatent.core.atomic import atomic_path, write_text
@@ -276,22 +278,23 @@ def _check_shard(shard_path: Path, shard: str, rows: pd.DataFrame, reader: Shard
         raise InputError(shard_path, f"shard {shard} holds items of splits {sorted(splits)}", "re-curate the source")
 
 
-def extract_shard(
+def extract_shards(
     spec: dict,
-    shard_path: str | Path,
+    shard_paths: list[str | Path],
     manifest: pd.DataFrame,
     weights: str | Path,
     dataset_dir: str | Path,
-    part_path: str | Path,
+    record_path: str | Path,
     device: str = "cpu",
     workers: int = 0,
-) -> dict:
-    """Encode one shard into `dataset_dir/<shard>.tar` and its sidecar (if it has items); write its part record.
+) -> list[dict]:
+    """Encode each shard into `dataset_dir/<shard>.tar` and its sidecar (if it has items); write the part record.
 
-    `workers`: processes reading the shard ahead of the encoder (0: this one); the bytes written do not depend on it.
+    The model is loaded once for all the shards of the job. The part record holds one entry per
+    shard, in the order given. `workers`: processes reading each shard ahead of the encoder (0:
+    this one); the bytes written do not depend on it.
     """
-    shard_path, weights, dataset_dir = Path(shard_path), Path(weights), Path(dataset_dir)
-    shard = shard_path.stem
+    weights, dataset_dir = Path(weights), Path(dataset_dir)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     model = load_model(weights).to(device).eval()
@@ -303,6 +306,27 @@ def extract_shard(
             "rerun the training rule of this model",
         )
     weights_sha256 = file_sha256(weights)
+    parts = [
+        _extract_shard(model, weights_sha256, spec, Path(shard_path), manifest, dataset_dir, device, workers)
+        for shard_path in tqdm(shard_paths, desc=f"{spec['model']}/{spec['source']}", unit="shard")
+    ]
+    record = {"format": PART_FORMAT, "model": spec["model"], "source": spec["source"], "parts": parts}
+    write_text(record_path, canonical_json(record) + "\n")
+    return parts
+
+
+def _extract_shard(
+    model: torch.nn.Module,
+    weights_sha256: str,
+    spec: dict,
+    shard_path: Path,
+    manifest: pd.DataFrame,
+    dataset_dir: Path,
+    device: str,
+    workers: int,
+) -> dict:
+    """One shard's tar and sidecar (when it has items), and its entry of the part record."""
+    shard = shard_path.stem
     rows = manifest[manifest["shard"] == shard].set_index("item_id", drop=False)
     tar_path = dataset_dir / f"{shard}.tar"
     meta_path = sidecar_path(tar_path)
@@ -354,7 +378,6 @@ def extract_shard(
             tar_path.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
         part = {
-            "format": PART_FORMAT,
             "model": spec["model"],
             "source": spec["source"],
             "shard": shard,
@@ -383,6 +406,5 @@ def extract_shard(
             "max_memory_gb": spec["max_memory_gb"],
             "batch_sizes": dict(sorted(batch_sizes.items())),
         }
-    write_text(part_path, canonical_json(part) + "\n")
     log.info("%s/%s %s: %d samples -> %s", spec["model"], spec["source"], shard, len(item_ids), part["tar"])
     return part

@@ -1,6 +1,6 @@
 """The dataset-level files of a latent dataset: `index.json`, timm's `_info.json`, the card.
 
-Built from the per-shard part records of the extraction jobs (see `medlatent.latents.extract`): they
+Built from the part records of the extraction jobs (see `medlatent.latents.extract`): they
 name the tars that exist (empty shards have none) and their sha256, which is checked here
 against the files. Nothing time- or machine-dependent goes in, so republishing unchanged
 latents gives byte-identical files (and DVC sees no new version).
@@ -22,9 +22,10 @@ from medlatent.core.ids import SPLITS
 from medlatent.latents.sidecar import SIDECAR_SUFFIX
 from medlatent.models.card import weights_statement
 
-#: Format tag of the per-shard part records extract_latents writes for index_latents.
+#: Format tag of the part records extract_latents writes for index_latents (one per job).
 #: /2: one tar member per sample, labels and meta in the shard sidecar (`medlatent.latents.sidecar`).
-PART_FORMAT = "medlatent-latent-part/2"
+#: /3: a record holds the entries of the run of shards its job encoded (`latents.shards_per_job`).
+PART_FORMAT = "medlatent-latent-part/3"
 #: Latents are stored as float16: half the bytes, ample precision for posterior means.
 LATENT_DTYPE = np.float16
 
@@ -35,13 +36,16 @@ INDEX_FILES = ("index.json", "_info.json", "README.md")
 
 
 def read_parts(paths: list[str | Path]) -> list[dict]:
-    """Part records in shard order (train, val, test; then shard number)."""
+    """The shard entries of the part records, in shard order (train, val, test; then shard number).
+
+    Each entry gains `record`: the path of its part record, which the fix of a mismatch names.
+    """
     parts = []
     for path in paths:
-        part = json.loads(Path(path).read_text(encoding="utf-8"))
-        if part.get("format") != PART_FORMAT:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        if record.get("format") != PART_FORMAT:
             raise InputError(path, f"not a {PART_FORMAT} part record", "delete it and rerun its extract_latents job")
-        parts.append(part)
+        parts += [{**part, "record": str(path)} for part in record["parts"]]
     return sorted(parts, key=lambda p: (SPLITS.index(p["split"]), p["shard"]))
 
 
@@ -62,7 +66,7 @@ def _check_folder(dataset_dir: Path, parts: list[dict]) -> None:
                 raise InputError(
                     dataset_dir / name,
                     "differs from the sha256 its extraction job recorded",
-                    f"delete data/latent_parts/{part['model']}/{part['source']}/{part['shard']}.json and rerun",
+                    f"delete {part['record']} and rerun",
                 )
 
 
@@ -109,7 +113,7 @@ def precision_error(parts: list[dict]) -> dict | None:
 
 
 def _one(parts: list[dict], key: str, spec: dict):
-    """A fact every part record must agree on (None without parts)."""
+    """A fact every shard entry of the part records must agree on (None without parts)."""
     values = {canonical_json(p[key]) for p in parts}
     if len(values) > 1:
         raise InputError(
