@@ -25,7 +25,8 @@ EXCLUDED = (".snakemake", "logs", "benchmarks")
 
 def small_slice(config: dict) -> None:
     config["sources"] = [s for s in config["sources"] if s["id"] == SOURCE]
-    config["sources"][0].update(split={"fractions": {"train": 1.0, "val": 0.0, "test": 0.0}}, shards={"train": 1})
+    # two shards: one extraction job encodes both (latents.shards_per_job), one part record
+    config["sources"][0].update(split={"fractions": {"train": 1.0, "val": 0.0, "test": 0.0}}, shards={"train": 2})
     config["sources"][0]["access"]["n_patients"] = 8
     config["models"] = [m for m in config["models"] if m["id"] == MODEL]
     config["models"][0]["stage1"].update(steps=10, checkpoint_every=3, disc_start=5)
@@ -78,6 +79,9 @@ def test_two_runs_and_a_killed_then_continued_run_give_byte_identical_data_and_r
     expected, got = files(whole), files(killed)
     assert sorted(got) == sorted(expected)
     assert any(name.endswith(".tar") for name in expected) and f"results/models/{MODEL}/stage2.pt" in expected
+    assert [n for n in expected if n.startswith("data/latent_parts/")] == [
+        f"data/latent_parts/{MODEL}/{SOURCE}/train-000-001.json"
+    ]
     differing = [name for name in expected if expected[name] != got[name]]
     assert differing == []
     assert cli.main(["verify", str(killed / "data" / "latents" / MODEL / SOURCE)]) == 0
