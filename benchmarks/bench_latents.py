@@ -44,7 +44,7 @@ import torch
 from medlatent.core.ids import item_id
 from medlatent.io.h5 import ShardReader, ShardWriter
 from medlatent.latents.extract import extract_shards
-from medlatent.latents.index import write_dataset_files
+from medlatent.latents.index import read_parts, write_dataset_files
 from medlatent.latents.loader import load_latents
 from medlatent.latents.memory import budget_batch_size, encoder_item_bytes
 from medlatent.models import load_model
@@ -221,7 +221,7 @@ def _time_case(spec: dict, shape: tuple[int, ...], count: int) -> dict:
             with_workers.append(_timed(lambda: _extract(extract, shard, manifest, weights, WORKERS))[0])
         bare_s, bare_cpu = map(min, zip(*bare))
         end_to_end_s, end_to_end_cpu = map(min, zip(*end_to_end))
-        part = json.loads((folder / "part.json").read_text(encoding="utf-8"))
+        [part] = read_parts([folder / "part.json"])
         _write_index(folder, spec)
         started = time.perf_counter()
         loaded = sum(1 for _ in range(LOADER_PASSES) for _ in load_latents(folder / "ds", split="train"))
