@@ -45,14 +45,17 @@ def get_curation_reports(wildcards):
     return expand(f"{DATA}/curated/{{source}}/report.json", source=mlconfig.source_ids(config))
 
 
+NORMALIZED_SHARD = f"{DATA}/normalized/{{source}}/{{shard}}.h5"
+
+
 def get_normalized_shards(wildcards):
-    return [f"{DATA}/normalized/{source}/{shard}.h5" for source, shard in mlconfig.all_source_shards(config)]
+    return [NORMALIZED_SHARD.format(source=source, shard=shard) for source, shard in mlconfig.all_source_shards(config)]
 
 
 def _source_shards(source_id, splits):
     """Normalized shards of a source restricted to some splits."""
     shards = mlconfig.shard_ids(mlconfig.source(config, source_id))
-    return [f"{DATA}/normalized/{source_id}/{shard}.h5" for shard in shards if shard.split("-")[0] in splits]
+    return [NORMALIZED_SHARD.format(source=source_id, shard=shard) for shard in shards if shard.split("-")[0] in splits]
 
 
 # ----------------------------------------------------------------------------- train
@@ -137,7 +140,7 @@ def get_latent_dataset_dir(wildcards):
 def get_group_shard_files(wildcards):
     """The normalized shards an extract_latents job encodes (`mlconfig.extraction_groups`)."""
     shards = mlconfig.group_shards(wildcards.shards)
-    return [f"{DATA}/normalized/{wildcards.source}/{shard}.h5" for shard in shards]
+    return [NORMALIZED_SHARD.format(source=wildcards.source, shard=shard) for shard in shards]
 
 
 def get_latent_parts(wildcards):

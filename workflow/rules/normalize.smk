@@ -5,7 +5,7 @@ rule normalize_shard:
         files=f"{DATA}/raw/{{source}}/files_index.parquet",
         receipt=f"{DATA}/raw/{{source}}/fetch.json",
     output:
-        f"{DATA}/normalized/{{source}}/{{shard}}.h5",
+        NORMALIZED_SHARD,
     log:
         "logs/normalize/{source}/{shard}.log",
     benchmark:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from medlatent.core.errors import ConfigError
-from medlatent.core.ids import SPLITS
+from medlatent.core.ids import SPLITS, shard_id
 
 #: Source roles whose items train the models of their dims.
 TRAIN_ROLES = ("train", "both")
@@ -59,7 +59,7 @@ def shard_ids(source_entry: dict) -> list[str]:
     """
     split = source_entry["split"]
     used = [s for s in SPLITS if split["method"] == "provided" or split["fractions"][s] > 0]
-    return [f"{s}-{k:03d}" for s in used for k in range(source_entry["shards"][s])]
+    return [shard_id(s, k) for s in used for k in range(source_entry["shards"][s])]
 
 
 def split_pattern() -> str:
@@ -91,17 +91,17 @@ def extraction_groups(config: dict, source_id: str) -> list[str]:
     shards = shard_ids(source(config, source_id))
     groups = []
     for split in SPLITS:
-        numbers = [int(shard.split("-")[1]) for shard in shards if shard.split("-")[0] == split]
-        for start in range(0, len(numbers), per_job):
-            run = numbers[start : start + per_job]
-            groups.append(f"{split}-{run[0]:03d}-{run[-1]:03d}")
+        in_split = [shard for shard in shards if shard.split("-")[0] == split]
+        for start in range(0, len(in_split), per_job):
+            run = in_split[start : start + per_job]
+            groups.append(f"{run[0]}-{run[-1].split('-')[1]}")
     return groups
 
 
 def group_shards(group: str) -> list[str]:
     """The shard ids of an `extraction_groups` id, in order."""
     split, first, last = group.split("-")
-    return [f"{split}-{number:03d}" for number in range(int(first), int(last) + 1)]
+    return [shard_id(split, number) for number in range(int(first), int(last) + 1)]
 
 
 def all_source_shards(config: dict) -> list[tuple[str, str]]:

@@ -51,9 +51,13 @@ def patient_split(seed: int, key: str, fractions: dict[str, float]) -> str:
     return next(s for s in reversed(SPLITS) if fractions[s] > 0)
 
 
+def shard_id(split: str, number: int) -> str:
+    """The id of a normalized shard: `<split>-<number, at least three digits>`."""
+    return f"{split}-{number:03d}"
+
+
 def shard_of(item: str, split: str, n_shards: int) -> str:
-    index = int(_unit_interval("shard\x00" + item) * n_shards)
-    return f"{split}-{index:03d}"
+    return shard_id(split, int(_unit_interval("shard\x00" + item) * n_shards))
 
 
 PROVIDED_SPLIT_NAMES = {
