@@ -17,6 +17,7 @@ import torch
 from medlatent import config as mlconfig
 from medlatent.core.ids import item_id
 from medlatent.io.h5 import ShardWriter
+from medlatent.latents.extract import extract_shards
 from medlatent.models.registry import build_medvae, save_model
 
 #: Fake PHI planted in the fixtures: none of these may appear in any output.
@@ -124,6 +125,21 @@ def extract_spec(model_id: str, source_id: str, dims: int = 2, **extra) -> dict:
     return {**spec, **extra}
 
 
+def extract_per_split(
+    spec: dict, folder: Path, shards, manifest: pd.DataFrame, weights: Path, dataset: Path, records: Path
+) -> tuple[list[Path], list[dict]]:
+    """Extract `shards` (ids of `folder/<shard>.h5`) as the workflow groups them: one job per split.
+
+    Returns the part records written (`records/<split>.json`) and the shard entries they hold.
+    """
+    paths, parts = [], []
+    for split in dict.fromkeys(shard.split("-")[0] for shard in shards):
+        paths.append(records / f"{split}.json")
+        in_split = [folder / f"{shard}.h5" for shard in shards if shard.split("-")[0] == split]
+        parts += extract_shards(spec, in_split, manifest, weights, dataset, paths[-1])
+    return paths, parts
+
+
 def index_spec(model_id: str, source_id: str, license_block: dict, dims: int = 2) -> dict:
     return {
         "model": model_id,
@@ -152,7 +168,6 @@ def demo_dataset(demo_config: dict, source_id: str, tmp_path: Path, access: dict
     """
     from medlatent.curate.run import CurationOutputs, curate
     from medlatent.demo.registry import generate
-    from medlatent.latents.extract import extract_shards
     from medlatent.latents.index import write_dataset_files
     from medlatent.normalize.run import normalize_shard
 

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from latent_fixtures import CC0, extract_spec, index_spec, tiny_model, write_source
+from latent_fixtures import CC0, extract_per_split, extract_spec, index_spec, tiny_model, write_source
 
 from medlatent import cli, load_latents
 from medlatent.core.errors import InputError
-from medlatent.latents.extract import extract_shards
 from medlatent.latents.index import write_dataset_files
 from medlatent.latents.sidecar import build_sidecar, sample_entry
 
@@ -33,11 +32,7 @@ def _build(root: Path, timm_json: bool, shards: dict[str, int] = SHARDS) -> dict
     folder, manifest = write_source(root, "compact", shards, (32, 32), rejected=0)
     dataset = root / "latents"
     spec = extract_spec("tiny1", "compact", store=[], timm_json=timm_json)
-    parts = []
-    for split in dict.fromkeys(shard.split("-")[0] for shard in shards):  # one job per split, as the workflow groups
-        parts.append(root / "parts" / f"{split}.json")
-        in_split = [folder / f"{shard}.h5" for shard in shards if shard.startswith(f"{split}-")]
-        extract_shards(spec, in_split, manifest, weights, dataset, parts[-1])
+    parts, _ = extract_per_split(spec, folder, shards, manifest, weights, dataset, root / "parts")
     index = write_dataset_files(index_spec("tiny1", "compact", CC0), parts, weights.parent / "card.json", dataset)
     return {"dataset": dataset, "index": index, "labels": manifest.set_index("item_id")["label_finding"]}
 

@@ -10,7 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from latent_fixtures import CC0, PHI_STRINGS, demo_dataset, extract_spec, index_spec, tiny_model, write_source
+from latent_fixtures import (
+    CC0,
+    PHI_STRINGS,
+    demo_dataset,
+    extract_per_split,
+    extract_spec,
+    index_spec,
+    tiny_model,
+    write_source,
+)
 
 from medlatent import cli, load_latents
 from medlatent.core.errors import InputError
@@ -29,11 +38,10 @@ def built(tmp_path_factory) -> dict:
     weights = tiny_model(tmp / "models" / "tiny" / "stage2.pt")
     folder, manifest = write_source(tmp, SOURCE, SHARDS, (32, 32))
     dataset = tmp / "latents" / "tiny" / SOURCE
-    records, parts = [], []
-    for split in ("train", "val", "test"):  # one extraction job per split: train-000 and train-001 share one
-        records.append(tmp / "parts" / f"{split}.json")
-        in_split = [folder / f"{shard}.h5" for shard in SHARDS if shard.startswith(f"{split}-")]
-        parts += extract_shards(extract_spec("tiny", SOURCE), in_split, manifest, weights, dataset, records[-1])
+    # one extraction job per split: train-000 and train-001 share one
+    records, parts = extract_per_split(
+        extract_spec("tiny", SOURCE), folder, SHARDS, manifest, weights, dataset, tmp / "parts"
+    )
     index = write_dataset_files(index_spec("tiny", SOURCE, CC0), records, weights.parent / "card.json", dataset)
     return {
         "tmp": tmp,

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from latent_fixtures import CC0, extract_spec, index_spec, tiny_model, write_source
+from latent_fixtures import CC0, extract_per_split, extract_spec, index_spec, tiny_model, write_source
 
 from medlatent.core.errors import ConfigError
-from medlatent.latents.extract import extract_shards
 from medlatent.latents.index import write_dataset_files
 from medlatent.latents.window import check_window, encode_volume
 from medlatent.models.registry import build_medvae
@@ -101,11 +100,15 @@ def test_windows_off_the_latent_grid_are_refused_with_the_config_keys():
 def test_3d_shards_are_extracted_through_the_windows(tmp_path):
     weights = tiny_model(tmp_path / "m" / "stage2.pt", dims=3, latent_channels=1, model_id="tiny3d")
     folder, manifest = write_source(tmp_path, "vol", {"train-000": 2, "test-000": 1}, (24, 24, 20))
-    parts = [tmp_path / "parts" / f"{s}.json" for s in ("train-000-000", "test-000-000")]
-    for part, shard in zip(parts, ("train-000", "test-000"), strict=True):
-        extract_shards(
-            extract_spec("tiny3d", "vol", dims=3), [folder / f"{shard}.h5"], manifest, weights, tmp_path / "ds", part
-        )
+    parts, _ = extract_per_split(
+        extract_spec("tiny3d", "vol", dims=3),
+        folder,
+        ["train-000", "test-000"],
+        manifest,
+        weights,
+        tmp_path / "ds",
+        tmp_path / "parts",
+    )
     index = write_dataset_files(
         index_spec("tiny3d", "vol", CC0, dims=3), parts, weights.parent / "card.json", tmp_path / "ds"
     )
