@@ -20,23 +20,23 @@ from pathlib import Path
 
 import torch
 
-from medlatent.core.allocator import keep_freed_memory
+from medlatent.core.allocator import tune_memory_allocation
 
 STAGES = ("bench_curate", "bench_normalize", "bench_train", "bench_latents", "bench_eval", "bench_dag")
 
 
 def machine() -> dict:
-    """What the figures were measured on. Applies first the malloc settings that every `medlatent`
-    command runs with (medlatent.core.allocator), so that the figures are those of the workflow's
-    jobs; a process that a bench spawns applies them again."""
-    malloc_as_jobs = keep_freed_memory()
+    """What the figures were measured on. Applies first the memory allocation settings that every
+    `medlatent` command runs with (medlatent.core.allocator), so that the figures are those of the
+    workflow's jobs: call it before anything allocates a tensor."""
+    allocation = tune_memory_allocation()
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "malloc_keeps_freed_memory": malloc_as_jobs,
+        **allocation,
     }
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medlatent.core.allocator import keep_freed_memory
+from medlatent.core.allocator import tune_memory_allocation
 from medlatent.core.ids import item_id
 from medlatent.io.h5 import ShardReader, ShardWriter
 from medlatent.latents.extract import extract_shards
@@ -271,8 +271,8 @@ def precision_error(case: str = "2d_f16_c1_256px") -> dict:
 
 
 def _encode_one_full_size_item(name: str, shape: tuple[int, ...]) -> dict:
-    """In its own process, so that ru_maxrss is this encoding's peak alone (malloc set as a CLI job's)."""
-    keep_freed_memory()
+    """In its own process, so that ru_maxrss is this encoding's peak alone (allocation set as a CLI job's)."""
+    tune_memory_allocation()
     torch.manual_seed(0)
     autoencoder = create_autoencoder(published_spec(name)).eval()
     weight_bytes = sum(p.numel() * p.element_size() for p in autoencoder.parameters())

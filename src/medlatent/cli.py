@@ -12,7 +12,7 @@ import logging
 import sys
 
 from medlatent.commands import MODULES
-from medlatent.core.allocator import keep_freed_memory
+from medlatent.core.allocator import tune_memory_allocation
 from medlatent.core.errors import MedLatentError
 
 log = logging.getLogger("medlatent")
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    keep_freed_memory()  # a command is one job in one process: see medlatent.core.allocator
+    tune_memory_allocation()  # before any command allocates: see medlatent.core.allocator
     try:
         args.run(args)
     except MedLatentError as error:

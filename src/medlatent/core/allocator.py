@@ -1,13 +1,22 @@
-"""glibc malloc settings for compute jobs: reuse freed activation memory instead of page-faulting it in again.
+"""Memory allocation settings for compute jobs: reuse freed activation memory, huge pages for large tensors.
 
 By default glibc serves every allocation above a dynamic threshold (at most 32 MiB) with a
 fresh `mmap` and returns it to the kernel on free, so each forward of a network on the CPU
-page-faults its activations in again: measured on 2 cores, the demo-width 3D encoder on 64^3
-volumes spent 8.8 of 27 CPU seconds in the kernel, and ran 1.6x faster with the settings below
-(2D, 256^2 batches of 8: 1.3x). Allocations up to `HEAP_UP_TO_BYTES` now come from the heap,
-and the heap keeps what is freed for the next forward. Larger ones stay `mmap`s: with a 2 GiB
-threshold one 1024^2 image through the f16 encoder (ch=128) peaked at 7.75 GB instead of 3.6 GB,
-its large activations fragmenting the heap, past what `latents.max_memory_gb` plans for.
+page-faults its activations in again, 4 KiB at a time. Measured on 2 cores: the demo-width 3D
+encoder on 64^3 volumes spent 8.8 of 27 CPU seconds in the kernel; the 2D one on batches of
+eight 256^2 images ran 2.4x slower than without the faults. Two settings:
+
+- glibc (`mallopt`): allocations up to `HEAP_UP_TO_BYTES` come from the heap, and the heap
+  keeps what is freed for the next forward. Larger ones stay `mmap`s: with a 2 GiB threshold,
+  one 1024^2 image through the f16 encoder (ch=128) peaked at 7.75 GB instead of 3.6 GB, its
+  large activations fragmenting the heap, past what `latents.max_memory_gb` plans for.
+- torch (`THP_MEM_ALLOC_ENABLE`): its CPU allocations of 2 MiB and more are aligned to and
+  advised as transparent huge pages, one fault per 2 MiB (where the kernel's THP mode is
+  `always` or `madvise`). A 384 MB resampled CT volume faulted in 0.02 s instead of 0.17 s.
+
+Together: the 2D encoder case 2.3x faster, one 1024^2 image through the f16 encoder 98 -> 87 s
+with the same peak, the 3D CT normalization 0.47 -> 0.67 volumes/s, raw DICOM series decoding
+3.4x faster.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +34,28 @@ M_MMAP_THRESHOLD = -3
 HEAP_UP_TO_BYTES = 64 << 20
 #: The heap's free top is never handed back: a job's memory stays at its peak, which it asked for anyway.
 KEEP_FREED_BYTES = 2**31 - 1
+#: Read by torch at its first CPU allocation; a value already in the environment is kept.
+TORCH_HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"
 
 
-def keep_freed_memory() -> bool:
-    """Apply the settings to this process (and the processes it forks); False where libc is not glibc."""
+def tune_memory_allocation() -> dict:
+    """Apply both settings to this process and its children; call before torch allocates anything.
+
+    Returns what took effect: `glibc_heap_up_to_bytes` (None where libc is not glibc) and
+    `torch_huge_pages`.
+    """
+    os.environ.setdefault(TORCH_HUGE_PAGES, "1")
+    return {
+        "glibc_heap_up_to_bytes": HEAP_UP_TO_BYTES if _glibc_settings() else None,
+        "torch_huge_pages": os.environ[TORCH_HUGE_PAGES] == "1",
+    }
+
+
+def _glibc_settings() -> bool:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):  # musl, macOS, Windows: no mallopt
-        log.debug("no glibc mallopt: allocator settings left as they are")
+        log.debug("no glibc mallopt: malloc settings left as they are")
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(mallopt(M_MMAP_THRESHOLD, HEAP_UP_TO_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
