@@ -19,7 +19,7 @@ as extraction records it in the part record and the dataset card.
 `full_size_peak`: peak RSS of encoding ONE full-size item through a released-layout encoder
 (`published_spec`: ch=128, 2 res blocks, random weights) in a fresh process, beside the
 `latents.max_memory_gb` estimate for it (goal: <= 6 GB for a 1024x1024 image): f16 and f64 at
-1024x1024. The 3D 160^3 window (f64_c1_3d) takes ~4 minutes and ~11 GB on 2 CPU cores, so it runs
+1024x1024. The 3D 160^3 window (f64_c1_3d) takes ~3 minutes and ~11 GB on 2 CPU cores, so it runs
 only on request: `python benchmarks/bench_latents.py --full-3d`.
 
 `shard_bytes`: bytes on disk per sample (tar and sidecar) for a 512-byte and a 128-byte latent

@@ -2,9 +2,7 @@
 
 By default glibc serves every allocation above a dynamic threshold (at most 32 MiB) with a
 fresh `mmap` and returns it to the kernel on free, so each forward of a network on the CPU
-page-faults its activations in again, 4 KiB at a time. Measured on 2 cores: the demo-width 3D
-encoder on 64^3 volumes spent 8.8 of 27 CPU seconds in the kernel; the 2D one on batches of
-eight 256^2 images ran 2.4x slower than without the faults. Two settings:
+page-faults its activations in again, 4 KiB at a time. Two settings:
 
 - glibc (`mallopt`): allocations up to `HEAP_UP_TO_BYTES` come from the heap, and the heap
   keeps what is freed for the next forward. Larger ones stay `mmap`s: with a 2 GiB threshold,
@@ -12,11 +10,9 @@ eight 256^2 images ran 2.4x slower than without the faults. Two settings:
   large activations fragmenting the heap, past what `latents.max_memory_gb` plans for.
 - torch (`THP_MEM_ALLOC_ENABLE`): its CPU allocations of 2 MiB and more are aligned to and
   advised as transparent huge pages, one fault per 2 MiB (where the kernel's THP mode is
-  `always` or `madvise`). A 384 MB resampled CT volume faulted in 0.02 s instead of 0.17 s.
+  `always` or `madvise`).
 
-Together: the 2D encoder case 2.3x faster, one 1024^2 image through the f16 encoder 98 -> 87 s
-with the same peak, the 3D CT normalization 0.47 -> 0.67 volumes/s, raw DICOM series decoding
-3.4x faster.
+What they gain on each stage is measured by `make bench` (README, "Memory allocation").
 """
 
 from __future__ import annotations
