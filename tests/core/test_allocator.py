@@ -2,7 +2,7 @@
 
 Each case runs in a fresh interpreter (the settings are process-wide, and torch reads its own at
 its first allocation) and counts the minor page faults of allocating, touching and freeing the
-same block twenty times.
+same block `ROUNDS` times.
 """
 
 from __future__ import annotations

@@ -42,12 +42,12 @@ def tune_memory_allocation() -> dict:
     """
     os.environ.setdefault(TORCH_HUGE_PAGES, "1")
     return {
-        "glibc_heap_up_to_bytes": HEAP_UP_TO_BYTES if _glibc_settings() else None,
+        "glibc_heap_up_to_bytes": HEAP_UP_TO_BYTES if _apply_glibc_settings() else None,
         "torch_huge_pages": os.environ[TORCH_HUGE_PAGES] == "1",
     }
 
 
-def _glibc_settings() -> bool:
+def _apply_glibc_settings() -> bool:
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):  # musl, macOS, Windows: no mallopt
