@@ -9,7 +9,7 @@ CORES ?= all
 # and tags versions there, never in this clone.
 DEMO_DIR ?= demo-run
 
-.PHONY: demo test bench bench-gpu lint publish dvc-setup clean-demo
+.PHONY: demo test bench bench-gpu gpu-check lint publish dvc-setup clean-demo
 
 # The venv is rebuilt only when the dependency pins change.
 $(STAMP): pyproject.toml
@@ -46,6 +46,11 @@ bench: $(STAMP)
 # Paper-scale figures on one GPU (< 5 min); on a CPU: make bench-gpu BENCH_GPU_ARGS="--device cpu --quick"
 bench-gpu: $(STAMP)
 	python benchmarks/bench_gpu.py --out bench-results/bench-gpu.json $(BENCH_GPU_ARGS)
+
+# The one device check (< 8 min on one GPU): bench-gpu at bf16 and fp32, real-size training, the demo's
+# extraction on GPU vs CPU; everything under gpu-check/. On a CPU: make gpu-check GPU_CHECK_ARGS="--quick"
+gpu-check: $(STAMP)
+	python benchmarks/gpu_check.py --out gpu-check $(GPU_CHECK_ARGS)
 
 # Style and workflow checks (CI runs them before the tests): ruff (pyflakes, pycodestyle with
 # 120 columns, import order) and its formatter, snakefmt on the rule files, snakemake --lint.

@@ -185,6 +185,8 @@ def to_markdown(results: dict) -> str:
             f"| {row['pipeline_vs_bare']} | {row['goal_pipeline_vs_bare']} | {peak} "
             f"| {error} |"
         )
+    if not results["classifiers"]:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "## CAD classifiers: images vs latents",
@@ -217,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-memory-gb", type=float, default=16.0, help="latents.max_memory_gb (schema default)")
     parser.add_argument("--workers", type=int, default=WORKERS, help="latents.workers (schema default)")
     parser.add_argument("--precision", choices=list(AUTOCAST), default="fp32", help="latents.precision")
+    parser.add_argument("--no-classifiers", action="store_true", help="extraction only (e.g. a second precision)")
     for key in FULL:
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, help=f"override the {key} size")
     args = parser.parse_args(argv)
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "extraction": [
             extraction(name, sizes, device, args.max_memory_gb, args.workers, args.precision) for name in args.models
         ],
-        "classifiers": [classifier(dims, sizes, device) for dims in (2, 3)],
+        "classifiers": [] if args.no_classifiers else [classifier(dims, sizes, device) for dims in (2, 3)],
     }
     results["wall_s"] = round(time.perf_counter() - started, 1)
     out = Path(args.out)
