@@ -24,6 +24,7 @@ from phi_corpus import ACCESSION, BIRTH_DATE, CT, INSTITUTION, NAME, PATIENT_ID,
 from phi_search import needles, search
 from workflow_helpers import REPO, snakemake
 
+from medlatent.curate.salt import SALT_FILE
 from medlatent.models.registry import build_medvae, save_model
 
 pytestmark = pytest.mark.workflow
@@ -32,10 +33,10 @@ pytestmark = pytest.mark.workflow
 TINY = {"latent_channels": 1, "ch": 8, "ch_mult": [1, 2, 2], "num_res_blocks": 1, "norm_groups": 4}
 MODELS = {2: {"id": "tiny2d", "dims": 2, "f": 16, **TINY}, 3: {"id": "tiny3d", "dims": 3, "f": 64, **TINY}}
 XRAY_SOURCE, CT_SOURCE = "ward_xrays", "ward_ct"
-#: source id -> (its folder in the patient folder, dims, modality, normalize overrides)
+#: source id -> (its folder in the patient folder, dims, modality, normalize overrides, items)
 SOURCES = {
-    XRAY_SOURCE: (XRAY, 2, "xray", {"size": [32, 32]}),
-    CT_SOURCE: (CT, 3, "ct", {"spacing": None, "size": [16, 16, 16]}),
+    XRAY_SOURCE: (XRAY, 2, "xray", {"size": [32, 32]}, 2),  # two images
+    CT_SOURCE: (CT, 3, "ct", {"spacing": None, "size": [16, 16, 16]}, 1),  # one series of four slices
 }
 #: What is not searched: the raw data with its files index and salt, and Snakemake's own
 #: records (they hold the fetch rule's params, so access.path: the patient folder's name).
@@ -55,7 +56,7 @@ def workflow_config(patient, weights: dict[int, str]) -> dict:
             "shards": {"train": 1},
             "normalize": normalize,
         }
-        for source, (folder, dims, modality, normalize) in SOURCES.items()
+        for source, (folder, dims, modality, normalize, _) in SOURCES.items()
     ]
     models = [{**MODELS[dims], "weights": weights[dims]} for dims in sorted(MODELS)]
     return {"sources": sources, "models": models, "cad_tasks": []}
@@ -79,8 +80,10 @@ def phi_run(tmp_path_factory):
 
 def test_no_identifier_leaves_data_raw(phi_run):
     workdir, phi = phi_run
-    for source, (_, dims, _, _) in SOURCES.items():
-        assert (workdir / "data" / "latents" / MODELS[dims]["id"] / source / "index.json").exists()
+    assert (workdir / "data" / "raw" / SALT_FILE).exists()
+    for source, (_, dims, _, _, items) in SOURCES.items():  # every file went the whole way
+        index = json.loads((workdir / "data" / "latents" / MODELS[dims]["id"] / source / "index.json").read_text())
+        assert index["splits"]["train"] == items
     assert search(workdir, phi, skip=NOT_SEARCHED) == []
 
 

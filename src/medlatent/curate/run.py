@@ -102,7 +102,7 @@ class Curator:
         self.labels = self.adapter.label_table(root).set_index("file", drop=False)
         self.label_columns = self.adapter.label_columns(self.labels)
 
-    def key(self, candidate: Candidate) -> str:
+    def file_key(self, candidate: Candidate) -> str:
         """The candidate's salted key: its `file_key` in every output (the unsalted one is never written)."""
         return ids.salted_key(self.salt, self.source_id, candidate.key)
 
@@ -169,8 +169,8 @@ class Curator:
     def _record(self, candidate: Candidate, header, label_row) -> dict:
         raw_patient = _first_present(label_row, "patient_id") or header.patient_id or candidate.relative_path
         record = {
-            "item_id": ids.item_id(self.source_id, self.key(candidate)),
-            "file_key": self.key(candidate),
+            "item_id": ids.item_id(self.source_id, self.file_key(candidate)),
+            "file_key": self.file_key(candidate),
             "source": self.source_id,
             "modality": self.spec["modality"],
             "dims": header.dims,
@@ -289,7 +289,12 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
     )
     rejected = pd.DataFrame(
         [
-            {"file_key": curator.key(o.candidate), "n_files": o.candidate.n_files, "category": o.category, "reason": o.reason}
+            {
+                "file_key": curator.file_key(o.candidate),
+                "n_files": o.candidate.n_files,
+                "category": o.category,
+                "reason": o.reason,
+            }
             for o in outcomes
             if not o.record
         ],
@@ -298,7 +303,7 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
     index = pd.DataFrame(
         [
             {
-                "file_key": curator.key(o.candidate),
+                "file_key": curator.file_key(o.candidate),
                 "path": o.candidate.relative_path,
                 "frame": o.candidate.frame,
                 "item_id": o.record["item_id"] if o.record else None,
@@ -330,7 +335,7 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
     write_text(outputs.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
     for outcome in outcomes:
         if outcome.category:
-            log.warning("rejected %s (%s): %s", curator.key(outcome.candidate), outcome.category, outcome.reason)
+            log.warning("rejected %s (%s): %s", curator.file_key(outcome.candidate), outcome.category, outcome.reason)
     log.info(
         "curated %s: %d kept, %d rejected of %d found", spec["id"], report["kept"], report["rejected"], report["found"]
     )
