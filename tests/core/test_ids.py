@@ -1,13 +1,29 @@
+import hashlib
+
 from medlatent.core import ids
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
 def test_item_ids_have_no_dots_and_are_stable():
-    key = ids.file_key("p1/s2/image.dcm")
+    key = ids.salted_key("salt", "demo.wrist", ids.file_key("p1/s2/image.dcm"))
     item = ids.item_id("demo.wrist", key)
     assert "." not in item and item.startswith("demo-wrist_")
-    assert item == ids.item_id("demo.wrist", ids.file_key("p1/s2/image.dcm"))
+    assert item == ids.item_id("demo.wrist", ids.salted_key("salt", "demo.wrist", ids.file_key("p1/s2/image.dcm")))
+
+
+def test_salted_keys_depend_on_salt_and_source_and_are_no_digest_of_the_path():
+    path = "PID123/ACC456/image.dcm"
+    key = ids.salted_key("salt-a", "src", ids.file_key(path))
+    assert len(key) == 16 and int(key, 16) >= 0
+    assert key != ids.salted_key("salt-b", "src", ids.file_key(path))
+    assert key != ids.salted_key("salt-a", "other", ids.file_key(path))
+    digests = {
+        hashlib.new(name, text.encode()).hexdigest()
+        for name in ("md5", "sha1", "sha256")
+        for text in (path, ids.file_key(path))
+    }
+    assert not any(key in digest for digest in digests) and ids.file_key(path) not in key
 
 
 def test_patient_keys_depend_on_the_salt_and_hide_the_id():

@@ -189,9 +189,9 @@ def test_verify_names_a_tampered_or_missing_sidecar(compact, tmp_path, capsys):
 def test_a_dataset_of_the_earlier_format_is_refused_naming_the_fix(compact, tmp_path, capsys):
     copy = shutil.copytree(compact["dataset"], tmp_path / "old")
     index = json.loads((copy / "index.json").read_text())
-    (copy / "index.json").write_text(json.dumps({**index, "format": "medlatent-latents/1"}))
+    (copy / "index.json").write_text(json.dumps({**index, "format": "medlatent-latents/2"}))
     with pytest.raises(
-        InputError, match=r"index.json: is a 'medlatent-latents/1' latent dataset.*rerun the extraction"
+        InputError, match=r"index.json: is a 'medlatent-latents/2' latent dataset.*rerun the extraction"
     ):
         load_latents(copy)
     assert cli.main(["verify", str(copy)]) == 1

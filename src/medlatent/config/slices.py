@@ -29,6 +29,7 @@ from medlatent.config.lookups import (
 )
 from medlatent.config.resources import TRAIN_GPUS, TRAIN_RESOURCES
 from medlatent.core.errors import ConfigError
+from medlatent.core.ids import ITEM_KEYS
 
 #: Posterior arrays `latents.store` may keep beside the classifier latent, in member order.
 STORED_ARRAYS = ("mean", "logvar")
@@ -68,7 +69,8 @@ def fetch_slice(config: dict, source_id: str) -> dict:
 
 
 def curate_slice(config: dict, source_id: str) -> dict:
-    """curate_source: the source's curation, split and shard settings, the run seed, the decode check."""
+    """curate_source: the source's curation, split and shard settings, the run seed, the decode check,
+    and the item key scheme (a new scheme gives every item a new id: curation and what follows rerun)."""
     entry = source(config, source_id)
     return {
         "id": entry["id"],
@@ -79,6 +81,7 @@ def curate_slice(config: dict, source_id: str) -> dict:
         "shards": entry["shards"],
         "seed": config["project"]["seed"],
         "decode_check": config["curate"]["decode_check"],
+        "item_keys": ITEM_KEYS,
     }
 
 

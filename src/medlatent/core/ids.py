@@ -1,7 +1,9 @@
-"""Stable identifiers: item ids, salted patient keys, patient-level splits and shards.
+"""Stable identifiers: salted item keys and ids, salted patient keys, patient-level splits and shards.
 
-Everything is a pure function of (config, file path, patient id), so adding items to a
-source never moves an existing item to another split or shard.
+Everything is a pure function of (salt, config, file path, patient id), so adding items to a
+source never moves an existing item to another split or shard. Every key written outside
+data/raw is an HMAC under the installation's salt (`medlatent.curate.salt`): the same salt
+gives the same keys on every rerun; without it no key links back to a path or a patient.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import hashlib
 import hmac
 import re
 
+#: The scheme of the salted item keys; curation's slice carries it, so a new scheme reruns curation.
+ITEM_KEYS = "hmac-sha256/1"
 #: Patient-level splits, in shard order.
 SPLITS = ("train", "val", "test")
 
@@ -21,13 +25,27 @@ def _unit_interval(text: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def _keyed_digest(salt: str, *parts: str) -> str:
+    return hmac.new(salt.encode("utf-8"), "\x00".join(parts).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 def file_key(relative_path: str) -> str:
     """16 hex chars naming a file or series directory under the raw root."""
     return hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:16]
 
 
+def salted_key(salt: str, source_id: str, key: str) -> str:
+    """16 hex chars: HMAC-SHA256 of a `file_key` under the salt.
+
+    A `file_key` is an unsalted digest of a path, so anyone who guesses the path can confirm
+    it: it is never written. Files and items are known by their salted key instead (manifest,
+    rejections, files index, item ids).
+    """
+    return _keyed_digest(salt, "item", source_id, key)[:16]
+
+
 def item_id(source_id: str, key: str) -> str:
-    """`<source>_<file key>` with every character outside [A-Za-z0-9_-] replaced.
+    """`<source>_<salted key>` with every character outside [A-Za-z0-9_-] replaced.
 
     No dots: WebDataset splits a sample's file names at the first dot.
     """
@@ -36,8 +54,7 @@ def item_id(source_id: str, key: str) -> str:
 
 def patient_key(salt: str, source_id: str, raw_patient_id: str) -> str:
     """HMAC-SHA256 of the raw id: linkable within an installation, never reversible."""
-    message = f"{source_id}\x00{raw_patient_id}".encode("utf-8")
-    return hmac.new(salt.encode("utf-8"), message, hashlib.sha256).hexdigest()[:20]
+    return _keyed_digest(salt, source_id, raw_patient_id)[:20]
 
 
 def patient_split(seed: int, key: str, fractions: dict[str, float]) -> str:

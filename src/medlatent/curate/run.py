@@ -4,8 +4,9 @@ Items are 2D images or 3D volumes (a NIfTI/NPY file, a directory of DICOM slices
 Enhanced CT/MR multi-frame DICOM file). In a 2D source a multi-frame file is rejected, unless
 `curation.frames: each` keeps each frame as an item of its own. Colour images become grey by
 `io.types.COLOUR_RULE` (recorded in the manifest's `colour_rule`), or are rejected where
-`curation.colour: reject`. Each kept item gets a stable dot-free `item_id`, a salted
-`patient_key`, a patient-level split and a split-pure shard. Outputs:
+`curation.colour: reject`. Each file gets a salted `file_key` (`ids.salted_key`), each kept item
+a stable dot-free `item_id` made of it, a salted `patient_key`, a patient-level split and a
+split-pure shard. Outputs:
 - manifest.parquet: one row per kept item, PHI-free (no paths, no raw ids, no dates);
 - rejected.parquet: one row per rejected file: file_key, category, reason;
 - report.json: counts per filter; found == kept + rejected;
@@ -101,6 +102,10 @@ class Curator:
         self.labels = self.adapter.label_table(root).set_index("file", drop=False)
         self.label_columns = self.adapter.label_columns(self.labels)
 
+    def file_key(self, candidate: Candidate) -> str:
+        """The candidate's salted key: its `file_key` in every output (the unsalted one is never written)."""
+        return ids.salted_key(self.salt, self.source_id, candidate.key)
+
     def inspect_guarded(self, candidate: Candidate) -> list[Outcome]:
         """`inspect`, with any crash while reading the file turned into a rejection naming the error."""
         try:
@@ -164,8 +169,8 @@ class Curator:
     def _record(self, candidate: Candidate, header, label_row) -> dict:
         raw_patient = _first_present(label_row, "patient_id") or header.patient_id or candidate.relative_path
         record = {
-            "item_id": ids.item_id(self.source_id, candidate.key),
-            "file_key": candidate.key,
+            "item_id": ids.item_id(self.source_id, self.file_key(candidate)),
+            "file_key": self.file_key(candidate),
             "source": self.source_id,
             "modality": self.spec["modality"],
             "dims": header.dims,
@@ -284,7 +289,12 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
     )
     rejected = pd.DataFrame(
         [
-            {"file_key": o.candidate.key, "n_files": o.candidate.n_files, "category": o.category, "reason": o.reason}
+            {
+                "file_key": curator.file_key(o.candidate),
+                "n_files": o.candidate.n_files,
+                "category": o.category,
+                "reason": o.reason,
+            }
             for o in outcomes
             if not o.record
         ],
@@ -293,7 +303,7 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
     index = pd.DataFrame(
         [
             {
-                "file_key": o.candidate.key,
+                "file_key": curator.file_key(o.candidate),
                 "path": o.candidate.relative_path,
                 "frame": o.candidate.frame,
                 "item_id": o.record["item_id"] if o.record else None,
@@ -325,7 +335,7 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
     write_text(outputs.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
     for outcome in outcomes:
         if outcome.category:
-            log.warning("rejected %s (%s): %s", outcome.candidate.key, outcome.category, outcome.reason)
+            log.warning("rejected %s (%s): %s", curator.file_key(outcome.candidate), outcome.category, outcome.reason)
     log.info(
         "curated %s: %d kept, %d rejected of %d found", spec["id"], report["kept"], report["rejected"], report["found"]
     )

@@ -31,7 +31,10 @@ LATENT_DTYPE = np.float16
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = "medlatent-latents/2"
+#: Format tag of a latent dataset's index.json. /2: one tar member per sample, labels and meta in
+#: a sidecar per shard. /3: salted item ids (`medlatent.core.ids.salted_key`); a /2 dataset of
+#: the same images has other ids.
+INDEX_FORMAT = "medlatent-latents/3"
 INDEX_FILES = ("index.json", "_info.json", "README.md")
 
 

@@ -46,9 +46,10 @@ def read_index(path_or_index: str | Path) -> tuple[Path, dict]:
     if index.get("format") != INDEX_FORMAT:
         raise InputError(
             index_path,
-            f"is a {index.get('format')!r} latent dataset, this version reads {INDEX_FORMAT!r} (one tar member "
-            "per sample, labels and meta in a sidecar per shard)",
-            "rerun the extraction (`snakemake latents`) with this version, or read it with the version that wrote it",
+            f"is a {index.get('format')!r} latent dataset, this version reads {INDEX_FORMAT!r} (salted item ids, "
+            "one tar member per sample, labels and meta in a sidecar per shard)",
+            "rerun the extraction (`snakemake latents`: curation reruns too, the item ids change) with this "
+            "version, or read it with the version that wrote it",
         )
     return index_path.parent, index
 
