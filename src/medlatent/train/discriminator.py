@@ -47,9 +47,10 @@ class SliceBatchNorm2d(nn.BatchNorm2d):
         slices, channels = self.slices, x.shape[1]
         # (N*S, C, h, w) -> (N, S*C, h, w): channel k*C + c is channel c of slice k, a free view
         grouped = x.reshape(x.shape[0] // slices, slices * channels, *x.shape[2:])
-        stats = {"dtype": torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype, "device": x.device}
-        means, variances = torch.zeros(slices * channels, **stats), torch.ones(slices * channels, **stats)
-        # momentum 1: the buffers receive each slice's batch mean and unbiased variance
+        means = variances = None
+        if self.track_running_stats:  # momentum 1: these receive each slice's batch mean and unbiased variance
+            like = {"dtype": self.running_mean.dtype, "device": x.device}
+            means, variances = torch.zeros(slices * channels, **like), torch.ones(slices * channels, **like)
         out = F.batch_norm(
             grouped,
             means,
@@ -60,7 +61,7 @@ class SliceBatchNorm2d(nn.BatchNorm2d):
             momentum=1.0,
             eps=self.eps,
         )
-        if self.track_running_stats:
+        if means is not None:
             self._update_running_stats(means.view(slices, channels), variances.view(slices, channels))
         return out.view_as(x)
 
