@@ -4,8 +4,10 @@ The reference is written from the public code's documented behaviour (StanfordMI
 27f165f, docs/recipe.md), not from this package: a plain MONAI PatchDiscriminator (ordinary
 BatchNorm2d) called on ONE slice at a time along depth, height and width, its logit maps
 averaged element-wise before the hinge / generator term; LPIPS on every slice, its mean over
-all slices and the batch added to every voxel's L1. Float64, a discriminator with trained-like
-BatchNorm statistics and logits beyond +-1, in train and in eval mode.
+all slices and the batch added to every voxel's L1. Its 2D building blocks are the plain
+MONAI network and this package's 2D LPIPS distance (the 2D terms are tested in
+test_losses.py and tests/models). Float64, a discriminator with trained-like BatchNorm
+statistics and logits beyond +-1, in train and in eval mode.
 """
 
 from __future__ import annotations
