@@ -1,4 +1,5 @@
-"""Provenance hashes: a file's sha256, and the code version of a checkout and of an installed copy."""
+"""Provenance hashes: a file's sha256, and the code version of a checkout (what makes it dirty) and of an
+installed copy."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import medlatent
+from medlatent.core import hashing
 from medlatent.core.hashing import CHECKOUT, code_version, file_sha256, manifest_hashes
 
 PACKAGE = Path(medlatent.__file__).resolve().parent
@@ -55,3 +57,38 @@ def test_an_installed_copy_reports_no_commit_even_inside_a_repository(tmp_path):
         cwd=tmp_path,
     ).stdout
     assert json.loads(out) == {"package": medlatent.__version__, "git_commit": None, "dirty": None}
+
+
+def test_only_tracked_changes_and_untracked_code_make_a_checkout_dirty(tmp_path, monkeypatch):
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    package = tmp_path / "src" / "medlatent"
+    package.mkdir(parents=True)
+    (package / "losses.py").write_text("WEIGHT = 1\n")
+    (tmp_path / "workflow").mkdir()
+    (tmp_path / "workflow" / "train.smk").write_text("rule train: shell: 'medlatent train'\n")
+    (tmp_path / ".gitignore").write_text("/results/\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    monkeypatch.setattr(hashing, "CHECKOUT", tmp_path.resolve())
+    assert code_version()["dirty"] is False
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "card.json").write_text("{}")  # ignored output
+    (tmp_path / "demo-run").mkdir()
+    (tmp_path / "demo-run" / "log.txt").write_text("another run's folder")  # untracked, outside the code
+    (tmp_path / "scratch.py").write_text("print('scratch')")
+    assert code_version()["dirty"] is False
+
+    for untracked_code in (package / "new_loss.py", tmp_path / "workflow" / "rules" / "extra.smk"):
+        untracked_code.parent.mkdir(exist_ok=True)
+        untracked_code.write_text("# not committed\n")
+        assert code_version()["dirty"] is True
+        untracked_code.unlink()
+    assert code_version()["dirty"] is False
+    (package / "losses.py").write_text("WEIGHT = 2\n")
+    assert code_version()["dirty"] is True
+    git(tmp_path, "checkout", "-q", "--", ".")
+    (tmp_path / ".gitignore").unlink()  # a deleted tracked file counts too
+    assert code_version()["dirty"] is True

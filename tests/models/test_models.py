@@ -17,7 +17,7 @@ from medlatent.models.embedder import load_embedder
 from medlatent.models.inflate import inflate_model, inflate_state_dict
 from medlatent.models.ldm_layout import load_ldm_weights, load_strict
 from medlatent.models.lora import apply_lora, lora_layers, merged_state_dict
-from medlatent.models.perceptual import load_perceptual, slice_batches
+from medlatent.models.perceptual import load_perceptual, slice_batches, unit_features
 from medlatent.models.projection import CLASSIFICATION_SCALE, MedVAE, ProjectionHead
 from medlatent.models.registry import (
     PUBLISHED,
@@ -473,6 +473,13 @@ def test_demo_lpips_is_a_frozen_distance_in_2d_and_over_all_3d_slices():
         per_axis.append(torch.stack(slices).mean(0))
     assert torch.allclose(lpips(a, b), torch.stack(per_axis).mean(0), atol=1e-5)
     assert [s.shape for s in slice_batches(a)] == [(32, 1, 16, 16)] * 3
+
+
+def test_lpips_divides_features_by_their_norm_plus_1e_10():
+    features = torch.tensor([[3.0, 4.0], [3e-11, 4e-11]]).view(2, 2, 1, 1)  # norms 5 and 5e-11
+    expected = torch.tensor([[0.6, 0.8], [3e-11 / 1.5e-10, 4e-11 / 1.5e-10]]).view(2, 2, 1, 1)
+    assert torch.allclose(unit_features(features), expected, rtol=1e-6, atol=0)
+    assert not torch.allclose(torch.nn.functional.normalize(features, dim=1, eps=1e-10), expected)
 
 
 def test_lpips_vgg_loads_local_weight_files(tmp_path):

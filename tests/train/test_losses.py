@@ -1,5 +1,5 @@
 """Stage-1 / stage-2 losses: LDM hinge, adaptive GAN weight, disc_start, LoRA fallback,
-discriminator mode, 3D slicing and the embedding terms."""
+discriminator mode and the embedding terms (3D: test_losses_3d.py)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_stage1_adaptive_weight_on_a_tiny_model_is_the_gradient_norm_ratio(perce
     total, logs = loss.generator_loss(x, recon, posterior, step=0, last_layer=last)
     nll = ((x - recon).abs() + perceptual(x, recon).view(-1, 1, 1, 1)).sum() / 2
     nll_grad = torch.autograd.grad(nll, last, retain_graph=True)[0]
-    g_grad = torch.autograd.grad(-loss.logits(recon)[0].mean(), last, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(-loss.discriminator.logits(recon).mean(), last, retain_graph=True)[0]
     expected = (nll_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0, 1e4) * 0.5
     assert logs["nll"].item() == pytest.approx(nll.item(), rel=1e-5)
     assert logs["adaptive"].item() == 1.0
@@ -172,23 +172,7 @@ def test_discriminator_is_the_ldm_patchgan():
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in discriminator.modules()) == 3
     assert discriminator(torch.zeros(2, 1, 32, 32))[-1].shape == (2, 1, 2, 2)
     with pytest.raises(ValueError, match="at least 24 pixels"):
-        Stage1Loss(2, None, perceptual_weight=0.0).logits(torch.zeros(1, 1, 16, 16))
-
-
-def test_3d_losses_run_the_2d_networks_on_slices_along_all_axes(perceptual):
-    model = tiny(dims=3, f=8)
-    loss = Stage1Loss(3, perceptual, disc_start=0)
-    shapes = []
-    loss.discriminator.register_forward_hook(lambda _m, args, _o: shapes.append(tuple(args[0].shape)))
-    x = images((1, 1, 24, 24, 24))
-    recon, posterior = model(x)
-    total, logs = loss.generator_loss(x, recon, posterior, step=0, last_layer=last_layer_parameter(model))
-    assert shapes == [(24, 1, 24, 24)] * 3
-    assert logs["perceptual"].item() == pytest.approx(perceptual(x, recon).mean().item(), rel=1e-5)
-    d_loss, _ = loss.discriminator_loss(x, recon, step=0)
-    assert torch.isfinite(total) and torch.isfinite(d_loss) and len(shapes) == 9
-    with pytest.raises(ValueError, match="2D only"):
-        Stage1Loss(3, perceptual, load_embedder({"kind": "demo"}))
+        discriminator.logits(torch.zeros(1, 1, 16, 16))
 
 
 def test_embedding_consistency_term(perceptual):

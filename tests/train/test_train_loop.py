@@ -12,6 +12,7 @@ import re
 import pytest
 import torch
 from train_helpers import (
+    CPU,
     TINY_2D,
     TINY_3D,
     make_config,
@@ -29,6 +30,7 @@ from medlatent.models.registry import create_autoencoder
 from medlatent.models.serialize import load_autoencoder
 from medlatent.train import recipes
 from medlatent.train.losses import Stage1Loss
+from medlatent.train.stages import AdversarialStage, ProjectionStage
 
 LORA = {"rank": 2, "alpha": 2, "dropout": 0.1}
 STAGE2 = {"steps": 2, "batch_size": 4, "lr": 1.0e-3}
@@ -136,6 +138,28 @@ def test_discriminator_trains_in_train_mode_even_after_validation(tmp_path, data
         recipes.train_stage1(make_job(tmp_path / "defect", spec, data2d))
 
 
+def test_after_disc_start_even_steps_update_the_autoencoder_and_odd_steps_the_discriminator():
+    torch.manual_seed(0)
+    autoencoder = create_autoencoder(TINY_2D)
+    loss = Stage1Loss(2, None, perceptual_weight=0.0, disc_start=3, disc_channels=8)
+    stage = AdversarialStage(autoencoder, loss, lr=1e-3, precision="32", context=CPU)
+    updates, forwards = [], []
+    for name, optimizer in stage.optimizers.items():
+        assert optimizer.defaults["betas"] == (0.5, 0.9)
+        optimizer.register_step_post_hook(lambda *_, name=name: updates.append(name))
+    autoencoder.register_forward_hook(lambda *_: forwards.append(torch.is_grad_enabled()))
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for step in range(8):
+        stage.micro_step(x, step, 1.0, synchronize=True)
+        stage.optimizer_step(step)
+    assert updates == ["generator"] * 3 + ["discriminator", "generator"] * 2 + ["discriminator"]
+    assert updates.count("generator") == 5 and updates.count("discriminator") == 3
+    # each discriminator step scores a fresh reconstruction made without a graph
+    assert forwards == [True] * 3 + [False, True] * 2 + [False]
+    projection = ProjectionStage(autoencoder, ProjectionHead(2, 1), torch.nn.Identity(), 1e-3, "32", CPU)
+    assert projection.optimizer.defaults["betas"] == (0.5, 0.9)  # the public stage-2 script's Adam
+
+
 def test_stage2_trains_only_the_projection_and_writes_the_card(tmp_path, data2d):
     config = make_config(tmp_path, [tiny({"steps": 2, "disc_start": 1, "perceptual_weight": 0})])
     manifest = tmp_path / "data" / "curated" / "src2d" / "manifest.parquet"
@@ -155,6 +179,8 @@ def test_stage2_trains_only_the_projection_and_writes_the_card(tmp_path, data2d)
     card = json.loads((tmp_path / "results" / "models" / "tiny2d" / "card.json").read_text())
     assert card["weights"] == "demo" and any("random stand-in" in r for r in card["demo_reasons"])
     assert set(card["stages"]) == {"stage1", "stage2"}
+    # stage 1 alternated (step 0 autoencoder, step 1 discriminator): the last value of each term
+    assert {"nll", "g_adv", "d_loss"} <= set(card["stages"]["stage1"]["final_losses"]["train"])
     stage2 = card["stages"]["stage2"]
     assert stage2["config"] == spec2 and stage2["steps"] == 2 and "embed" in stage2["final_losses"]["train"]
     assert stage2["training_data"]["manifests_sha256"] == {

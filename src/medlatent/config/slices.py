@@ -113,6 +113,13 @@ def _stage_settings(model: dict, stage: str) -> dict:
     }
     if adversarial and model["dims"] == 2:
         settings.setdefault("embed_weight", 100.0)  # BiomedCLIP consistency weight, public code
+    if adversarial and model["dims"] == 3 and settings["disc_weight"] and len(set(settings["patch"])) != 1:
+        raise ConfigError(
+            f"models[{model['id']}].{stage}.patch {settings['patch']} is not a cube: the 3D adversarial term "
+            "averages the discriminator's logit maps of the slices along all three axes element-wise (public "
+            "MedVAE code), which needs one size per axis. Use a cubic patch, or disc_weight: 0 to train "
+            "without the adversarial term."
+        )
     settings["lr_scaled_by_batch"] = adversarial
     return settings
 

@@ -17,6 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1]
 #: The repository root when the package runs from its git checkout (src layout); an installed
 #: copy (site-packages) has none, and must not report the commit of whatever folder encloses it.
 CHECKOUT = PACKAGE.parents[1] if PACKAGE.parent.name == "src" else None
+#: Folders of the checkout whose untracked files make it dirty: the package and the workflow.
+CODE_FOLDERS = ("src/medlatent", "workflow")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -39,12 +41,21 @@ def _git(*args: str) -> str | None:
 
 
 def code_version() -> dict[str, Any]:
-    """Package version, and the git commit plus a dirty flag when the code is a git checkout."""
+    """Package version, and the git commit plus a dirty flag when the code is a git checkout.
+
+    Dirty: a tracked file differs from the commit, or an untracked, not ignored file lies in
+    the package or the workflow (code a run may have used); other untracked files do not count.
+    """
     top = _git("rev-parse", "--show-toplevel")
     # a checkout without .git of its own (an unpacked archive) inside another repository is not that repository
     commit = _git("rev-parse", "HEAD") if top and Path(top).resolve() == CHECKOUT else None
-    status = _git("status", "--porcelain") if commit else None  # untracked code counts as a change too
-    return {"package": __version__, "git_commit": commit, "dirty": None if status is None else bool(status)}
+    if commit is None:
+        return {"package": __version__, "git_commit": None, "dirty": None}
+    # output folders and scratch files beside the code must not change cards and dataset versions
+    tracked = _git("status", "--porcelain", "--untracked-files=no")
+    code = _git("status", "--porcelain", "--untracked-files=all", "--", *CODE_FOLDERS)
+    dirty = None if tracked is None or code is None else bool(tracked or code)
+    return {"package": __version__, "git_commit": commit, "dirty": dirty}
 
 
 def manifest_hashes(manifests: Sequence[str | Path]) -> dict[str, str]:

@@ -4,13 +4,14 @@ Why not MONAI's ``PerceptualLoss("vgg")``: it wraps the ``lpips`` package, which
 VGG16 ImageNet weights through torchvision's downloader and cannot be pointed at local
 files; its fake-3D mode also samples a fraction of slices. This is the same network in a
 few lines: torchvision's VGG16 feature stack cut after relu1_2, relu2_2, relu3_3, relu4_3,
-relu5_3, LPIPS's input scaling, unit-normalised features, squared differences weighted by
+relu5_3, LPIPS's input scaling, features divided by (their L2 norm + 1e-10) as in LPIPS, squared differences weighted by
 the LPIPS v0.1 linear heads (``lin{i}.model.1.weight``, the ``lpips`` package / taming
 ``vgg.pth`` layout), spatially averaged and summed over the five layers.
 Weights load from local files: ``vgg_weights`` (torchvision ``vgg16-397923af.pth`` or any
 file with the ``features.*`` keys) and ``lpips_weights``. ``{kind: demo}`` is the same
 architecture at 1/8 width with seeded random VGG weights and uniform heads, labelled as a demo.
-3D inputs: LPIPS on every slice along each of the three axes, averaged (ratio 1.0).
+3D inputs: LPIPS on every slice along each of the three axes, each slice weighing the same
+(the mean over all D + H + W slices, as the public MedVAE code computes it; ratio 1.0).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
@@ -53,10 +53,15 @@ def slice_batches(volume: torch.Tensor) -> list[torch.Tensor]:
 
 
 def per_sample_slice_mean(fn, volume: torch.Tensor, *others: torch.Tensor) -> torch.Tensor:
-    """``fn`` applied to all slices along all three axes, averaged per sample -> (N,)."""
+    """``fn`` applied to all slices along all three axes, averaged per sample with equal weight per slice -> (N,)."""
     n = volume.shape[0]
     groups = zip(slice_batches(volume), *(slice_batches(o) for o in others))
-    return torch.stack([fn(*batch).reshape(n, -1).mean(dim=1) for batch in groups]).mean(dim=0)
+    return torch.cat([fn(*batch).reshape(n, -1) for batch in groups], dim=1).mean(dim=1)
+
+
+def unit_features(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """LPIPS's channel normalisation x / (||x|| + eps) (not F.normalize's x / max(||x||, eps))."""
+    return x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
 
 
 class LinearHead(nn.Module):
@@ -102,7 +107,7 @@ class LPIPS(FrozenModule):
         features = self.stages((both - self.shift) / self.scale)
         total = 0.0
         for feature, head in zip(features, self.heads()):
-            fx, fy = F.normalize(feature, dim=1, eps=1e-10).chunk(2)
+            fx, fy = unit_features(feature).chunk(2)
             total = total + head.model((fx - fy).pow(2)).mean(dim=(1, 2, 3))
         return total
 

@@ -224,8 +224,10 @@ def run(job: Job, stage: Stage, dims: int, downsample: int) -> Outcome:
             history.append({"step": steps, "split": "val", **val})
     train_rows = [r for r in history if r["split"] == "train"]
     val_rows = [r for r in history if r["split"] == "val"]
+    # the last value of every term: an adversarial stage logs the autoencoder's and the
+    # discriminator's terms on alternate steps
     final = {
-        split: {k: v for k, v in rows[-1].items() if k not in ("step", "split")}
+        split: {k: v for row in rows for k, v in row.items() if k not in ("step", "split")}
         for split, rows in (("train", train_rows), ("val", val_rows))
         if rows
     }

@@ -8,14 +8,26 @@ Stage 1 follows LDM's ``LPIPSWithDiscriminator`` as used by the public MedVAE co
   embed = ||E(x) - E(x_hat)||^2 summed over embedding dims / batch, weight 100 (public code),
   adv   = -mean D(x_hat), weighted by disc_weight x the adaptive weight
           ||grad nll|| / (||grad adv|| + 1e-4) (clamped to [0, 1e4]) at the decoder's last
-          trainable layer, and only from step ``disc_start`` on.
-The discriminator is MONAI's ``PatchDiscriminator`` (64 channels, 3 layers, BatchNorm: the
-LDM ``NLayerDiscriminator``), trained with LDM's hinge loss written out here (MONAI's
-``PatchAdversarialLoss('hinge')`` squashes logits with tanh first). It is 2D; for 3D models
-it, like LPIPS, sees every slice along each of the three axes, and the terms are averaged.
-Fixes of the public code's defects: the discriminator mode is set on every call from the
-``training`` flag (it was left in eval after the first validation), and the adaptive weight
-uses the last TRAINABLE decoder parameter (the public code skipped it for LoRA models).
+          trainable layer, and only from step ``disc_start`` on (never with disc_weight 0).
+The discriminator (``train.discriminator``) is trained with LDM's hinge loss
+0.5 * (mean relu(1 - D(x)) + mean relu(1 + D(x_hat))), written out here (MONAI's
+``PatchAdversarialLoss('hinge')`` squashes logits with tanh first).
+3D (stage 2 of the 3D models), as in the public code: LPIPS runs on every slice along depth,
+height and width, and its mean over all those slices is the perceptual term of every voxel of
+the volume; D(.) is the element-wise mean of the logit maps of all slices of the three axes
+(``Discriminator.logits``), and the hinge and the generator term are taken on that map.
+
+Deliberate deviations from the public code (docs/recipe.md lists them with the same reasons):
+  - the discriminator's mode is set on every call from the ``training`` flag: the public code
+    leaves the loss module in eval mode after the first validation, so its discriminator then
+    trains with frozen BatchNorm statistics (a defect);
+  - the adaptive weight uses the last TRAINABLE decoder parameter: under LoRA the public code
+    asks for the gradient of the frozen ``conv_out`` and fails (a defect);
+  - the BiomedCLIP term is on in 2D stage 1: the paper trains with it, the public configs
+    leave ``use_biomedclip_loss`` False (paper and code disagree; the paper is the recipe);
+  - 2D stage 2 feeds the projection the posterior mean, not a sample: the latent datasets
+    hold the posterior mean, so the head trains on what it refines at inference (the public
+    code samples at inference too, which makes its latents non-deterministic).
 
 Stage 2 (2D): ||E(x) - E(z_bar)||^2 per sample, averaged, where z_bar is the projected
 latent, scaled by 1/4.6 and averaged over channels before the embedder (public code).
@@ -26,14 +38,14 @@ from __future__ import annotations
 import logging
 
 import torch
-from monai.networks.nets import PatchDiscriminator
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from medlatent.models.autoencoder import AutoencoderKL, DiagonalGaussian
 from medlatent.models.embedder import Embedder
-from medlatent.models.perceptual import LPIPS, slice_batches
+from medlatent.models.perceptual import LPIPS
 from medlatent.models.projection import CLASSIFICATION_SCALE
+from medlatent.train.discriminator import Discriminator
 
 log = logging.getLogger(__name__)
 
@@ -119,29 +131,15 @@ class Stage1Loss(nn.Module):
         self.disc_start = disc_start
         self.embed_weight = embed_weight
         self._warned_fixed_weight = False
-        self.discriminator = PatchDiscriminator(
-            spatial_dims=2, channels=disc_channels, in_channels=in_channels, num_layers_d=disc_layers, norm="BATCH"
-        )
-        # k4 convs: `disc_layers` halvings, then two stride-1 convs that each lose one pixel
-        self.min_disc_size = 3 * 2**disc_layers
+        self.discriminator = Discriminator(disc_channels, disc_layers, in_channels)
 
     def adversarial_active(self, step: int) -> bool:
-        """Whether the GAN terms are on at ``step`` (skip the discriminator step otherwise)."""
-        return step >= self.disc_start
+        """Whether the GAN terms are on at ``step``: from ``disc_start`` on, unless disc_weight is 0."""
+        return bool(self.disc_weight) and step >= self.disc_start
 
     def set_discriminator_mode(self, training: bool) -> None:
         """Put the discriminator (its BatchNorm) in train or eval mode explicitly."""
         self.discriminator.train(training)
-
-    def logits(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Discriminator patch logits: one tensor for 2D, one per slicing axis for 3D."""
-        if min(images.shape[2:]) < self.min_disc_size:
-            raise ValueError(
-                f"the PatchGAN discriminator needs images or patches of at least {self.min_disc_size} "
-                f"pixels per side, got {tuple(images.shape[2:])}"
-            )
-        batches = slice_batches(images) if images.ndim == 5 else [images]
-        return [self.discriminator(batch.contiguous())[-1] for batch in batches]
 
     def generator_loss(
         self,
@@ -177,7 +175,7 @@ class Stage1Loss(nn.Module):
         zero = torch.zeros((), device=x.device)
         g_loss, d_weight, adaptive = zero, zero, False
         if self.adversarial_active(step):
-            g_loss = -torch.stack([logits.mean() for logits in self.logits(recon)]).mean()
+            g_loss = -self.discriminator.logits(recon).mean()
             if training and torch.is_grad_enabled():
                 d_weight, adaptive = adaptive_weight(nll, g_loss, last_layer, self.disc_weight)
                 if not adaptive and not self._warned_fixed_weight:
@@ -199,13 +197,10 @@ class Stage1Loss(nn.Module):
         if not self.adversarial_active(step):
             zero = torch.zeros((), device=x.device)
             return zero, {"d_loss": zero}
-        real, fake = self.logits(x.detach()), self.logits(recon.detach())
-        d_loss = torch.stack([hinge_d_loss(r, f) for r, f in zip(real, fake)]).mean()
-        terms = {
-            "d_loss": d_loss,
-            "logits_real": torch.stack([r.mean() for r in real]).mean(),
-            "logits_fake": torch.stack([f.mean() for f in fake]).mean(),
-        }
+        real = self.discriminator.logits(x.detach())
+        fake = self.discriminator.logits(recon.detach())
+        d_loss = hinge_d_loss(real, fake)
+        terms = {"d_loss": d_loss, "logits_real": real.mean(), "logits_fake": fake.mean()}
         return d_loss, {name: value.detach() for name, value in terms.items()}
 
 

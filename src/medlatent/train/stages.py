@@ -1,11 +1,15 @@
 """The training stages the loop runs: what one micro-batch and one optimiser step compute.
 
-- `AdversarialStage`: autoencoder + PatchGAN discriminator (2D stage 1, 3D stage 2), Adam
-  betas (0.5, 0.9).
+- `AdversarialStage`: autoencoder + PatchGAN discriminator (2D stage 1, 3D stage 2). One step
+  is one global batch that updates ONE network, as in the public MedVAE training loop: before
+  `disc_start` every step updates the autoencoder; from it on, even steps update the
+  autoencoder and odd steps the discriminator, scored on a fresh no-grad reconstruction of
+  the batch (docs/recipe.md: what a step counts).
 - `ProjectionStage`: 2D stage 2, frozen autoencoder, trainable projection head.
 
-A fix of the public code's defect: the discriminator is in train mode whenever it trains
-(checked before each of its backward passes).
+Every optimiser is Adam with betas (0.5, 0.9), as in the public code's stage-1 and stage-2
+scripts. A fix of the public code's defect: the discriminator is in train mode whenever it
+trains (checked before each of its backward passes).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from medlatent.models.projection import ProjectionHead
 from medlatent.train import ddp
 from medlatent.train.losses import Stage1Loss, last_layer_parameter, stage2_loss
 
-ADAM_BETAS_GAN = (0.5, 0.9)
+ADAM_BETAS = (0.5, 0.9)
 PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
@@ -86,15 +90,25 @@ class AdversarialStage:
         trainable = [p for p in self.autoencoder.parameters() if p.requires_grad]
         self.optimizers = {
             # foreach: one fused update over all tensors; PyTorch only defaults to it on CUDA
-            "generator": torch.optim.Adam(trainable, lr=lr, betas=ADAM_BETAS_GAN, foreach=True),
-            "discriminator": torch.optim.Adam(
-                self.discriminator.parameters(), lr=lr, betas=ADAM_BETAS_GAN, foreach=True
-            ),
+            "generator": torch.optim.Adam(trainable, lr=lr, betas=ADAM_BETAS, foreach=True),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=ADAM_BETAS, foreach=True),
         }
         self.precision = _Precision(precision, context.device, list(self.optimizers))
         self.last_layer = last_layer_parameter(self.autoencoder)
 
+    def trains_discriminator(self, step: int) -> bool:
+        """Whether `step` updates the discriminator (odd steps from disc_start on) or the autoencoder."""
+        return self.loss.adversarial_active(step) and step % 2 == 1
+
     def micro_step(self, x: torch.Tensor, step: int, scale: float, synchronize: bool) -> dict[str, float]:
+        if self.trains_discriminator(step):
+            with torch.no_grad(), self.precision.autocast():
+                recon, _ = self.autoencoder(x)
+            with self.precision.autocast():
+                d_loss, logs = self.loss.discriminator_loss(x, recon, step)
+            require_train_mode(self.discriminator)
+            self.precision.backward("discriminator", d_loss * scale)
+            return _floats(logs)
         self.discriminator.requires_grad_(False)  # the generator's loss must not train D
         with ddp.sync_context(self.model, synchronize):
             with self.precision.autocast():
@@ -102,19 +116,14 @@ class AdversarialStage:
                 total, logs = self.loss.generator_loss(x, recon, posterior, step, self.last_layer)
             self.precision.backward("generator", total * scale)
         self.discriminator.requires_grad_(True)
-        if self.loss.adversarial_active(step):
-            with self.precision.autocast():
-                d_loss, d_logs = self.loss.discriminator_loss(x, recon, step)
-            require_train_mode(self.discriminator)
-            self.precision.backward("discriminator", d_loss * scale)
-            logs.update(d_logs)
         return _floats(logs)
 
     def optimizer_step(self, step: int) -> None:
-        self.precision.step("generator", self.optimizers["generator"])
-        if self.loss.adversarial_active(step):
+        if self.trains_discriminator(step):
             ddp.average_gradients(self.discriminator.parameters(), self.context)
             self.precision.step("discriminator", self.optimizers["discriminator"])
+        else:
+            self.precision.step("generator", self.optimizers["generator"])
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
 
@@ -162,7 +171,7 @@ class ProjectionStage:
         self.projection = projection.to(context.device).train()
         self.model = ddp.wrap(self.projection, context)
         self.embedder = embedder.to(context.device)
-        self.optimizer = torch.optim.Adam(self.projection.parameters(), lr=lr, foreach=True)
+        self.optimizer = torch.optim.Adam(self.projection.parameters(), lr=lr, betas=ADAM_BETAS, foreach=True)
         self.precision = _Precision(precision, context.device, ["projection"])
 
     def _latent(self, x: torch.Tensor) -> torch.Tensor:
