@@ -28,7 +28,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from medlatent.cad.data import ShardStore, fit, load_autoencoder, method_shape, reconstruct, resize
 from medlatent.core.atomic import atomic_path
 from medlatent.core.errors import InputError
-from medlatent.evaluate.segsim import segsim_dice
+from medlatent.evaluate.segsim import make_segmenter, structure_scores
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,9 @@ def evaluate_image_type(
     panel_items = [(source, item) for _, source, item in draws[: spec["panels"]]]
     crops = spec.get("crops", {})
     rows, panels = [], {}
+    if spec["dims"] == 3:
+        segment, segmenter = make_segmenter(spec["segmenter"], device), spec["segmenter"]
+        originals = {}  # every method's reconstruction of an item is compared with one segmentation of it
     for method in spec["methods"]:
         reconstructor = Reconstructor(
             method,
@@ -212,7 +215,14 @@ def evaluate_image_type(
                 "shape": "x".join(map(str, image.shape[1:])),
             }
             if spec["dims"] == 3:
-                score["segsim_dice"] = segsim_dice(image[0], recon[0], spec["segmenter"])
+                if (source, item) not in originals:
+                    originals[(source, item)] = segment(image[0], source)
+                score |= structure_scores(
+                    originals[(source, item)],
+                    segment(recon[0], source),
+                    segmenter["volume_change"],
+                    segmenter.get("labels"),
+                )
             scores[(source, item)] = score
             if (source, item) in panel_items:
                 key = f"{source}/{item}"
