@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from bundle_fixtures import REPO_ID, write_bundle
 from cad_fixtures import TINY_2D, TINY_3D, write_latent_dataset, write_model, write_source
 from workflow_helpers import planned_jobs, snakemake
 
@@ -309,3 +310,29 @@ def test_evaluation_rules_run_report_and_rerun_only_the_edited_task(tmp_path):
     assert {rule for rule, _ in jobs} == {"cad_train", "cad_table", "report_summary"}
     assert sorted(w["method"] for rule, w in jobs if rule == "cad_train") == ["highres", "tiny_f16"]
     assert {w["task"] for rule, w in jobs if rule == "cad_train"} == {"blob2d_finding"}
+
+
+@pytest.mark.workflow
+def test_recon_rule_segments_with_the_monai_bundle_of_the_hub_cache(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    _upstream_outputs(work)
+    config = yaml.safe_load(_workflow_config(tmp_path / "config.yaml").read_text())
+    config["evaluation"]["recon"]["segmenter"] = {"ct": {"kind": "monai_bundle", "bundle": f"hf://{REPO_ID}"}}
+    path = tmp_path / "bundle.yaml"
+    path.write_text(yaml.safe_dump(config))
+    target = ["results/tables/recon.md", "--allowed-rules", "recon_image_type", "recon_table"]
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    failed = snakemake(work, "results/recon/ct_head/per_item.csv", *target[1:], configfile=path, check=False)
+    assert failed.returncode != 0, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert f"hf download {REPO_ID}" in (work / "logs" / "recon" / "ct_head.log").read_text(), failed.stderr[-3000:]
+
+    write_bundle(tmp_path / "hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snakemake(work, *target, configfile=path)
+    rows = pd.read_csv(work / "results" / "recon" / "ct_head" / "per_item.csv")
+    assert rows["segsim_dice"].between(0, 1).all() and (rows["segqc_changed"] >= 0).all()
+    assert all(set(json.loads(s)) <= {"1", "2", "3"} for s in rows["segsim_structures"])  # the bundle's 4 labels
+    table = (work / "results" / "tables" / "recon.md").read_text()
+    assert "SegQC changed structures" in table and f"MONAI bundle hf://{REPO_ID}" in table
+    assert "threshold segmenter at [-0.6, -0.2, 0.2] (stand-in" not in table  # no MRI source here
