@@ -14,6 +14,7 @@ window, MRI to [0, 1]) and given the RAS affine of the normalization spacing.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -52,6 +53,9 @@ class BundleSegmenter:
         from monai.bundle import ConfigParser  # MONAI loads every submodule at import: only bundle jobs pay
 
         folder = bundle_folder(spec["bundle"])
+        # bundles whose network ships as code (`scripts.networks...`, e.g. UNesT) import it from their
+        # root, which `python -m monai.bundle run` has on the path as its working directory
+        sys.path.insert(0, str(folder))
         parser = ConfigParser()
         parser.read_config(str(folder / CONFIG))
         parser["bundle_root"] = str(folder)

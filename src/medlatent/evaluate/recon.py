@@ -11,6 +11,9 @@ a smaller side above (win - 1) x 2^(scales - 1): 5 scales with the 11-voxel wind
 than 160. Smaller images get as many scales as fit, with the published weights of those scales
 renormalized; sides below 11 get a smaller odd window. The variant is named in every row (a
 single scale is plain SSIM).
+
+3D items are also segmented (`evaluate.segsim`): each original once, each reconstruction with the
+same segmenter, and scored by SegSim and SegQC.
 """
 
 from __future__ import annotations
