@@ -14,6 +14,7 @@ from bundle_fixtures import REPO_ID, write_bundle
 from cad_fixtures import TINY_2D, TINY_3D, write_latent_dataset, write_model, write_source
 from workflow_helpers import planned_jobs, snakemake
 
+from medlatent.report.figures import structure_dice
 from medlatent.report.summary import build_report
 from medlatent.report.tables import cad_display, cad_table, markdown_table, mean_std, write_table
 
@@ -108,6 +109,19 @@ def test_build_report_draws_every_figure_and_lists_everything_in_the_summary(tmp
     panel_dir = tmp_path / "recon" / "ct_head"
     panel_dir.mkdir(parents=True)
     np.savez(panel_dir / "panels.npz", **{"original::s/i": np.zeros((8, 8)), "m::s/i": np.ones((8, 8)) * 0.1})
+    per_item = panel_dir / "per_item.csv"
+    pd.DataFrame(
+        {
+            "image_type": ["ct_head", "ct_head", "ct_head"],
+            "method": ["m", "m", "bicubic_f64"],
+            "segmenter": ["MONAI bundle hf://MONAI/x"] * 3,
+            "segsim_structures": [
+                json.dumps({"1": {"dice": 0.9, "volume_ratio": 1.0}, "2": {"dice": 0.0, "volume_ratio": None}}),
+                json.dumps({"1": {"dice": 0.7, "volume_ratio": 1.1}}),
+                json.dumps({"1": {"dice": 0.2, "volume_ratio": 0.5}}),
+            ],
+        }
+    ).to_csv(per_item, index=False)
     curation = tmp_path / "report.json"
     curation.write_text(
         json.dumps({"source": "s", "found": 5, "kept": 4, "rejected": 1, "rejected_by_category": {"unreadable": 1}})
@@ -133,12 +147,22 @@ def test_build_report_draws_every_figure_and_lists_everything_in_the_summary(tmp
         tmp_path / "cad.csv",
         tmp_path / "efficiency.csv",
         [str(panel_dir / "panels.npz")],
+        [str(per_item)],
         [str(curation)],
         [str(model_dir / "stage2.pt")],
         tmp_path / "figures",
         summary,
     )
-    assert sorted(figures) == ["cad_auroc", "curation_counts", "efficiency", "recon_panels", "training_curves"]
+    assert sorted(figures) == [
+        "cad_auroc",
+        "curation_counts",
+        "efficiency",
+        "recon_panels",
+        "segsim_structures",
+        "training_curves",
+    ]
+    dice = structure_dice(pd.read_csv(per_item)).set_index(["method", "structure"])["dice"]
+    assert dice.to_dict() == {("m", 1): pytest.approx(0.8), ("m", 2): 0.0, ("bicubic_f64", 1): 0.2}
     for path in figures.values():
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
     text = summary.read_text()

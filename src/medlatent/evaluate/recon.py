@@ -32,6 +32,7 @@ from medlatent.cad.data import ShardStore, fit, load_autoencoder, method_shape, 
 from medlatent.core.atomic import atomic_path
 from medlatent.core.errors import InputError
 from medlatent.evaluate.segsim import make_segmenter, structure_scores
+from medlatent.report.tables import segmenter_label
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ def evaluate_image_type(
                     segmenter["volume_change"],
                     segmenter.get("labels"),
                 )
+                score["segmenter"] = segmenter_label(segmenter)
             scores[(source, item)] = score
             if (source, item) in panel_items:
                 key = f"{source}/{item}"
