@@ -123,6 +123,8 @@ def test_bundle_segmentation_equals_monai_bundle_inference_label_for_label(tmp_p
     expected = _monai_bundle_inference(snapshot, to_bundle_intensities(volume, CT_GRID), tmp_path)
     assert ours.shape == volume.shape and len(ours.unique()) > 1
     np.testing.assert_array_equal(ours.numpy(), expected.astype(np.int16))
+    batched = make_segmenter({**spec, "sw_batch_size": 4}, torch.device("cpu"))(volume, "ct")
+    assert torch.equal(batched, ours)  # more windows per forward: the same labels
 
 
 def test_a_missing_bundle_stops_with_the_download_command(tmp_path, monkeypatch):
@@ -130,6 +132,13 @@ def test_a_missing_bundle_stops_with_the_download_command(tmp_path, monkeypatch)
     spec = {"kind": "monai_bundle", "bundle": "hf://MONAI/wholeBody_ct_segmentation", "sources": {}}
     with pytest.raises(InputError, match="hf download MONAI/wholeBody_ct_segmentation"):
         make_segmenter(spec, torch.device("cpu"))
+
+
+def test_mri_reaches_the_bundle_in_the_unit_range_for_its_own_normalisation(demo_config):
+    demo_config["evaluation"]["recon"]["segmenter"]["mri"] = {"kind": "monai_bundle", "bundle": "/bundles/brain"}
+    grid = mlconfig.recon_slice(demo_config, "mri_head")["segmenter"]["sources"]["demo_brainmri"]
+    assert grid["bundle_range"] == [0.0, 1.0]
+    assert to_bundle_intensities(torch.tensor([-1.0, 1.0]), grid).tolist() == [0.0, 1.0]
 
 
 def test_a_bundle_per_modality_gets_each_source_grid_and_hu_window(demo_config):

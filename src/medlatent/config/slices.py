@@ -314,7 +314,11 @@ def segmenter_slice(config: dict, modality: str, source_ids: list[str]) -> dict:
     if modality not in recon["segmenter"]:
         raise ConfigError(f"evaluation.recon.segmenter has no entry for modality {modality!r}")
     entry = recon["segmenter"][modality]
-    keys = ("kind", "thresholds", "labels") if entry["kind"] == "threshold" else ("kind", "bundle", "labels")
+    keys = (
+        ("kind", "thresholds", "labels")
+        if entry["kind"] == "threshold"
+        else ("kind", "bundle", "labels", "sw_batch_size")
+    )
     spec = {key: entry[key] for key in keys if key in entry}
     spec["volume_change"] = recon["segqc_volume_change"]
     if entry["kind"] == "monai_bundle":

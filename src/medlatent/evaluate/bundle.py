@@ -62,6 +62,8 @@ class BundleSegmenter:
         parser["device"] = f"$torch.device('{device}')"
         if parser.get("inferer#device") is not None:
             parser["inferer#device"] = "@device"
+        if "sw_batch_size" in spec:
+            parser["inferer#sw_batch_size"] = spec["sw_batch_size"]
         self.network = parser.get_parsed_content("network_def").to(device).eval()
         self.network.load_state_dict(torch.load(self._weights(parser), map_location=device, weights_only=True))
         self.inferer = parser.get_parsed_content("inferer")
