@@ -15,6 +15,7 @@ from medlatent import config as mlconfig
 from medlatent.core.errors import InputError
 from medlatent.evaluate.bundle import to_bundle_intensities
 from medlatent.evaluate.segsim import make_segmenter, structure_scores, threshold_segment
+from medlatent.report.tables import segmenter_label
 
 torch.set_num_threads(2)
 
@@ -55,6 +56,7 @@ def test_identical_segmentations_score_segsim_one_and_no_changed_structure():
     assert scores["segsim_dice"] == 1.0 and scores["segqc_changed"] == 0
     background = torch.zeros(8, 8, 8, dtype=torch.int16)
     assert structure_scores(background, background, 0.2)["segsim_dice"] == 1.0  # nothing to disagree on
+    assert "(stand-in for an anatomical segmenter)" in segmenter_label({"kind": "threshold", "thresholds": [0.5]})
 
 
 def test_volume_change_beyond_the_fraction_is_counted():
@@ -125,6 +127,7 @@ def test_bundle_segmentation_equals_monai_bundle_inference_label_for_label(tmp_p
     np.testing.assert_array_equal(ours.numpy(), expected.astype(np.int16))
     batched = make_segmenter({**spec, "sw_batch_size": 4}, torch.device("cpu"))(volume, "ct")
     assert torch.equal(batched, ours)  # more windows per forward: the same labels
+    assert structure_scores(ours, batched, volume_change=0.0)["segsim_dice"] == 1.0
 
 
 def test_a_missing_bundle_stops_with_the_download_command(tmp_path, monkeypatch):

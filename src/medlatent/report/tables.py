@@ -235,7 +235,7 @@ def write_recon_table(spec: dict, per_item_files: list[str], csv_path: str | Pat
         "SegSim (3D only): macro mean Dice (MONAI compute_dice) over the structures present in the segmentation "
         "of the original or of the reconstruction (one missing from either scores 0); SegQC: structures whose "
         f"volume changed by more than {_volume_changes(spec['segmenters'])} of the original's, counted. "
-        f"Segmenter: {'; '.join(segmenter_label(s) for s in spec['segmenters']) or 'none'}.",
+        f"Segmenter: {'; '.join(dict.fromkeys(segmenter_label(s) for s in spec['segmenters'])) or 'none'}.",
     ]
     notes += [DEMO_NOTE] if spec["demo"] else []
     write_table(
