@@ -342,6 +342,8 @@ def test_recon_rule_segments_with_the_monai_bundle_of_the_hub_cache(tmp_path, mo
     _upstream_outputs(work)
     config = yaml.safe_load(_workflow_config(tmp_path / "config.yaml").read_text())
     config["evaluation"]["recon"]["segmenter"] = {"ct": {"kind": "monai_bundle", "bundle": f"hf://{REPO_ID}"}}
+    config["sources"] = [s for s in config["sources"] if s["dims"] == 3]  # the table of the 3D type only
+    config["cad_tasks"] = [t for t in config["cad_tasks"] if t["dims"] == 3]
     path = tmp_path / "bundle.yaml"
     path.write_text(yaml.safe_dump(config))
     target = ["results/tables/recon.md", "--allowed-rules", "recon_image_type", "recon_table"]

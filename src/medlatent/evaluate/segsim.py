@@ -38,14 +38,11 @@ def structure_dice(original: torch.Tensor, reconstruction: torch.Tensor, labels:
     dice = []
     for start in range(0, len(labels), DICE_CHUNK):
         chunk = labels[start : start + DICE_CHUNK]
-        masks = [
+        predicted, reference = (
             torch.stack([segmentation == label for label in chunk])[None].float()
-            for segmentation in (
-                reconstruction,
-                original,
-            )
-        ]
-        dice += compute_dice(masks[0], masks[1], include_background=True, ignore_empty=False)[0].tolist()
+            for segmentation in (reconstruction, original)
+        )
+        dice += compute_dice(predicted, reference, include_background=True, ignore_empty=False)[0].tolist()
     return dice
 
 
