@@ -13,7 +13,6 @@ from pytorch_msssim import ms_ssim as reference_ms_ssim
 from medlatent import config as mlconfig
 from medlatent.evaluate.efficiency import efficiency_rows, max_batch_size
 from medlatent.evaluate.recon import evaluate_image_type, ms_ssim, ms_ssim_scales, psnr, sample_items
-from medlatent.evaluate.segsim import segsim_dice, threshold_segment
 from medlatent.report.tables import recon_table
 
 torch.set_num_threads(2)
@@ -54,22 +53,6 @@ def test_five_scale_ms_ssim_equals_pytorch_msssim_and_smaller_images_get_fewer_s
     assert ms_ssim(x[:, :, :8, :16], y[:, :, :8, :16])[1].startswith("SSIM (win 7")  # window shrinks to fit
 
 
-def test_segsim_is_one_for_identical_volumes_and_drops_when_structure_moves():
-    segmenter = {"kind": "threshold", "thresholds": [-0.5, 0.5]}
-    volume = -torch.ones(16, 16, 16)
-    volume[4:12, 4:12, 4:12] = 0.0
-    volume[6:10, 6:10, 6:10] = 1.0
-    assert threshold_segment(volume, [-0.5, 0.5]).unique().tolist() == [0, 1, 2]
-    assert segsim_dice(volume, volume, segmenter) == 1.0
-    shifted = torch.roll(volume, shifts=2, dims=0)
-    assert 0.3 < segsim_dice(volume, shifted, segmenter) < 0.9
-    background = -torch.ones(8, 8, 8)
-    assert segsim_dice(background, background, segmenter) == 1.0  # both all background: they agree
-    only_one = background.clone()
-    only_one[:2] = 1.0  # label 2 appears only in the reconstruction: Dice 0 for it, label 1 absent from both
-    assert segsim_dice(background, only_one, segmenter) == 0.0
-
-
 # --- the reconstruction job -----------------------------------------------------------------------
 
 
@@ -93,7 +76,7 @@ def _recon_spec(dims: int, sources: list[str], methods: list[dict], **extra) -> 
             {
                 "crops": {s: [12, 12, 8] for s in sources},
                 "slice_axis": 2,
-                "segmenter": {"kind": "threshold", "thresholds": [-0.3, 0.3]},
+                "segmenter": {"kind": "threshold", "thresholds": [-0.3, 0.3], "volume_change": 0.2},
             }
         )
     return {**spec, **extra}
@@ -135,7 +118,8 @@ def test_recon_job_scores_every_method_on_the_same_seeded_items(tmp_path):
         spec_3d, volumes["shards"], {"tiny3d_f64": str(model_3d), "tiny_f16": str(model_2d)}, torch.device("cpu")
     )
     assert set(rows["shape"]) == {"12x12x8"}  # centre crop
-    assert rows["segsim_dice"].between(0, 1).all() and set(rows["method"]) == {
+    assert rows["segsim_dice"].between(0, 1).all() and (rows["segqc_changed"] >= 0).all()
+    assert set(rows["method"]) == {
         "tiny3d_f64",
         "tiny_f16_slicewise",
         "nearest_f64",
@@ -144,7 +128,7 @@ def test_recon_job_scores_every_method_on_the_same_seeded_items(tmp_path):
     table = recon_table(rows)
     # 3 test volumes, fewer than n_items: both seeds draw all of them, so the seeds agree exactly
     assert set(table["seeds"]) == {2} and set(table["items_per_seed"]) == {3} and (table["psnr_std"] == 0).all()
-    assert {"psnr_mean", "ms_ssim_mean", "segsim_dice_mean"} <= set(table.columns)
+    assert {"psnr_mean", "ms_ssim_mean", "segsim_dice_mean", "segqc_changed_mean"} <= set(table.columns)
 
 
 def test_interpolation_round_trip_of_a_flat_image_is_exact(tmp_path):

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from bundle_fixtures import REPO_ID, write_bundle
 from cad_fixtures import TINY_2D, TINY_3D, write_latent_dataset, write_model, write_source
 from workflow_helpers import planned_jobs, snakemake
 
+from medlatent.report.figures import structure_dice
 from medlatent.report.summary import build_report
 from medlatent.report.tables import cad_display, cad_table, markdown_table, mean_std, write_table
 
@@ -107,6 +109,19 @@ def test_build_report_draws_every_figure_and_lists_everything_in_the_summary(tmp
     panel_dir = tmp_path / "recon" / "ct_head"
     panel_dir.mkdir(parents=True)
     np.savez(panel_dir / "panels.npz", **{"original::s/i": np.zeros((8, 8)), "m::s/i": np.ones((8, 8)) * 0.1})
+    per_item = panel_dir / "per_item.csv"
+    pd.DataFrame(
+        {
+            "image_type": ["ct_head", "ct_head", "ct_head"],
+            "method": ["m", "m", "bicubic_f64"],
+            "segmenter": ["MONAI bundle hf://MONAI/x"] * 3,
+            "segsim_structures": [
+                json.dumps({"1": {"dice": 0.9, "volume_ratio": 1.0}, "2": {"dice": 0.0, "volume_ratio": None}}),
+                json.dumps({"1": {"dice": 0.7, "volume_ratio": 1.1}}),
+                json.dumps({"1": {"dice": 0.2, "volume_ratio": 0.5}}),
+            ],
+        }
+    ).to_csv(per_item, index=False)
     curation = tmp_path / "report.json"
     curation.write_text(
         json.dumps({"source": "s", "found": 5, "kept": 4, "rejected": 1, "rejected_by_category": {"unreadable": 1}})
@@ -132,12 +147,22 @@ def test_build_report_draws_every_figure_and_lists_everything_in_the_summary(tmp
         tmp_path / "cad.csv",
         tmp_path / "efficiency.csv",
         [str(panel_dir / "panels.npz")],
+        [str(per_item)],
         [str(curation)],
         [str(model_dir / "stage2.pt")],
         tmp_path / "figures",
         summary,
     )
-    assert sorted(figures) == ["cad_auroc", "curation_counts", "efficiency", "recon_panels", "training_curves"]
+    assert sorted(figures) == [
+        "cad_auroc",
+        "curation_counts",
+        "efficiency",
+        "recon_panels",
+        "segsim_structures",
+        "training_curves",
+    ]
+    dice = structure_dice(pd.read_csv(per_item)).set_index(["method", "structure"])["dice"]
+    assert dice.to_dict() == {("m", 1): pytest.approx(0.8), ("m", 2): 0.0, ("bicubic_f64", 1): 0.2}
     for path in figures.values():
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
     text = summary.read_text()
@@ -309,3 +334,31 @@ def test_evaluation_rules_run_report_and_rerun_only_the_edited_task(tmp_path):
     assert {rule for rule, _ in jobs} == {"cad_train", "cad_table", "report_summary"}
     assert sorted(w["method"] for rule, w in jobs if rule == "cad_train") == ["highres", "tiny_f16"]
     assert {w["task"] for rule, w in jobs if rule == "cad_train"} == {"blob2d_finding"}
+
+
+@pytest.mark.workflow
+def test_recon_rule_segments_with_the_monai_bundle_of_the_hub_cache(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    _upstream_outputs(work)
+    config = yaml.safe_load(_workflow_config(tmp_path / "config.yaml").read_text())
+    config["evaluation"]["recon"]["segmenter"] = {"ct": {"kind": "monai_bundle", "bundle": f"hf://{REPO_ID}"}}
+    config["sources"] = [s for s in config["sources"] if s["dims"] == 3]  # the table of the 3D type only
+    config["cad_tasks"] = [t for t in config["cad_tasks"] if t["dims"] == 3]
+    path = tmp_path / "bundle.yaml"
+    path.write_text(yaml.safe_dump(config))
+    target = ["results/tables/recon.md", "--allowed-rules", "recon_image_type", "recon_table"]
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    failed = snakemake(work, "results/recon/ct_head/per_item.csv", *target[1:], configfile=path, check=False)
+    assert failed.returncode != 0, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert f"hf download {REPO_ID}" in (work / "logs" / "recon" / "ct_head.log").read_text(), failed.stderr[-3000:]
+
+    write_bundle(tmp_path / "hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snakemake(work, *target, configfile=path)
+    rows = pd.read_csv(work / "results" / "recon" / "ct_head" / "per_item.csv")
+    assert rows["segsim_dice"].between(0, 1).all() and (rows["segqc_changed"] >= 0).all()
+    assert all(set(json.loads(s)) <= {"1", "2", "3"} for s in rows["segsim_structures"])  # the bundle's 4 labels
+    table = (work / "results" / "tables" / "recon.md").read_text()
+    assert "SegQC changed structures" in table and f"MONAI bundle hf://{REPO_ID}" in table
+    assert "threshold segmenter at [-0.6, -0.2, 0.2] (stand-in" not in table  # no MRI source here

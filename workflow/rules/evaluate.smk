@@ -18,6 +18,7 @@ rule recon_image_type:
     threads: 1
     resources:
         gpu=mlconfig.evaluation_gpus(config, "recon"),
+        mem_mb=mlconfig.recon_mem_mb(config),
     params:
         spec=get_recon_spec,
         weights=get_recon_weights_arg,

@@ -3,18 +3,24 @@
 
 
 rule report_summary:
-    """AUROC bars, reconstruction panels, efficiency bars, training curves, curation counts; the summary."""
+    """AUROC bars, recon panels, per-structure Dice, efficiency, training curves, curation counts; the summary."""
     input:
         tables=[f"{RESULTS}/tables/{name}.md" for name in ("cad", "recon", "efficiency", "storage")],
         cad=f"{RESULTS}/tables/cad.csv",
         efficiency=f"{RESULTS}/tables/efficiency.csv",
         panels=get_recon_outputs("panels"),
+        recon_per_item=get_recon_outputs("per_item"),
         curation=get_curation_reports,
         weights=get_model_weights,
     output:
         cad=report(f"{RESULTS}/figures/cad_auroc.png", caption="../report/cad_auroc.rst", category="1. Downstream CAD"),
         recon=report(
             f"{RESULTS}/figures/recon_panels.png", caption="../report/recon_panels.rst", category="2. Reconstruction"
+        ),
+        structures=report(
+            f"{RESULTS}/figures/segsim_structures.png",
+            caption="../report/segsim_structures.rst",
+            category="2. Reconstruction",
         ),
         efficiency=report(
             f"{RESULTS}/figures/efficiency.png", caption="../report/efficiency.rst", category="3. Efficiency"
@@ -38,5 +44,6 @@ rule report_summary:
         figures=lambda wildcards, output: os.path.dirname(output.cad),
     shell:
         "medlatent report --spec {params.spec:q} --tables {input.tables} --cad-csv {input.cad}"
-        " --efficiency-csv {input.efficiency} --panels {input.panels} --curation {input.curation}"
+        " --efficiency-csv {input.efficiency} --panels {input.panels}"
+        " --recon-per-item {input.recon_per_item} --curation {input.curation}"
         " --weights {input.weights} --figures-dir {params.figures} --summary {output.summary} > {log} 2>&1"

@@ -18,6 +18,7 @@ def report(args: argparse.Namespace) -> None:
         Path(args.cad_csv),
         Path(args.efficiency_csv),
         args.panels,
+        args.recon_per_item,
         args.curation,
         args.weights,
         Path(args.figures_dir),
@@ -33,5 +34,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--cad-csv", required=True)
     parser.add_argument("--efficiency-csv", required=True)
     parser.add_argument("--panels", nargs="*", default=[])
+    parser.add_argument("--recon-per-item", nargs="*", default=[], help="per-item reconstruction scores (CSV)")
     parser.add_argument("--curation", nargs="*", default=[])
     parser.add_argument("--weights", nargs="*", default=[], help="model weights; loss CSVs are read beside them")

@@ -58,6 +58,7 @@ from medlatent.config.resources import (
     evaluation_gpus,
     latents_gpus,
     latents_threads,
+    recon_mem_mb,
     train_resources,
 )
 from medlatent.config.slices import (
@@ -95,6 +96,7 @@ __all__ = [
     "data_dir",
     "efficiency_slice",
     "evaluation_gpus",
+    "recon_mem_mb",
     "evaluation_table_slice",
     "extraction_groups",
     "fetch_slice",

@@ -46,6 +46,11 @@ def cad_train_resources(config: dict) -> dict:
     return {"gpu": cad["gpus"], "threads": cad["num_workers"] + 1}
 
 
+def recon_mem_mb(config: dict) -> int:
+    """Memory of one recon_image_type job (`evaluation.recon.mem_mb`)."""
+    return config["evaluation"]["recon"]["mem_mb"]
+
+
 def evaluation_gpus(config: dict, job: str) -> int:
     """GPUs of the `recon` or `efficiency` jobs (`evaluation.<job>.gpus`)."""
     if job not in ("recon", "efficiency"):

@@ -300,16 +300,51 @@ def recon_slice(config: dict, image_type: str) -> dict:
     if dims == 2:
         spec.update({"n_items": recon["n_images_2d"], "seeds": recon["seeds_2d"]})
     else:
-        segmenter = recon["segmenter"]
         spec.update(
             {
                 "n_items": recon["n_volumes_3d"],
                 "seeds": recon["seeds_3d"],
                 "crops": {e["id"]: recon["crop_overrides"].get(e["id"], recon["crop_3d"]) for e in entries},
-                "segmenter": {"kind": segmenter["kind"], "thresholds": segmenter["thresholds"].get(modality)},
+                "segmenter": segmenter_slice(config, modality, spec["sources"]),
                 "slice_axis": 2,
             }
         )
+    return spec
+
+
+#: Intensities a bundle is given, per modality: CT back to HU through the recorded window; MRI
+#: (scaled per volume, so no physical unit to return to) to [0, 1], zero background as in a
+#: scanner's image, for the bundle's own normalisation to act on.
+MRI_BUNDLE_RANGE = [0.0, 1.0]
+
+
+def segmenter_slice(config: dict, modality: str, source_ids: list[str]) -> dict:
+    """The SegSim segmenter of a 3D modality; a bundle also gets each source's grid and intensity map."""
+    recon = config["evaluation"]["recon"]
+    if modality not in recon["segmenter"]:
+        raise ConfigError(f"evaluation.recon.segmenter has no entry for modality {modality!r}")
+    entry = recon["segmenter"][modality]
+    keys = (
+        ("kind", "thresholds", "labels")
+        if entry["kind"] == "threshold"
+        else ("kind", "bundle", "labels", "sw_batch_size")
+    )
+    spec = {key: entry[key] for key in keys if key in entry}
+    spec["volume_change"] = recon["segqc_volume_change"]
+    if entry["kind"] == "monai_bundle":
+        spec["sources"] = {}
+        for source_id in source_ids:
+            block = normalize_slice(config, source_id)
+            if block.get("spacing") is None:
+                raise ConfigError(
+                    f"normalize.spacing of source {source_id} is null: a monai_bundle segmenter needs the "
+                    "voxel size of the normalized volumes (set normalize.spacing)"
+                )
+            spec["sources"][source_id] = {
+                "spacing": block["spacing"],
+                "output_range": block["output_range"],
+                "bundle_range": block["hu_window"] if modality == "ct" else MRI_BUNDLE_RANGE,
+            }
     return spec
 
 

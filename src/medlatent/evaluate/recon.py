@@ -11,6 +11,9 @@ a smaller side above (win - 1) x 2^(scales - 1): 5 scales with the 11-voxel wind
 than 160. Smaller images get as many scales as fit, with the published weights of those scales
 renormalized; sides below 11 get a smaller odd window. The variant is named in every row (a
 single scale is plain SSIM).
+
+3D items are also segmented (`evaluate.segsim`): each original once, each reconstruction with the
+same segmenter, and scored by SegSim and SegQC.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from medlatent.cad.data import ShardStore, fit, load_autoencoder, method_shape, reconstruct, resize
 from medlatent.core.atomic import atomic_path
 from medlatent.core.errors import InputError
-from medlatent.evaluate.segsim import segsim_dice
+from medlatent.evaluate.segsim import make_segmenter, structure_scores
+from medlatent.report.tables import segmenter_label
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +195,9 @@ def evaluate_image_type(
     panel_items = [(source, item) for _, source, item in draws[: spec["panels"]]]
     crops = spec.get("crops", {})
     rows, panels = [], {}
+    if spec["dims"] == 3:
+        segment, segmenter = make_segmenter(spec["segmenter"], device), spec["segmenter"]
+        originals = {}  # every method's reconstruction of an item is compared with one segmentation of it
     for method in spec["methods"]:
         reconstructor = Reconstructor(
             method,
@@ -212,7 +219,15 @@ def evaluate_image_type(
                 "shape": "x".join(map(str, image.shape[1:])),
             }
             if spec["dims"] == 3:
-                score["segsim_dice"] = segsim_dice(image[0], recon[0], spec["segmenter"])
+                if (source, item) not in originals:
+                    originals[(source, item)] = segment(image[0], source)
+                score |= structure_scores(
+                    originals[(source, item)],
+                    segment(recon[0], source),
+                    segmenter["volume_change"],
+                    segmenter.get("labels"),
+                )
+                score["segmenter"] = segmenter_label(segmenter)
             scores[(source, item)] = score
             if (source, item) in panel_items:
                 key = f"{source}/{item}"

@@ -1,8 +1,9 @@
-"""Figures of the evaluation (PNG): CAD AUROC, reconstruction panels, efficiency, training curves,
-curation counts; each carries the provenance stamp of the report in its title."""
+"""Figures of the evaluation (PNG): CAD AUROC, reconstruction panels, per-structure Dice, efficiency,
+training curves, curation counts; each carries the provenance stamp of the report in its title."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -108,6 +109,44 @@ def figure_recon(
         ax.set_yticks([])
         if not ax.images:
             ax.axis("off")
+    _save(plt, figure, path, provenance, title)
+
+
+def structure_dice(per_item: pd.DataFrame) -> pd.DataFrame:
+    """Mean Dice per (image type, segmenter, method, structure) over the items where either segmentation
+    has the structure (the per-item `segsim_structures`)."""
+    rows = [
+        {
+            "image_type": row.image_type,
+            "segmenter": row.segmenter,
+            "method": row.method,
+            "structure": int(label),
+            "dice": scores["dice"],
+        }
+        for row in per_item.dropna(subset=["segsim_structures"]).itertuples()
+        for label, scores in json.loads(row.segsim_structures).items()
+    ]
+    columns = ["image_type", "segmenter", "method", "structure", "dice"]
+    return pd.DataFrame(rows, columns=columns).groupby(columns[:-1], sort=False, as_index=False)["dice"].mean()
+
+
+def figure_structures(per_item: pd.DataFrame, path: str | Path, provenance: str) -> None:
+    """Per 3D image type: Dice of each structure (columns, by label) for each method (rows)."""
+    title = "Structure preservation: Dice per structure and method, mean over the sampled volumes"
+    table = structure_dice(per_item) if "segsim_structures" in per_item else pd.DataFrame()
+    if table.empty:
+        return _message_figure(path, provenance, title, "no 3D segmentations")
+    groups = list(table.groupby(["image_type", "segmenter"], sort=True))
+    widest = max(group["structure"].nunique() for _, group in groups)
+    plt, figure, axes = _figure(len(groups), 1, (max(6.0, 3.0 + 0.18 * widest), 1.6 + 1.2 * len(groups)))
+    for ax, ((image_type, segmenter), group) in zip(axes[:, 0], groups):
+        grid = group.pivot(index="method", columns="structure", values="dice")
+        image = ax.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
+        ax.set_yticks(range(len(grid.index)), grid.index, fontsize=7)
+        ax.set_xticks(range(len(grid.columns)), grid.columns, fontsize=6, rotation=90)
+        ax.set_xlabel("structure (label)", fontsize=7)
+        ax.set_title(f"{image_type}: {segmenter}", fontsize=8)
+        figure.colorbar(image, ax=ax, label="Dice")
     _save(plt, figure, path, provenance, title)
 
 

@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 
 from medlatent.core.atomic import write_text
-from medlatent.report.figures import figure_cad, figure_curation, figure_efficiency, figure_recon, figure_training
+from medlatent.report.figures import (
+    figure_cad,
+    figure_curation,
+    figure_efficiency,
+    figure_recon,
+    figure_structures,
+    figure_training,
+)
 from medlatent.report.tables import any_flag, stamp, yes_no
 
 
@@ -65,6 +72,7 @@ def build_report(
     cad_csv: Path,
     efficiency_csv: Path,
     panel_files: list[str],
+    recon_per_item: list[str],
     curation_files: list[str],
     weights_paths: list[str],
     figures_dir: Path,
@@ -85,10 +93,22 @@ def build_report(
     provenance = stamp(spec["config_hash"], spec["demo"], demo_weights)
     figures = {
         name: figures_dir / f"{name}.png"
-        for name in ("cad_auroc", "recon_panels", "efficiency", "training_curves", "curation_counts")
+        for name in (
+            "cad_auroc",
+            "recon_panels",
+            "segsim_structures",
+            "efficiency",
+            "training_curves",
+            "curation_counts",
+        )
     }
     figure_cad(cad, figures["cad_auroc"], provenance)
     figure_recon(panels, figures["recon_panels"], provenance)
+    figure_structures(
+        pd.concat([pd.read_csv(f) for f in recon_per_item], ignore_index=True) if recon_per_item else pd.DataFrame(),
+        figures["segsim_structures"],
+        provenance,
+    )
     figure_efficiency(efficiency, figures["efficiency"], provenance)
     figure_training(loss_files, figures["training_curves"], provenance)
     figure_curation(curation, figures["curation_counts"], provenance)

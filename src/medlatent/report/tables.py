@@ -72,8 +72,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def segmenter_label(segmenter: dict) -> str:
-    """How tables name the SegSim segmenter (never just 'SegSim')."""
-    return f"threshold segmenter at {segmenter['thresholds']} (stand-in for SynthSeg)"
+    """How tables name the SegSim segmenter (never just 'SegSim'); the threshold one as the stand-in it is."""
+    if segmenter["kind"] == "monai_bundle":
+        return f"MONAI bundle {segmenter['bundle']}"
+    return f"threshold segmenter at {segmenter['thresholds']} (stand-in for an anatomical segmenter)"
 
 
 def stamp(config_hash: str, demo_data: bool, demo_weights: bool, what: str = "config") -> str:
@@ -182,7 +184,7 @@ def write_cad_table(spec: dict, metric_files: list[str], csv_path: str | Path, m
 
 def recon_table(per_item: pd.DataFrame) -> pd.DataFrame:
     """One row per (image type, method): per-seed means over items, then mean +- std over seeds."""
-    scores = [c for c in ("psnr", "ms_ssim", "segsim_dice") if c in per_item]
+    scores = [c for c in ("psnr", "ms_ssim", "segsim_dice", "segqc_changed") if c in per_item]
     rows = []
     for (image_type, method), group in per_item.groupby(["image_type", "method"], sort=False):
         per_seed = group.groupby("seed")[scores].mean()
@@ -215,6 +217,9 @@ def recon_display(table: pd.DataFrame) -> pd.DataFrame:
         shown["SegSim Dice"] = [
             format_mean_std(m, s, 4) for m, s in zip(table["segsim_dice_mean"], table["segsim_dice_std"])
         ]
+        shown["SegQC changed structures"] = [
+            format_mean_std(m, s, 1) for m, s in zip(table["segqc_changed_mean"], table["segqc_changed_std"])
+        ]
     return shown
 
 
@@ -227,13 +232,19 @@ def write_recon_table(spec: dict, per_item_files: list[str], csv_path: str | Pat
         "over seeds. Interpolation rows downsize to the latent size at f and resize back with the same kernel.",
         "MS-SSIM variant: images too small for 5 scales with the 11-voxel window use fewer scales (published "
         "weights renormalized); the column names the variant of each row.",
-        f"SegSim (3D only): mean Dice over labels between segmentations of original and reconstruction by a "
-        f"{', '.join(segmenter_label(s) for s in spec['segmenters']) or 'segmenter'}.",
+        "SegSim (3D only): macro mean Dice (MONAI compute_dice) over the structures present in the segmentation "
+        "of the original or of the reconstruction (one missing from either scores 0); SegQC: structures whose "
+        f"volume changed by more than {_volume_changes(spec['segmenters'])} of the original's, counted. "
+        f"Segmenter: {'; '.join(dict.fromkeys(segmenter_label(s) for s in spec['segmenters'])) or 'none'}.",
     ]
     notes += [DEMO_NOTE] if spec["demo"] else []
     write_table(
         table, recon_display(table), csv_path, md_path, "Reconstruction quality", notes, table_provenance(spec, table)
     )
+
+
+def _volume_changes(segmenters: list[dict]) -> str:
+    return " / ".join(sorted({f"{s['volume_change']:.0%}" for s in segmenters})) or "the configured fraction"
 
 
 # ----------------------------------------------------------------------------- efficiency and storage

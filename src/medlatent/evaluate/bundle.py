@@ -1,0 +1,107 @@
+"""Segmentation with a MONAI bundle's own `configs/inference.json`, on volumes held in memory.
+
+The bundle's config is parsed with MONAI's ConfigParser and its own objects are used:
+`network_def` (weights from the file its CheckpointLoader handler names), `preprocessing`,
+`inferer` and `postprocessing`, in the order its SupervisedEvaluator applies them (inference
+under no_grad, CUDA autocast where `evaluator.amp` says so). Two transforms touch files and are
+left out: LoadImaged (the volume arrives as a MetaTensor with its affine instead) and SaveImaged
+(the label map is returned). Invertd stays, so the labels come back on the volume's grid.
+
+A normalized volume is first mapped back to the intensities the bundle was trained on (the
+per-source linear map of `config.slices.segmenter_slice`: CT to HU through the normalization
+window, MRI to [0, 1]) and given the RAS affine of the normalization spacing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from medlatent.core.errors import InputError
+from medlatent.core.hub import download_command, is_hub_path, resolve, split_hub_path
+
+#: Transforms of a bundle's pre/postprocessing that read or write files.
+FILE_ONLY = ("LoadImaged", "SaveImaged")
+CONFIG = "configs/inference.json"
+
+
+def bundle_folder(bundle: str) -> Path:
+    """The bundle's folder: a local path, or its hub-cache snapshot; stops when the config is not there."""
+    folder = resolve(bundle)
+    if not (folder / CONFIG).is_file():
+        fix = (
+            f"run `{download_command(split_hub_path(bundle)[0])}` where there is internet; copy the hub cache here"
+            if is_hub_path(bundle)
+            else "point evaluation.recon.segmenter.<modality>.bundle at a MONAI bundle folder"
+        )
+        raise InputError(str(folder / CONFIG), "no MONAI bundle inference config", fix)
+    return folder
+
+
+def to_bundle_intensities(volume: torch.Tensor, source: dict) -> torch.Tensor:
+    """Normalized intensities (output_range) mapped linearly onto the bundle's range (CT: the HU window)."""
+    (lo_out, hi_out), (lo, hi) = source["output_range"], source["bundle_range"]
+    return (volume - lo_out) / (hi_out - lo_out) * (hi - lo) + lo
+
+
+class BundleSegmenter:
+    """segment(normalized volume, source id) -> label map on the volume's grid, by a MONAI bundle."""
+
+    def __init__(self, spec: dict, device: torch.device) -> None:
+        from monai.bundle import ConfigParser  # MONAI loads every submodule at import: only bundle jobs pay
+
+        folder = bundle_folder(spec["bundle"])
+        # bundles whose network ships as code (`scripts.networks...`, e.g. UNesT) import it from their
+        # root, which `python -m monai.bundle run` has on the path as its working directory
+        sys.path.insert(0, str(folder))
+        parser = ConfigParser()
+        parser.read_config(str(folder / CONFIG))
+        parser["bundle_root"] = str(folder)
+        parser["device"] = f"$torch.device('{device}')"
+        if parser.get("inferer#device") is not None:
+            parser["inferer#device"] = "@device"
+        if "sw_batch_size" in spec:
+            parser["inferer#sw_batch_size"] = spec["sw_batch_size"]
+        self.network = parser.get_parsed_content("network_def").to(device).eval()
+        self.network.load_state_dict(torch.load(self._weights(parser), map_location=device, weights_only=True))
+        self.inferer = parser.get_parsed_content("inferer")
+        self.preprocessing = self._in_memory(parser.get_parsed_content("preprocessing"))
+        self.postprocessing = self._in_memory(parser.get_parsed_content("postprocessing"))
+        self.amp = bool(parser.get("evaluator#amp", False)) and device.type == "cuda"
+        self.sources, self.device = spec["sources"], device
+
+    @staticmethod
+    def _weights(parser) -> Path:
+        """The file the evaluator's CheckpointLoader loads (its handler is ignite's; only the path is read)."""
+        for index, handler in enumerate(parser.get("handlers", [])):
+            if handler.get("_target_", "").endswith("CheckpointLoader"):
+                path = Path(parser.get_parsed_content(f"handlers#{index}#load_path"))
+                if not path.is_file():
+                    raise InputError(str(path), "bundle weights missing", "download the whole bundle")
+                return path
+        raise InputError(parser["bundle_root"], "the inference config loads no checkpoint", "use a trained bundle")
+
+    @staticmethod
+    def _in_memory(compose):
+        """The bundle's Compose without its file transforms; the same transform objects (Invertd finds them)."""
+        from monai.transforms import Compose
+
+        return Compose([t for t in compose.transforms if type(t).__name__ not in FILE_ONLY])
+
+    def __call__(self, volume: torch.Tensor, source: str) -> torch.Tensor:
+        from monai.data import MetaTensor, decollate_batch, list_data_collate
+
+        grid = self.sources[source]
+        affine = torch.diag(torch.tensor([*grid["spacing"], 1.0], dtype=torch.float64))
+        image = MetaTensor(
+            to_bundle_intensities(volume.float(), grid),
+            affine=affine,
+            meta={"original_channel_dim": "no_channel", "filename_or_obj": f"{source} (in memory)"},
+        )
+        batch = list_data_collate([self.preprocessing({"image": image})])
+        with torch.no_grad(), torch.autocast("cuda", enabled=self.amp):
+            batch["pred"] = self.inferer(batch["image"].to(self.device), self.network)
+        labels = self.postprocessing(decollate_batch(batch)[0])["pred"]
+        return torch.as_tensor(labels)[0].round().to(torch.int16).cpu()
