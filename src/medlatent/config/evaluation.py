@@ -14,9 +14,12 @@ def cad_task(config: dict, task_id: str) -> dict:
 
 
 def cad_models(config: dict) -> list[dict]:
-    """The MedVAE models CAD compares: evaluation.cad.models, or every configured model."""
+    """The MedVAE models CAD compares: evaluation.cad.models, or every configured MedVAE-family model.
+
+    Models of other families (`family:`) are not in the evaluation tables yet.
+    """
     selected = config["evaluation"]["cad"]["models"]
-    return [m for m in config["models"] if selected is None or m["id"] in selected]
+    return [m for m in config["models"] if m["family"] == "medvae" and (selected is None or m["id"] in selected)]
 
 
 def _autoencoder_methods(config: dict, models: list[dict], dims: int, kinds: list[str]) -> list[dict]:

@@ -14,12 +14,13 @@ on the workspace's filesystem. Linked files are read-only (DVC guards its cache)
 replace files by rename and never write into them.
 
 `publish` (one Snakemake job: DVC holds a repository-wide lock) refuses every dataset whose
-source licence forbids sharing derived data unless `license.permission` records a
-permission, then per dataset: `dvc add` the folder, `dvc push` it, commit its `.dvc` pointer
-(with the DVC config naming the remote) and tag `latents/{model}/{source}/vN`. N grows only
-when the dataset's content hash changed since the last tag; republishing unchanged latents
-is a no-op. Collaborators `dvc import <repo> data/latents/{model}/{source} --rev <tag>` and
-move to a later version with `dvc update --rev <newer tag>`.
+source licence, or whose model's weights licence (`models[].license`), forbids sharing derived
+data unless that `license.permission` records a permission, then per dataset: `dvc add` the
+folder, `dvc push` it, commit its `.dvc` pointer (with the DVC config naming the remote) and tag
+`latents/{model}/{source}/vN`. N grows only when the dataset's content hash changed since the
+last tag; republishing unchanged latents is a no-op. Collaborators `dvc import <repo>
+data/latents/{model}/{source} --rev <tag>` and move to a later version with `dvc update --rev
+<newer tag>`.
 """
 
 from __future__ import annotations
@@ -81,6 +82,25 @@ def license_refusal(source_id: str, license_block: dict) -> str:
         f"permission, record it in the config at sources[id={source_id}].license.permission "
         f"(who granted it, when, reference); otherwise leave it out of publish.sources"
     )
+
+
+def weights_license_refusal(model_id: str, license_block: dict) -> str:
+    """Why latents made with these weights are not shared, and the config key that changes it."""
+    return (
+        f"model {model_id!r} has weights under the licence {license_block['name']!r}, which does not allow "
+        f"sharing data made with them (license.share_derived: false), and no permission is recorded. If you "
+        f"hold written permission, record it at models[id={model_id}].license.permission; otherwise leave "
+        f"the model's datasets out of publish.sources"
+    )
+
+
+def refusals(dataset: dict) -> list[str]:
+    """Why one dataset of the publish slice may not be shared: its source's licence, its weights' licence."""
+    reasons = [] if sharing_allowed(dataset["license"]) else [license_refusal(dataset["source"], dataset["license"])]
+    weights = dataset.get("weights_license")
+    if weights is not None and not sharing_allowed(weights):
+        reasons.append(weights_license_refusal(dataset["model"], weights))
+    return reasons
 
 
 def _run(root: Path, *command: str) -> str:
@@ -209,9 +229,7 @@ def tag_version(root: Path, folder: Path, model: str, source: str, license_block
 def publish(root: str | Path, spec: dict) -> dict:
     """Set up DVC, refuse unshareable datasets, then publish every dataset of the slice."""
     root = require_git_root(root)
-    refused = [
-        license_refusal(d["source"], d["license"]) for d in spec["datasets"] if not sharing_allowed(d["license"])
-    ]
+    refused = [reason for d in spec["datasets"] for reason in refusals(d)]
     if refused:
         raise LicenseError("; ".join(refused))
     setup = dvc_setup(root, spec["remote"])
@@ -225,7 +243,7 @@ def publish(root: str | Path, spec: dict) -> dict:
     ]
     withheld = []
     for dataset in spec["withheld"]:
-        reason = license_refusal(dataset["source"], dataset["license"])
+        reason = "; ".join(refusals(dataset))
         log.warning("not publishing %s/%s: %s", dataset["model"], dataset["source"], reason)
         withheld.append({"model": dataset["model"], "source": dataset["source"], "reason": reason})
     return {"remote": setup["remote"], "published": published, "withheld": withheld}

@@ -1,0 +1,168 @@
+"""The `diffusers` family: a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`).
+
+The class is the folder's `_class_name`, loaded with diffusers' own `from_pretrained` (which also
+renames legacy attention keys of older checkpoints) and rebuilt from its config and state dict:
+- `AutoencoderKL` (SD 1.x/2.x, SDXL, SD3, FLUX VAEs): the latent is `encode(x).latent_dist.mean`,
+  the raw posterior mean; the card records `scaling_factor` / `shift_factor`, and
+  `load_latents(..., scaled=True)` gives the diffusion-ready `(z - shift) * scale`;
+- `VQModel`: `indices.npy` holds the codes of `quantize(encode(x).latents)` (int16, or int32
+  for codebooks over 32,768 entries), `latent.npy` the quantized latent for classifiers; the
+  decoder reads the codes.
+Input: normalized [-1, 1] is what these VAEs take; gray is repeated to RGB and sizes are padded
+with the background to the factor (`medlatent.models.families.base`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medlatent.core.errors import InputError
+from medlatent.latents.memory import activation_bytes
+from medlatent.models.families.base import LatentModel, channel_adaptation, pad_items, to_channels, to_gray
+
+#: `_class_name` -> the dims of the items it encodes; any other class is refused.
+SUPPORTED = {"AutoencoderKL": 2, "VQModel": 2}
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def _folder(path: Path) -> Path:
+    """The diffusers folder of a `weights:` path: the folder itself, or the folder of its weights file."""
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "config.json").is_file():
+        raise InputError(
+            path,
+            "not a diffusers model folder (no config.json beside the weights)",
+            "point `weights:` at the folder holding config.json and diffusion_pytorch_model.safetensors, "
+            "e.g. hf://stabilityai/sdxl-vae or hf://black-forest-labs/FLUX.1-schnell/vae",
+        )
+    return folder
+
+
+def class_name(path: Path) -> str:
+    """The folder's `_class_name`; InputError with the supported list for any other class."""
+    folder = _folder(path)
+    name = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_class_name")
+    if name not in SUPPORTED:
+        raise InputError(
+            folder / "config.json",
+            f"_class_name {name!r} is not a supported diffusers autoencoder",
+            f"use a folder of one of {sorted(SUPPORTED)}",
+        )
+    return name
+
+
+def weights_file(path: Path) -> Path:
+    """The weights file of a diffusers folder (what the card's sha256 is of)."""
+    folder = _folder(path)
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(folder, f"holds none of {list(WEIGHT_FILES)}", "copy the model's weights file beside config.json")
+
+
+def read_weights(path: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """`{"class", "config", "state_dict"}` of a diffusers folder, loaded by diffusers itself.
+
+    `spec` is not read: the folder's config says everything about the architecture.
+    """
+    import diffusers
+
+    name = class_name(path)
+    vae = getattr(diffusers, name).from_pretrained(_folder(path))
+    config = {key: value for key, value in vae.config.items() if not key.startswith("_")}  # private: where it came from
+    return {"class": name, "config": config, "state_dict": vae.state_dict()}
+
+
+class DiffusersModel(LatentModel):
+    """A diffusers `AutoencoderKL` or `VQModel` behind the family protocol."""
+
+    family = "diffusers"
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        import diffusers
+
+        super().__init__(payload["spec"], payload["demo"])
+        self.class_name = payload["class"]
+        self.vae = getattr(diffusers, self.class_name).from_config(payload["config"])
+        self.vae.load_state_dict(payload["state_dict"], strict=True)
+        config = self.vae.config
+        self.dims = SUPPORTED[self.class_name]
+        self.factors = (2 ** (len(config.block_out_channels) - 1),) * self.dims
+        self.in_channels = config.in_channels
+        self.is_vq = self.class_name == "VQModel"
+        if self.is_vq:
+            self.latent_channels = config.vq_embed_dim or config.latent_channels
+            self.decoded_from, self.method = "indices", "vector_quantized"
+            self.posterior_arrays, self.extra_arrays = (), ("indices",)
+            self.index_dtype = torch.int16 if config.num_vq_embeddings <= 2**15 else torch.int32
+        else:
+            self.latent_channels = config.latent_channels
+
+    def adapt(self, images: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """Normalized `(B, H, W)` -> the network's input `(B, in_channels, H', W')` and the padded shape."""
+        x, padding = pad_items(images, self.factors)
+        return to_channels(x, self.in_channels), list(padding.padded_shape)
+
+    def encode(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        x, padded_shape = self.adapt(images)
+        if self.is_vq:
+            quantized, _, (_, _, codes) = self.vae.quantize(self.vae.encode(x).latents)
+            indices = codes.reshape(quantized.shape[0], *quantized.shape[2:]).to(self.index_dtype)
+            return {"latent": quantized, "indices": indices}, {"padded_shape": padded_shape}
+        posterior = self.vae.encode(x).latent_dist
+        return {"latent": posterior.mean, "logvar": posterior.logvar}, {"padded_shape": padded_shape}
+
+    def decode(self, stored: torch.Tensor) -> torch.Tensor:
+        if not self.is_vq:
+            return to_gray(self.vae.decode(stored).sample)
+        codes = stored.long()
+        shape = (*codes.shape, self.latent_channels)
+        if self.vae.config.lookup_from_codebook:  # decode looks the codes up itself
+            return to_gray(self.vae.decode(codes.flatten(), force_not_quantize=True, shape=shape).sample)
+        quantized = self.vae.quantize.get_codebook_entry(codes.flatten(), shape)
+        return to_gray(self.vae.decode(quantized, force_not_quantize=True).sample)
+
+    def item_bytes(self, shape: list[int] | tuple[int, ...]) -> int:
+        config = self.vae.config
+        return activation_bytes(list(config.block_out_channels), self.dims, shape, self.factors[0], attention=True)
+
+    def scaling(self) -> dict[str, Any] | None:
+        """How diffusion models scale this VAE's raw latent (None for VQ codes)."""
+        config = self.vae.config
+        if self.is_vq:
+            return None
+        if config.get("latents_mean") and config.get("latents_std"):
+            return {"latents_mean": list(config.latents_mean), "latents_std": list(config.latents_std)}
+        return {"scaling_factor": config.scaling_factor, "shift_factor": config.get("shift_factor") or 0.0}
+
+    def codebook(self) -> dict[str, Any] | None:
+        """Size and sha256 of a VQ codebook (the float32 bytes of `quantize.embedding.weight`)."""
+        if not self.is_vq:
+            return None
+        weight = self.vae.quantize.embedding.weight.detach().float().contiguous()
+        return {
+            "entries": int(weight.shape[0]),
+            "dim": int(weight.shape[1]),
+            "sha256": hashlib.sha256(weight.numpy().tobytes()).hexdigest(),
+        }
+
+    def record(self) -> dict[str, Any]:
+        import diffusers
+
+        return {
+            "family": self.family,
+            "class": f"diffusers.{self.class_name}",
+            "library": {"name": "diffusers", "version": diffusers.__version__},
+            "scaling": self.scaling(),
+            "codebook": self.codebook(),
+            "adaptation": {
+                "channels": channel_adaptation(self.in_channels),
+                "intensity": "normalized [-1, 1] as is (the range these VAEs take)",
+                "size": f"each axis padded with the background (-1) to a multiple of {self.factors[0]}",
+            },
+        }

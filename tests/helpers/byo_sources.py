@@ -1,0 +1,47 @@
+"""The README's bring-your-own-images sources, as a user copies them, and small folders of images for them."""
+
+from __future__ import annotations
+
+import re
+
+import nibabel as nib
+import numpy as np
+import yaml
+from pydicom.uid import generate_uid
+from workflow_helpers import REPO
+
+from medlatent.demo.dicom import write_dicom
+
+#: The folder under the test's `images/` each README source reads.
+FOLDERS = {"my_xrays": "xrays", "my_mri": "mri"}
+
+
+def readme_sources() -> list[dict]:
+    """The `my-sources.yaml` block of the README, as a user would copy it."""
+    section = (REPO / "README.md").read_text().split("### Bring your own images", 1)[1]
+    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1))["sources"]
+
+
+def write_radiographs(folder, count: int = 3) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        uid = generate_uid()
+        attrs = {
+            "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.1",
+            "SOPInstanceUID": uid,
+            "Modality": "DX",
+            "PatientID": f"P{i}",
+            "StudyInstanceUID": generate_uid(),
+            "SeriesInstanceUID": generate_uid(),
+            "BitsStored": 12,
+            "PixelRepresentation": 0,
+        }
+        write_dicom(folder / f"patient{i}" / "image.dcm", rng.integers(0, 4096, (40, 36)), attrs)
+
+
+def write_volumes(folder, count: int = 2) -> None:
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        volume = rng.uniform(0, 500, (18, 16, 14)).astype(np.float32)
+        nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 2.0, 1.0])), folder / f"subject{i}.nii.gz")
