@@ -56,6 +56,23 @@ def vq_model(seed: int = 0):
     return _randomised(model, seed)
 
 
+def video_vae(class_name: str, seed: int = 0):
+    """diffusers' test-size Wan 2.1 VAE, or a CogVideoX VAE at width 8: /8 in plane, /4 in time."""
+    import diffusers
+
+    if class_name == "AutoencoderKLWan":
+        model = diffusers.AutoencoderKLWan(
+            base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+        )
+    else:
+        model = diffusers.AutoencoderKLCogVideoX(
+            in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
+            layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+        )  # fmt: skip
+    return _randomised(model, seed)
+
+
 def maisi_model(seed: int = 0, **network):
     from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
 

@@ -164,8 +164,8 @@ def test_a_nan_latent_stops_extraction_naming_latents_precision(family_run, tmp_
         )
 
 
-def test_publishing_withholds_datasets_whose_weights_licence_forbids_sharing(family_run):
-    sources = yaml.safe_load((family_run["root"] / "my-sources.yaml").read_text())["sources"]
+def test_publishing_withholds_datasets_whose_weights_licence_forbids_sharing():
+    sources = readme_sources()
     for entry in sources:
         entry["license"] = {"name": "CC-BY-4.0", "share_derived": True}
     config = mlconfig.load(FULL_CONFIG, PRESET)
@@ -205,5 +205,6 @@ def test_the_preset_plans_imports_and_extraction_and_no_training(tmp_path, monke
     assert {w["model"] for rule, w in jobs if rule == "import_weights"} == {m["id"] for m in preset}
     assert not [rule for rule, _ in jobs if rule.startswith("train")]
     latents = {(w["model"], w["source"]) for rule, w in jobs if rule == "index_latents"}
-    assert latents == {(m["id"], "my_mri" if m.get("apply") == "slices" or m["family"] == "maisi" else "my_xrays")
-                       for m in preset}  # fmt: skip
+    volumes = {m["id"] for m in preset if m["family"] == "maisi" or m.get("apply") in ("slices", "volumes")}
+    assert latents == {(m["id"], "my_mri" if m["id"] in volumes else "my_xrays") for m in preset}
+    assert {"wan21_vae", "cogvideox_2b_vae", "maisi_ct", "sdxl_vae_slices"} == volumes

@@ -15,7 +15,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from family_fixtures import autoencoder_kl, maisi_model, save_diffusers, save_maisi, vq_model
+from family_fixtures import autoencoder_kl, maisi_model, save_diffusers, save_maisi, video_vae, vq_model
 
 from medlatent import config as mlconfig
 from medlatent.core.errors import ConfigError, InputError
@@ -186,6 +186,38 @@ def test_slices_of_a_volume_are_the_2d_models_latents_stacked_on_the_last_axis(t
             decoded[0], vae.decode(expected).sample.mean(1).permute(1, 2, 0), atol=1e-5, rtol=1e-5
         )
     assert model.factors == (4, 4, 1) and model.dims == 3
+
+
+@pytest.mark.parametrize(
+    ("class_name", "depth", "frames"),
+    [
+        ("AutoencoderKLWan", 13, 13),  # 1 + 4k already
+        ("AutoencoderKLWan", 36, 37),  # Wan alone would give back 33 of 36 slices
+        ("AutoencoderKLCogVideoX", 13, 17),  # CogVideoX alone would give back 16 frames for 13
+        ("AutoencoderKLCogVideoX", 36, 41),
+    ],
+)
+def test_video_vaes_take_depth_as_time_padded_to_their_frame_rule(tmp_path, class_name, depth, frames):
+    vae = video_vae(class_name, seed=9)
+    save_diffusers(vae, tmp_path / "vae")
+    entry = diffusers_entry("video", tmp_path / "vae", apply="volumes", dims=3)
+    model, _ = imported(tmp_path, entry, tmp_path / "vae")
+    volumes = normalized(1, 8, 6, depth)  # in-plane 8 x 6: padded to 8 x 8
+    with torch.inference_mode():
+        arrays, info = model.encode(volumes)
+        x = F.pad(padded(volumes, 8)[..., :depth], (0, frames - depth), value=-1.0)
+        posterior = vae.encode(x.permute(0, 1, 4, 2, 3).repeat(1, 3, 1, 1, 1)).latent_dist
+        torch.testing.assert_close(arrays["latent"], posterior.mean.permute(0, 1, 3, 4, 2), rtol=1e-5, atol=1e-6)
+        assert info == {"padded_shape": [8, 8, frames], "frames": frames}
+        decoded = model.decode(arrays["latent"])
+        assert decoded.shape == (1, 8, 8, frames)  # every padded frame comes back: no slice dropped
+        oracle = vae.decode(posterior.mean).sample.mean(dim=1).permute(0, 2, 3, 1)
+        torch.testing.assert_close(decoded, oracle, rtol=1e-5, atol=1e-5)
+    assert model.factors == (8, 8, 4) and model.windowed is False
+    if class_name == "AutoencoderKLWan":
+        assert model.record()["scaling"]["latents_std"] == list(vae.config.latents_std)
+    with pytest.raises(InputError, match="apply: volumes"):
+        imported(tmp_path, diffusers_entry("video2d", tmp_path / "vae"), tmp_path / "vae")
 
 
 def test_another_diffusers_class_is_refused_with_the_supported_ones(tmp_path):
