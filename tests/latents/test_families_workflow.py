@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from byo_sources import FOLDERS, readme_sources, write_radiographs, write_volumes
+from byo_sources import readme_sources, run_readme_latents, write_readme_sources
 from family_fixtures import MAISI_TINY, autoencoder_kl, maisi_model, save_diffusers, save_maisi
 from hub_fixtures import fill_hub_cache
 from workflow_helpers import REPO, planned_jobs, snakemake
@@ -33,7 +33,6 @@ pytestmark = pytest.mark.workflow
 PRESET = REPO / "workflow" / "presets" / "autoencoders.yaml"
 FULL_CONFIG = REPO / "config.yaml"
 MODELS = {"sdxl_vae": "my_xrays", "sdxl_vae_slices": "my_mri", "maisi_ct": "my_mri"}
-SMALL = {"my_xrays": {"size": [32, 32]}, "my_mri": {"spacing": None, "size": [16, 16, 16]}}
 
 
 def background_padded(images: torch.Tensor, factor: int) -> torch.Tensor:
@@ -47,13 +46,7 @@ def background_padded(images: torch.Tensor, factor: int) -> torch.Tensor:
 def family_run(tmp_path_factory):
     """`snakemake latents` once with the README sources and three preset models at test width."""
     root = tmp_path_factory.mktemp("families")
-    write_radiographs(root / "images" / "xrays")
-    write_volumes(root / "images" / "mri")
-    sources = readme_sources()
-    for entry in sources:
-        path = str(root / "images" / FOLDERS[entry["id"]])
-        entry.update(access={**entry["access"], "path": path}, normalize=SMALL[entry["id"]])
-    (root / "my-sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    write_readme_sources(root)
     vae, autoencoder = autoencoder_kl("sd", seed=11), maisi_model(seed=12)
     cache = root / "hf-cache"
     fill_hub_cache(cache, "stabilityai/sdxl-vae", save_diffusers(vae, root / "sdxl-vae"))
@@ -63,12 +56,7 @@ def family_run(tmp_path_factory):
     preset = {m["id"]: m for m in yaml.safe_load(PRESET.read_text())["models"]}
     models = [preset[name] for name in MODELS]
     models[-1] = {**models[-1], "network": MAISI_TINY}  # test width; the preset's default is the released one
-    (root / "test-width-models.yaml").write_text(yaml.safe_dump({"models": models}))
-    configs = [FULL_CONFIG, PRESET, root / "my-sources.yaml", root / "test-width-models.yaml"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_CACHE", str(cache))
-        patch.delenv("HF_HOME", raising=False)
-        snakemake(root / "run", "latents", configfile=configs)
+    configs = run_readme_latents(root, PRESET, models, cache)
     return {"root": root, "run": root / "run", "configs": configs, "vae": vae, "maisi": autoencoder}
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import webdataset as wds
 import yaml
-from byo_sources import FOLDERS, readme_sources, write_radiographs, write_volumes
+from byo_sources import readme_sources, run_readme_latents, write_readme_sources
 from hub_fixtures import fill_hub_cache
 from medvae_oracle import RGB_MODELS, model_entry, released_model, save_released
 from workflow_helpers import REPO, planned_jobs, snakemake
@@ -27,22 +27,13 @@ FULL_CONFIG = REPO / "config.yaml"
 #: The README's sources and one released file for each: 2D with LoRA pairs, RGB conv_in/out and a
 #: stage-2 head; 3D with its unapplied head and the preset's `latents.window: medvae`.
 MODELS = {"my_xrays": "f16_c3", "my_mri": "f64_c1_3d"}
-SMALL = {"my_xrays": {"size": [32, 32]}, "my_mri": {"spacing": None, "size": [16, 16, 16]}}
 
 
 @pytest.fixture(scope="module")
 def byo_run(tmp_path_factory):
     """Run `snakemake latents` once with the README sources, the preset and test-width released files."""
     root = tmp_path_factory.mktemp("byo")
-    write_radiographs(root / "images" / "xrays")
-    write_volumes(root / "images" / "mri")
-    sources = readme_sources()
-    for entry in sources:
-        entry.update(
-            access={**entry["access"], "path": str(root / "images" / FOLDERS[entry["id"]])},
-            normalize=SMALL[entry["id"]],
-        )
-    (root / "my-sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    write_readme_sources(root)
     authors_models, files, entries = {}, {}, []
     for name in MODELS.values():
         authors_models[name] = released_model(name, seed=3)
@@ -50,12 +41,7 @@ def byo_run(tmp_path_factory):
         entries.append(model_entry(name, f"hf://{RELEASED_REPO}/{RELEASED[name]}"))
     cache = root / "hf-cache"
     fill_hub_cache(cache, RELEASED_REPO, files)
-    (root / "test-width-models.yaml").write_text(yaml.safe_dump({"models": entries}))
-    configs = [FULL_CONFIG, PRESET, root / "my-sources.yaml", root / "test-width-models.yaml"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_CACHE", str(cache))
-        patch.delenv("HF_HOME", raising=False)
-        snakemake(root / "run", "latents", configfile=configs)
+    configs = run_readme_latents(root, PRESET, entries, cache)
     return root, configs, authors_models, cache
 
 

@@ -74,24 +74,28 @@ def sharing_allowed(license_block: dict) -> bool:
     return bool(license_block.get("share_derived")) or bool(license_block.get("permission"))
 
 
+def _refusal(subject: str, license_block: dict, permission_key: str, otherwise: str) -> str:
+    return (
+        f"{subject} under the licence {license_block['name']!r}, which does not allow sharing derived data "
+        f"(license.share_derived: false), and no permission is recorded. If you hold written permission, "
+        f"record it in the config at {permission_key} (who granted it, when, reference); otherwise {otherwise}"
+    )
+
+
 def license_refusal(source_id: str, license_block: dict) -> str:
     """Why latents of this source are not shared, and the config key that changes it."""
-    return (
-        f"source {source_id!r} is under the licence {license_block['name']!r}, which does not allow sharing "
-        f"derived data (license.share_derived: false), and no permission is recorded. If you hold written "
-        f"permission, record it in the config at sources[id={source_id}].license.permission "
-        f"(who granted it, when, reference); otherwise leave it out of publish.sources"
-    )
+    return _refusal(
+        f"source {source_id!r} is", license_block, f"sources[id={source_id}].license.permission",
+        "leave it out of publish.sources",
+    )  # fmt: skip
 
 
 def weights_license_refusal(model_id: str, license_block: dict) -> str:
     """Why latents made with these weights are not shared, and the config key that changes it."""
-    return (
-        f"model {model_id!r} has weights under the licence {license_block['name']!r}, which does not allow "
-        f"sharing data made with them (license.share_derived: false), and no permission is recorded. If you "
-        f"hold written permission, record it at models[id={model_id}].license.permission; otherwise leave "
-        f"the model's datasets out of publish.sources"
-    )
+    return _refusal(
+        f"model {model_id!r} has weights", license_block, f"models[id={model_id}].license.permission",
+        "leave the model's datasets out of publish.sources",
+    )  # fmt: skip
 
 
 def refusals(dataset: dict) -> list[str]:
