@@ -7,8 +7,10 @@ saves it in the library's format, imports it as the workflow does (`import_famil
 allocation set as a CLI job's), encodes ONE item of the case's shape through the family
 (`LatentModel.encode`: adaptation, padding, the library's encode) and then through the library's
 bare encode on the already adapted input. `peak_rss_gb` is the process's peak resident memory
-during the first family encode alone (Linux VmHWM, reset after loading the weights); the
-timings are the fastest of two alternated rounds after it. `estimate_gb` is what `latents.max_memory_gb`
+during the first family encode (Linux VmHWM, reset after loading the weights; process and
+weights included), `encode_peak_gb` its rise over the memory held before the encode, beside
+`estimate_activations_gb` (`item_bytes`); the timings are the fastest of two alternated rounds
+after it. `estimate_gb` is what `latents.max_memory_gb`
 batching assumes (weights + `item_bytes`; for a volume encoded whole, the per-slice unit it
 budgets). `family_vs_bare` = bare seconds / family seconds (goal >= 0.95: the adaptation costs
 nothing). Default sizes keep `make bench` short; `--full` runs the sizes of issue 23 (SDXL-VAE
@@ -71,10 +73,10 @@ def _bare(model, images: torch.Tensor) -> None:
         model.vae.encode(model.adapt(images)[0])
 
 
-def _peak_rss_gb() -> float:
-    """The process's peak resident memory since the last `_reset_peak` (Linux VmHWM)."""
+def _rss_gb(field: str) -> float:
+    """`VmRSS` (resident memory now) or `VmHWM` (its peak since the last `_reset_peak`), Linux."""
     status = Path("/proc/self/status").read_text()
-    return int(status.split("VmHWM:")[1].split()[0]) / 2**20  # KiB
+    return int(status.split(f"{field}:")[1].split()[0]) / 2**20  # KiB
 
 
 def _reset_peak() -> None:
@@ -91,8 +93,9 @@ def _encode_in_this_process(stage2: Path, shape: tuple[int, ...], rounds: int) -
     timings: dict[str, list[float]] = {"family": [], "bare": []}
     with torch.inference_mode():
         _reset_peak()
+        before = _rss_gb("VmRSS")
         latent = model.encode(images)[0]["latent"]
-        peak = _peak_rss_gb()
+        peak = _rss_gb("VmHWM")
         for _ in range(rounds):
             for name, encode in (("family", lambda: model.encode(images)), ("bare", lambda: _bare(model, images))):
                 started = time.perf_counter()
@@ -108,6 +111,8 @@ def _encode_in_this_process(stage2: Path, shape: tuple[int, ...], rounds: int) -
         "goal_family_vs_bare": GOAL_FAMILY_VS_BARE,
         "peak_rss_gb": round(peak, 2),
         "estimate_gb": round((model.weight_bytes() + model.item_bytes(unit)) / 2**30, 2),
+        "encode_peak_gb": round(peak - before, 2),
+        "estimate_activations_gb": round(model.item_bytes(unit) / 2**30, 2),
     }
 
 

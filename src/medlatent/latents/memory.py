@@ -30,19 +30,25 @@ def padded_shape(shape: list[int] | tuple[int, ...], factor: int) -> list[int]:
 
 
 def activation_bytes(
-    widths: list[int], dims: int, shape: list[int] | tuple[int, ...], factor: int, attention: bool
+    widths: list[int],
+    dims: int,
+    shape: list[int] | tuple[int, ...],
+    factor: int,
+    attention: bool,
+    copies: int = ACTIVATION_FACTOR,
 ) -> int:
     """Estimated peak activation bytes (float32) of an encoder with these level widths on one item.
 
     `factor`: the item is padded to a multiple of it per axis; `attention`: the deepest level
-    has a self-attention block over all its positions (scores capped as the chunked attention does).
+    has a self-attention block over all its positions (scores capped as the chunked attention does);
+    `copies`: widest feature maps alive at once.
     """
     positions = math.prod(padded_shape(shape, factor))
     value_bytes = 4
     widest = max(width * positions // 2 ** (level * dims) for level, width in enumerate(widths))
     tokens = positions // 2 ** ((len(widths) - 1) * dims)
     scores = min(tokens * tokens * value_bytes, ae.ATTENTION_SCORE_BYTES) if attention else 0
-    return ACTIVATION_FACTOR * widest * value_bytes + scores
+    return copies * widest * value_bytes + scores
 
 
 def encoder_item_bytes(autoencoder: ae.AutoencoderKL, shape: list[int] | tuple[int, ...]) -> int:

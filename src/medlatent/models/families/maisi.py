@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from medlatent.core.errors import ConfigError, InputError
-from medlatent.latents.memory import activation_bytes
+from medlatent.latents.memory import ACTIVATION_FACTOR, activation_bytes
 from medlatent.models.families.base import LatentModel, pad_items
 
 #: The released MAISI CT autoencoder (MONAI model zoo maisi_ct_generative, inference.json).
@@ -142,7 +142,11 @@ class MaisiModel(LatentModel):
         return 2 * self.autoencoder.decode(stored)[:, 0] - 1
 
     def item_bytes(self, shape: list[int] | tuple[int, ...]) -> int:
-        return activation_bytes(self.arguments["num_channels"], 3, shape, self.factors[0], attention=False)
+        # split convolutions hold their input pieces and the joined output besides the maps of a res block:
+        # two copies more (bench_families: 0.45 GB measured against 0.38 GB with the default at 64^3)
+        return activation_bytes(
+            self.arguments["num_channels"], 3, shape, self.factors[0], attention=False, copies=ACTIVATION_FACTOR + 2
+        )
 
     def record(self) -> dict[str, Any]:
         import monai
