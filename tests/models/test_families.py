@@ -154,6 +154,25 @@ def test_a_wrong_maisi_intensity_map_fails_the_parity_check(tmp_path, monkeypatc
         assert_maisi_parity(model, autoencoder, normalized(1, 16, 16, 16))
 
 
+def test_a_maisi_latent_larger_than_the_window_is_decoded_window_by_window(tmp_path):
+    from monai.inferers import sliding_window_inference
+
+    from medlatent.latents.decode import decode_item
+
+    autoencoder = maisi_model(seed=10)
+    weights = save_maisi(autoencoder, tmp_path / "autoencoder.pt")
+    model, _ = imported(tmp_path, maisi_entry("maisi", weights), weights)
+    latent = torch.randn(4, 6, 6, 6, generator=torch.Generator().manual_seed(0))  # 4 channels, window 16 / 4 = 4
+    index = {"dims": 3, "encoding": {"window": [16, 16, 16], "overlap": 0.5, "blend": "gaussian"}}
+    image = decode_item(model, latent, {"item_id": "x", "encoding": {"normalized_shape": [22, 24, 21]}}, index, "t")
+    with torch.inference_mode():  # MAISI decodes large latents with MONAI's sliding window too
+        oracle = sliding_window_inference(
+            latent[None], [4, 4, 4], 1, lambda z: 2 * autoencoder.decode(z) - 1, overlap=0.5, mode="gaussian"
+        )[0, 0, :22, :24, :21]
+    assert image.shape == (22, 24, 21)
+    torch.testing.assert_close(torch.from_numpy(image), oracle, atol=1e-5, rtol=1e-5)
+
+
 def test_maisi_released_config_is_the_default_and_legacy_keys_load(tmp_path):
     assert maisi.network({})["num_channels"] == [64, 128, 256] and maisi.network({})["latent_channels"] == 4
     autoencoder = maisi_model(seed=6)

@@ -133,21 +133,10 @@ def decode_item(model: LatentModel, z: torch.Tensor, meta: dict, index: dict, so
         return image[0, : normalized[0], : normalized[1], : normalized[2]].float().numpy()
     factor = model.downsample_factor
     window = [max(1, size // factor) for size in index["encoding"]["window"]]
-    if z.shape[0] == 1:
-        image, info = encode_volume(
-            _WindowDecoder(model), z[0], window, index["encoding"]["overlap"], index["encoding"]["blend"]
-        )
-        log.debug("%s: decoded in %d window(s)", meta.get("item_id"), info["windows"])
-    elif all(n <= size for n, size in zip(z.shape[1:], window)):
-        with torch.inference_mode():
-            image = model.decode(z[None].to(device)).cpu()
-    else:  # encode_volume windows one-channel volumes only
-        raise InputError(
-            source,
-            f"item {meta.get('item_id')}: a {z.shape[0]}-channel 3D latent of shape "
-            f"{list(z.shape[1:])} exceeds the latent window {window}",
-            "raise latents.window in the config to cover it (decoded in one pass)",
-        )
+    image, info = encode_volume(
+        _WindowDecoder(model), z, window, index["encoding"]["overlap"], index["encoding"]["blend"]
+    )  # any number of latent channels (MAISI has 4)
+    log.debug("%s: decoded in %d window(s)", meta.get("item_id"), info["windows"])
     return image[0, : normalized[0], : normalized[1], : normalized[2]].float().numpy()
 
 
