@@ -264,6 +264,8 @@ def test_family_entries_in_the_config(demo_config):
     entry = mlconfig.model_entry(checked, "sdxl")
     assert entry["dims"] == 2 and entry["apply"] == "images" and "ch" not in entry and "init" not in entry
     assert "sdxl" not in [m["id"] for m in mlconfig.cad_models(checked)]  # not in the evaluation yet
+    assert "sdxl" not in [m["id"] for m in mlconfig.recon_methods(checked, 2)]
+    assert mlconfig.efficiency_slice(checked)["f_2d"] == sorted({m["f"] for m in config["models"] if m["dims"] == 2})
     for bad, message in [
         ({k: v for k, v in base.items() if k != "weights"}, "weights"),
         ({**base, "family": "maisi", "apply": "slices"}, "apply must be volumes"),

@@ -16,6 +16,7 @@ from medlatent.config.evaluation import (
     cad_jobs,
     cad_method,
     cad_task,
+    evaluated_models,
     image_types,
     recon_methods,
 )
@@ -326,8 +327,8 @@ def efficiency_slice(config: dict) -> dict:
         },
         "classifier_2d": cad["classifier_2d"],
         "classifier_3d": cad["classifier_3d"],
-        "f_2d": sorted({m["f"] for m in config["models"] if m["dims"] == 2 and m["family"] == "medvae"}),
-        "f_3d": sorted({m["f"] for m in config["models"] if m["dims"] == 3 and m["family"] == "medvae"}),
+        "f_2d": sorted({m["f"] for m in evaluated_models(config) if m["dims"] == 2}),
+        "f_3d": sorted({m["f"] for m in evaluated_models(config) if m["dims"] == 3}),
         "demo": config["project"]["demo"],
     }
 
