@@ -245,6 +245,9 @@ def test_another_diffusers_class_is_refused_with_the_supported_ones(tmp_path):
     (folder / "config.json").write_text(json.dumps({"_class_name": "AutoencoderTiny"}))
     with pytest.raises(InputError, match=r"AutoencoderKL.*VQModel"):
         imported(tmp_path, diffusers_entry("tiny", folder), folder)
+    (folder / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLWan", "patch_size": 2}))
+    with pytest.raises(InputError, match="Wan 2.2"):
+        imported(tmp_path, diffusers_entry("wan22", folder), folder)
 
 
 def test_user_values_must_agree_with_the_weights(tmp_path):

@@ -59,12 +59,19 @@ def _folder(path: Path) -> Path:
 def class_name(path: Path) -> str:
     """The folder's `_class_name`; InputError with the supported list for any other class."""
     folder = _folder(path)
-    name = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_class_name")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    name = config.get("_class_name")
     if name not in SUPPORTED:
         raise InputError(
             folder / "config.json",
             f"_class_name {name!r} is not a supported diffusers autoencoder",
             f"use a folder of one of {sorted(SUPPORTED)}",
+        )
+    if config.get("patch_size"):  # Wan 2.2: patchified 12-channel input and 16x16 in plane, not built here
+        raise InputError(
+            folder / "config.json",
+            f"{name} with patch_size {config['patch_size']} (Wan 2.2's VAE) is not supported yet",
+            "use the Wan 2.1 VAE (hf://Wan-AI/Wan2.1-T2V-1.3B-Diffusers/vae)",
         )
     return name
 
