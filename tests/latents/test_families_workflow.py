@@ -89,6 +89,7 @@ def test_sdxl_vae_latents_are_diffusers_own_and_the_card_says_what_made_them(fam
     card = (dataset / "README.md").read_text()
     assert "Model weights licence: **MIT**" in card and "gray repeated to the network's 3 input channels" in card
     assert "hf://stabilityai/sdxl-vae" in card
+    assert "Demo weights: no (released diffusers.AutoencoderKL weights, imported; sha256 below)" in card
     scaled = stored(dataset, scaled=True)
     item = next(iter(latents))
     torch.testing.assert_close(scaled[item], latents[item] * vae.config.scaling_factor)

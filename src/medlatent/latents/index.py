@@ -222,7 +222,7 @@ def build_card(index: dict) -> str:
         "**Demo weights: yes.** These latents come from small random-initialised demo networks trained "
         "for seconds on synthetic data; they carry no learned meaning and only exercise the pipeline."
         if index["demo_weights"]
-        else "Demo weights: no (trained MedVAE weights; sha256 below)."
+        else f"Demo weights: no ({_weights_kind(index)}; sha256 below)."
     )
     lines = [
         f"# Latent dataset {index['model']} / {index['source']}",
@@ -333,6 +333,13 @@ def build_card(index: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _weights_kind(index: dict) -> str:
+    record = index.get("autoencoder") or {}
+    if record.get("family", "medvae") == "medvae":
+        return "trained MedVAE weights"
+    return f"released {record['class']} weights, imported"
 
 
 def _autoencoder_lines(index: dict) -> list[str]:
