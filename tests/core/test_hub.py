@@ -40,6 +40,20 @@ def test_a_hub_path_resolves_to_the_cached_file_as_huggingface_hub_finds_it(hub_
     assert resolve("weights/local.ckpt") == Path("weights/local.ckpt")  # local paths pass through
 
 
+def test_a_hub_path_to_a_folder_resolves_to_that_folder_as_snapshot_download_lays_it_out(hub_home):
+    from huggingface_hub import snapshot_download
+
+    files = {"vae/config.json": b"{}", "vae/diffusion_pytorch_model.safetensors": b"weights", "unet/x": b""}
+    snapshot = fill_hub_cache(hub_home, "stabilityai/stable-diffusion-3-medium-diffusers", files)
+    path = resolve("hf://stabilityai/stable-diffusion-3-medium-diffusers/vae")
+    oracle = snapshot_download(
+        "stabilityai/stable-diffusion-3-medium-diffusers", cache_dir=hub_home, local_files_only=True
+    )
+    assert path == snapshot / "vae" == Path(oracle) / "vae" and (path / "config.json").read_bytes() == b"{}"
+    with pytest.raises(InputError, match="hf download"):
+        resolve("hf://stabilityai/stable-diffusion-3-medium-diffusers/text_encoder")
+
+
 def test_hf_hub_cache_wins_over_hf_home(hub_home, tmp_path, monkeypatch):
     fill_hub_cache(hub_home, "stanfordmimi/MedVAE", {"model_weights/vae_4x_1c_2D.ckpt": b"home"})
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))

@@ -8,20 +8,15 @@ latents` writes latent shards equal to the authors' model on the normalized imag
 
 from __future__ import annotations
 
-import re
-
-import nibabel as nib
-import numpy as np
 import pytest
 import torch
 import webdataset as wds
 import yaml
+from byo_sources import readme_sources, run_readme_latents, write_readme_sources
 from hub_fixtures import fill_hub_cache
 from medvae_oracle import RGB_MODELS, model_entry, released_model, save_released
-from pydicom.uid import generate_uid
 from workflow_helpers import REPO, planned_jobs, snakemake
 
-from medlatent.demo.dicom import write_dicom
 from medlatent.io.h5 import ShardReader
 from medlatent.latents.loader import sample_array, shard_urls
 from medlatent.models.registry import RELEASED, RELEASED_REPO, architecture, published_spec
@@ -32,54 +27,13 @@ FULL_CONFIG = REPO / "config.yaml"
 #: The README's sources and one released file for each: 2D with LoRA pairs, RGB conv_in/out and a
 #: stage-2 head; 3D with its unapplied head and the preset's `latents.window: medvae`.
 MODELS = {"my_xrays": "f16_c3", "my_mri": "f64_c1_3d"}
-FOLDERS = {"my_xrays": "xrays", "my_mri": "mri"}
-SMALL = {"my_xrays": {"size": [32, 32]}, "my_mri": {"spacing": None, "size": [16, 16, 16]}}
-
-
-def readme_sources() -> list[dict]:
-    """The `my-sources.yaml` block of the README, as a user would copy it."""
-    section = (REPO / "README.md").read_text().split("### Bring your own images", 1)[1]
-    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1))["sources"]
-
-
-def write_radiographs(folder, count: int = 3) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        uid = generate_uid()
-        attrs = {
-            "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.1",
-            "SOPInstanceUID": uid,
-            "Modality": "DX",
-            "PatientID": f"P{i}",
-            "StudyInstanceUID": generate_uid(),
-            "SeriesInstanceUID": generate_uid(),
-            "BitsStored": 12,
-            "PixelRepresentation": 0,
-        }
-        write_dicom(folder / f"patient{i}" / "image.dcm", rng.integers(0, 4096, (40, 36)), attrs)
-
-
-def write_volumes(folder, count: int = 2) -> None:
-    rng = np.random.default_rng(1)
-    folder.mkdir(parents=True)
-    for i in range(count):
-        volume = rng.uniform(0, 500, (18, 16, 14)).astype(np.float32)
-        nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 2.0, 1.0])), folder / f"subject{i}.nii.gz")
 
 
 @pytest.fixture(scope="module")
 def byo_run(tmp_path_factory):
     """Run `snakemake latents` once with the README sources, the preset and test-width released files."""
     root = tmp_path_factory.mktemp("byo")
-    write_radiographs(root / "images" / "xrays")
-    write_volumes(root / "images" / "mri")
-    sources = readme_sources()
-    for entry in sources:
-        entry.update(
-            access={**entry["access"], "path": str(root / "images" / FOLDERS[entry["id"]])},
-            normalize=SMALL[entry["id"]],
-        )
-    (root / "my-sources.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    write_readme_sources(root)
     authors_models, files, entries = {}, {}, []
     for name in MODELS.values():
         authors_models[name] = released_model(name, seed=3)
@@ -87,12 +41,7 @@ def byo_run(tmp_path_factory):
         entries.append(model_entry(name, f"hf://{RELEASED_REPO}/{RELEASED[name]}"))
     cache = root / "hf-cache"
     fill_hub_cache(cache, RELEASED_REPO, files)
-    (root / "test-width-models.yaml").write_text(yaml.safe_dump({"models": entries}))
-    configs = [FULL_CONFIG, PRESET, root / "my-sources.yaml", root / "test-width-models.yaml"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_CACHE", str(cache))
-        patch.delenv("HF_HOME", raising=False)
-        snakemake(root / "run", "latents", configfile=configs)
+    configs = run_readme_latents(root, PRESET, entries, cache)
     return root, configs, authors_models, cache
 
 

@@ -13,10 +13,15 @@ def cad_task(config: dict, task_id: str) -> dict:
     raise ConfigError(f"unknown CAD task {task_id!r}; configured: {[t['id'] for t in config['cad_tasks']]}")
 
 
+def evaluated_models(config: dict) -> list[dict]:
+    """The models the evaluation compares: those of the MedVAE family (other families are not in its tables yet)."""
+    return [m for m in config["models"] if m["family"] == "medvae"]
+
+
 def cad_models(config: dict) -> list[dict]:
-    """The MedVAE models CAD compares: evaluation.cad.models, or every configured model."""
+    """The MedVAE models CAD compares: evaluation.cad.models, or every evaluated model."""
     selected = config["evaluation"]["cad"]["models"]
-    return [m for m in config["models"] if selected is None or m["id"] in selected]
+    return [m for m in evaluated_models(config) if selected is None or m["id"] in selected]
 
 
 def _autoencoder_methods(config: dict, models: list[dict], dims: int, kinds: list[str]) -> list[dict]:
@@ -99,7 +104,8 @@ def image_types(config: dict) -> dict[str, list[str]]:
 def recon_methods(config: dict, dims: int) -> list[dict]:
     """Autoencoders of `dims` (2D models slice-wise on 3D) and interpolation round trips at their f."""
     kinds = config["evaluation"]["recon"]["methods"]
-    methods = _autoencoder_methods(config, config["models"], dims, kinds)
+    models = evaluated_models(config)
+    methods = _autoencoder_methods(config, models, dims, kinds)
     if "interpolation" in kinds:
-        methods += _interpolation_methods(config["models"], dims, config["evaluation"]["cad"]["interpolations"])
+        methods += _interpolation_methods(models, dims, config["evaluation"]["cad"]["interpolations"])
     return _unique_methods(methods, f"evaluation.recon ({dims}D)")

@@ -63,6 +63,45 @@ def merge(base: dict, override: dict) -> dict:
     return base
 
 
+#: Keys only a MedVAE-layout model has (the schema fills some with defaults for every entry).
+MEDVAE_ONLY = ("ch", "ch_mult", "num_res_blocks", "norm_groups", "init", "lora", "inflate_from", "stage1", "stage2")
+MEDVAE_REQUIRED = ("dims", "f", "latent_channels", "ch_mult")
+#: What an imported family model encodes by default, and the source dims each `apply` encodes.
+FAMILY_APPLY = {"diffusers": "images", "maisi": "volumes"}
+APPLY_DIMS = {"images": 2, "slices": 3, "volumes": 3}
+
+
+def check_family(model: dict) -> None:
+    """A `models:` entry of its family: MedVAE keys for medvae; weights, apply and dims for the others.
+
+    A family entry's `dims` is the dims of the sources it encodes (from `apply`), so that it is
+    paired with those sources like any model; the architecture keys only MedVAE has are removed.
+    """
+    name, family = model["id"], model["family"]
+    if family == "medvae":
+        missing = [key for key in MEDVAE_REQUIRED if key not in model]
+        extra = [key for key in ("apply", "network") if key in model]
+        if missing or extra:
+            raise ConfigError(
+                f"models[{name}] (family medvae) must set {list(MEDVAE_REQUIRED)}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; {extra} are for other families (set family: diffusers or maisi)" if extra else "")
+            )
+        return
+    if not model.get("weights"):
+        raise ConfigError(f"models[{name}] (family {family}) is imported, never trained: set `weights:`")
+    if "network" in model and family != "maisi":
+        raise ConfigError(f"models[{name}].network applies to family maisi only")
+    apply = model.setdefault("apply", FAMILY_APPLY[family])
+    if family == "maisi" and apply != "volumes":
+        raise ConfigError(f"models[{name}]: MAISI is a 3D model, apply must be volumes, not {apply!r}")
+    dims = APPLY_DIMS[apply]
+    if model.setdefault("dims", dims) != dims:
+        raise ConfigError(f"models[{name}].dims={model['dims']} contradicts apply: {apply} ({dims}D sources)")
+    for key in MEDVAE_ONLY:
+        model.pop(key, None)
+
+
 def check_references(config: dict) -> None:
     """What a schema cannot check: unique ids, cross references, split fractions, the demo-only salt.
 
@@ -83,6 +122,8 @@ def check_references(config: dict) -> None:
         fractions = source["split"]["fractions"]
         if abs(sum(fractions.values()) - 1.0) > 1e-6:
             raise ConfigError(f"sources[{source['id']}].split.fractions must sum to 1, got {fractions}")
+    for model in config["models"]:
+        check_family(model)
     models = {m["id"]: m for m in config["models"]}
     for model in config["models"]:
         parent = model.get("inflate_from")

@@ -16,6 +16,7 @@ from medlatent.config.evaluation import (
     cad_jobs,
     cad_method,
     cad_task,
+    evaluated_models,
     image_types,
     recon_methods,
 )
@@ -162,16 +163,16 @@ def import_weights_slice(config: dict, model_id: str) -> dict:
 def latents_extract_slice(config: dict, model_id: str, source_id: str) -> dict:
     """What encoding one shard depends on; window settings only for 3D (2D jobs ignore them).
 
-    `store`: the arrays kept beside the classifier latent. A 3D latent is the unprojected
-    mean itself, so `mean` is dropped for 3D: toggling it reruns only 2D jobs.
+    `store`: the arrays kept beside the classifier latent. A 3D latent, and the latent of any
+    family but medvae, is the unprojected mean itself, so `mean` is dropped for them: toggling
+    it reruns only the jobs of projected 2D MedVAE latents.
     """
     model, entry = model_entry(config, model_id), source(config, source_id)
     if model["dims"] != entry["dims"]:
         raise ConfigError(f"model {model_id!r} is {model['dims']}D but source {source_id!r} is {entry['dims']}D")
     settings = config["latents"]
-    store = [
-        name for name in STORED_ARRAYS if name in settings["store"] and not (name == "mean" and entry["dims"] == 3)
-    ]
+    unprojected = entry["dims"] == 3 or model["family"] != "medvae"
+    store = [name for name in STORED_ARRAYS if name in settings["store"] and not (name == "mean" and unprojected)]
     spec = {
         "model": model_id,
         "source": source_id,
@@ -195,10 +196,10 @@ def latents_index_slice(config: dict, model_id: str, source_id: str) -> dict:
     extraction settings), not the licence, display names or the classification scale
     (`evaluation.cad.latent_scale`, recorded so a classifier reads it from the index).
     """
-    entry = source(config, source_id)
+    entry, model = source(config, source_id), model_entry(config, model_id)
     extract = latents_extract_slice(config, model_id, source_id)
     made_of = {
-        "model": model_entry(config, model_id),
+        "model": model,
         "source": {key: value for key, value in entry.items() if key not in ("license", "name")},
         "normalize": normalize_slice(config, source_id),
         # the budget only bounds how many items share a forward (batch_size stays the cap): not hashed
@@ -212,6 +213,7 @@ def latents_index_slice(config: dict, model_id: str, source_id: str) -> dict:
         "modality": entry["modality"],
         "dims": entry["dims"],
         "license": entry["license"],
+        **({"weights_license": model["license"]} if "license" in model else {}),
         "classification_scale": config["evaluation"]["cad"]["latent_scale"],
         "config_sha256": hashlib.sha256(canonical_json(made_of).encode("utf-8")).hexdigest(),
     }
@@ -234,7 +236,11 @@ def publish_slice(config: dict) -> dict:
     for model_id, source_id in latent_pairs(config):
         license_block = source(config, source_id)["license"]
         dataset = {"model": model_id, "source": source_id, "license": license_block}
-        if wanted is None and not sharing_allowed(license_block):
+        weights_license = model_entry(config, model_id).get("license")
+        if weights_license is not None:
+            dataset["weights_license"] = weights_license
+        shareable = sharing_allowed(license_block) and sharing_allowed(weights_license or {"share_derived": True})
+        if wanted is None and not shareable:
             withheld.append(dataset)
         elif wanted is None or source_id in wanted:
             datasets.append(dataset)
@@ -366,8 +372,8 @@ def efficiency_slice(config: dict) -> dict:
         },
         "classifier_2d": cad["classifier_2d"],
         "classifier_3d": cad["classifier_3d"],
-        "f_2d": sorted({m["f"] for m in config["models"] if m["dims"] == 2}),
-        "f_3d": sorted({m["f"] for m in config["models"] if m["dims"] == 3}),
+        "f_2d": sorted({m["f"] for m in evaluated_models(config) if m["dims"] == 2}),
+        "f_3d": sorted({m["f"] for m in evaluated_models(config) if m["dims"] == 3}),
         "demo": config["project"]["demo"],
     }
 

@@ -1,4 +1,4 @@
-"""`hf://OWNER/REPO/PATH` weight paths, resolved from the local Hugging Face cache only.
+"""`hf://OWNER/REPO[/PATH]` weight paths (PATH: a file or a folder), resolved from the local Hugging Face cache only.
 
 Weights inputs (`models[].weights`, `embedder.path`, `perceptual.vgg_weights|lpips_weights`)
 may name a file of a Hugging Face hub repository instead of a local path. Nothing is ever
@@ -64,7 +64,8 @@ def _missing(value: str, repo_id: str, filename: str, cache: Path) -> InputError
 def resolve(value: str | os.PathLike) -> Path:
     """A local path for a weights input: local paths unchanged, hub paths from the cache.
 
-    `hf://OWNER/REPO` without a file resolves to the repository's snapshot folder.
+    `hf://OWNER/REPO` without a file resolves to the repository's snapshot folder, and
+    `hf://OWNER/REPO/SUBFOLDER` to that folder of it (e.g. a diffusers model's `vae`).
     """
     if not is_hub_path(value):
         return Path(value)
@@ -78,9 +79,14 @@ def resolve(value: str | os.PathLike) -> Path:
             raise _missing(value, repo_id, filename, cache)
         return snapshot
     found = try_to_load_from_cache(repo_id, filename, cache_dir=cache)
-    if not isinstance(found, str):  # None: never cached; _CACHED_NO_EXIST: the hub said it does not exist
-        raise _missing(value, repo_id, filename, cache)
-    return Path(found)
+    if isinstance(found, str):
+        return Path(found)
+    snapshot = _snapshot_folder(cache, repo_id)  # a folder of the repository (a diffusers subfolder)
+    if snapshot is not None and (snapshot / filename).is_dir():
+        return snapshot / filename
+    raise _missing(
+        value, repo_id, filename, cache
+    )  # None: never cached; _CACHED_NO_EXIST: the hub said it does not exist
 
 
 def _snapshot_folder(cache: Path, repo_id: str) -> Path | None:

@@ -1,9 +1,12 @@
 """`medlatent decode`: a latent dataset back to images, each on its item's own grid.
 
-What is decoded: the unprojected posterior mean (2D: `mean.npy`, because the stage-2
-projection that made `latent.npy` is not invertible; 3D: `latent.npy`, unprojected already),
-with the model named in the dataset's index. Its weights file is checked against the sha256
-the index records.
+What is decoded: the array the model's family decodes (`LatentModel.decoded_from`): for MedVAE
+2D models the unprojected posterior mean (`mean.npy`, because the stage-2 projection that made
+`latent.npy` is not invertible), for VQ models the codes (`indices.npy`), otherwise
+`latent.npy`, with the model named in the dataset's index. Its weights file is checked against
+the sha256 the index records. The family maps the decoder output back to one channel and the
+normalized intensity scale (`medlatent.models.families`); slice-wise 2D models on volumes
+decode slice by slice.
 
 Geometry, undone from each sample's meta (the shard sidecar `<shard>.meta.json`):
 - 2D: the decoder output is cropped to the normalized image (the model's pad to a multiple of
@@ -47,7 +50,8 @@ from medlatent.core.ids import SPLITS
 from medlatent.latents.loader import check_stored, read_index, sample_array, shard_urls
 from medlatent.latents.sidecar import SidecarJoin
 from medlatent.latents.window import encode_volume
-from medlatent.models import load_model
+from medlatent.models.families import load_latent_model
+from medlatent.models.families.base import LatentModel
 from medlatent.normalize.run import INTERPOLATION_3D, resample_3d, resize_2d
 
 log = logging.getLogger(__name__)
@@ -92,7 +96,7 @@ class _WindowDecoder(torch.nn.Module):
         self.model = model
 
     def encode_latent(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(z)
+        return self.model.decode(z)[:, None]
 
 
 def _normalized_shape(meta: dict, source: str) -> list[int]:
@@ -106,13 +110,16 @@ def _normalized_shape(meta: dict, source: str) -> list[int]:
     return shape
 
 
-def decode_item(model: torch.nn.Module, z: torch.Tensor, meta: dict, index: dict, source: str) -> np.ndarray:
-    """float32 image of one sample (2D: on its original pixels; 3D: on the normalized grid)."""
+def decode_item(model: LatentModel, z: torch.Tensor, meta: dict, index: dict, source: str) -> np.ndarray:
+    """float32 image of one sample (2D: on its original pixels; 3D: on the normalized grid).
+
+    `z`: the stored array the model decodes (`model.decoded_from`).
+    """
     device = next(model.parameters()).device
     normalized = _normalized_shape(meta, source)
     if index["dims"] == 2:
         with torch.inference_mode():
-            image = model.decode(z[None].to(device))[0, 0].float().cpu().numpy()
+            image = model.decode(z[None].to(device))[0].float().cpu().numpy()
         image = image[: normalized[0], : normalized[1]]
         (top, left), (height, width) = meta["normalization"]["pad_offset"], meta["normalization"]["resized_shape"]
         return resize_2d(
@@ -120,23 +127,16 @@ def decode_item(model: torch.nn.Module, z: torch.Tensor, meta: dict, index: dict
             tuple(meta["original_shape"]),
             index["normalize"]["interpolation"],
         )
+    if not model.windowed:  # slice-wise 2D models: the whole volume, slices_per_forward slices at a time
+        with torch.inference_mode():
+            image = model.decode(z[None].to(device)).cpu()
+        return image[0, : normalized[0], : normalized[1], : normalized[2]].float().numpy()
     factor = model.downsample_factor
     window = [max(1, size // factor) for size in index["encoding"]["window"]]
-    if z.shape[0] == 1:
-        image, info = encode_volume(
-            _WindowDecoder(model), z[0], window, index["encoding"]["overlap"], index["encoding"]["blend"]
-        )
-        log.debug("%s: decoded in %d window(s)", meta.get("item_id"), info["windows"])
-    elif all(n <= size for n, size in zip(z.shape[1:], window)):
-        with torch.inference_mode():
-            image = model.decode(z[None].to(device))[0].cpu()
-    else:  # encode_volume windows one-channel volumes only
-        raise InputError(
-            source,
-            f"item {meta.get('item_id')}: a {z.shape[0]}-channel 3D latent of shape "
-            f"{list(z.shape[1:])} exceeds the latent window {window}",
-            "raise latents.window in the config to cover it (decoded in one pass)",
-        )
+    image, info = encode_volume(
+        _WindowDecoder(model), z, window, index["encoding"]["overlap"], index["encoding"]["blend"]
+    )  # any number of latent channels (MAISI has 4)
+    log.debug("%s: decoded in %d window(s)", meta.get("item_id"), info["windows"])
     return image[0, : normalized[0], : normalized[1], : normalized[2]].float().numpy()
 
 
@@ -243,13 +243,13 @@ def decode_dataset(
             "the index does not say whether the latents are projected",
             "re-extract the dataset with this version of MedLatent",
         )
-    name = "mean" if index["latent"]["projected"] else "latent"
+    model = load_latent_model(model_weights(index, index_path, workdir, weights)).placed(device)
+    name = model.decoded_from
     check_stored(folder, [name])
-    model = load_model(model_weights(index, index_path, workdir, weights)).to(device).eval()
-    if model.spec.get("id") != index["model"] or model.spatial_dims != index["dims"]:
+    if model.spec.get("id") != index["model"] or model.dims != index["dims"]:
         raise InputError(
             index_path,
-            f"weights are for {model.spatial_dims}D model {model.spec.get('id')!r}, not "
+            f"weights are for {model.dims}D model {model.spec.get('id')!r}, not "
             f"{index['dims']}D model {index['model']!r}",
             "pass this model's weights with --weights",
         )

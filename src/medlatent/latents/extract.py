@@ -1,11 +1,16 @@
 """Encode normalized shards into WebDataset tars of deterministic latents and their sidecars.
 
+The model is any autoencoder family, seen only through `medlatent.models.families.LatentModel`
+(it adapts the normalized items to its network and pads them); its record goes into the part
+records and from there into index.json and the card.
+
 A sample is `__key__` = item_id (never a dot: WebDataset splits member names at the first
 dot of the base name), `latent.npy` (float16, C x h x w or C x d x h x w: the posterior mean,
 after the stage-2 projection for 2D models: what classifiers see), the arrays `latents.store`
 asks for (`mean.npy`: the unprojected posterior mean of a 2D model, which is what the decoder
 decodes, the projection being not invertible; `logvar.npy`: the posterior log-variance, to
-resample) and, with `latents.timm_json`, a `json` member holding its labels (where timm's
+resample), `indices.npy` for vector-quantized models (their integer codes) and, with
+`latents.timm_json`, a `json` member holding its labels (where timm's
 WebDataset reader takes targets from). Its meta (allow-listed fields, no PHI) and labels (the
 manifest's `label_<name>` columns as `{name: value}`) go to the shard's sidecar
 `<shard>.meta.json` (`medlatent.latents.sidecar`), so that a small latent is one tar member.
@@ -51,12 +56,13 @@ from medlatent.core.errors import ConfigError, InputError
 from medlatent.core.hashing import file_sha256
 from medlatent.io.h5 import ShardReader
 from medlatent.latents.index import LATENT_DTYPE, PART_FORMAT
-from medlatent.latents.memory import budget_batch_size
+from medlatent.latents.memory import fitting_items
 from medlatent.latents.precision import autocast, latent_error
 from medlatent.latents.reading import plan_batches, read_batches
 from medlatent.latents.sidecar import build_sidecar, sidecar_path
 from medlatent.latents.window import MEDVAE_RULE, encode_volume, medvae_window
-from medlatent.models import load_model
+from medlatent.models.families import load_latent_model
+from medlatent.models.families.base import LatentModel
 
 log = logging.getLogger(__name__)
 
@@ -153,24 +159,35 @@ def _tar_writer(stream: BinaryIO) -> Iterator[wds.TarWriter]:
 
 
 class _MeanAndLogvar(torch.nn.Module):
-    """A 3D model whose `encode_latent` gives [posterior mean, log-variance] on the channel axis.
+    """A windowed 3D model whose `encode_latent` gives [posterior mean, log-variance] on the channel axis.
 
     So `encode_volume` windows and blends both alike (the blended log-variance is the
     weighted mean of the windows' log-variances, as the mean is of their means).
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: LatentModel) -> None:
         super().__init__()
         self.model = model
         self.downsample_factor = model.downsample_factor
 
     def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
-        posterior = self.model.autoencoder.encode(x)
-        return torch.cat([posterior.mean, posterior.logvar], dim=1)
+        return torch.cat(self.model.encode_posterior(x), dim=1)
+
+
+def stored_arrays(model: LatentModel, store: list[str]) -> list[str]:
+    """The arrays of a sample: the latent, what `latents.store` asks for, the family's own extras (VQ codes)."""
+    unknown = [name for name in store if name not in model.posterior_arrays]
+    if unknown:
+        raise ConfigError(
+            f"model {model.spec.get('id')!r} ({model.family}, {model.dims}D) has no {unknown} to store beside its "
+            f"latent (it has {list(model.posterior_arrays)}; a 3D or unprojected latent is the posterior mean itself, "
+            "so `mean` is never stored twice): remove them from latents.store"
+        )
+    return ["latent", *store, *model.extra_arrays]
 
 
 def encode_items(
-    model: torch.nn.Module,
+    model: LatentModel,
     reader: ShardReader,
     item_ids: list[str],
     spec: dict,
@@ -179,13 +196,14 @@ def encode_items(
     workers: int = 0,
     precision_error: dict | None = None,
 ) -> Iterator[tuple[str, np.ndarray, dict, dict[str, np.ndarray], dict]]:
-    """(item_id, image, item meta, {"latent", stored extras}: float32 arrays, encoding) in item order.
+    """(item_id, image, item meta, {"latent", stored extras}: arrays, encoding) in item order.
 
     Items per encoder forward come from `latents.max_memory_gb` (`medlatent.latents.memory`), capped
-    by `batch_size` (2D) or `sw_batch_size` (3D windows); `batch_sizes` collects them per item shape.
-    `workers` processes read and stack the batches ahead of the encoder (`medlatent.latents.reading`).
-    The encoder runs at `latents.precision`; unless fp32, the first batch is encoded again in
-    float32 and `precision_error` collects the difference (`medlatent.latents.precision`).
+    by `batch_size` (2D images, or slices of a slice-wise 3D model) or `sw_batch_size` (3D windows);
+    `batch_sizes` collects them per item shape. `workers` processes read and stack the batches ahead
+    of the encoder (`medlatent.latents.reading`). The encoder runs at `latents.precision`; unless
+    fp32, the first batch is encoded again in float32 and `precision_error` collects the difference
+    (`medlatent.latents.precision`).
     """
     derived = {} if batch_sizes is None else batch_sizes
     measured = {} if precision_error is None else precision_error
@@ -193,19 +211,21 @@ def encode_items(
     def budget(shape: tuple[int, ...], cap: int, knobs: str) -> int:
         key = "x".join(map(str, shape))
         if key not in derived:
-            derived[key] = budget_batch_size(model.autoencoder, shape, spec["max_memory_gb"], cap, knobs)
+            derived[key] = fitting_items(
+                model.weight_bytes(), model.item_bytes(shape), shape, spec["max_memory_gb"], cap, knobs
+            )
             log.info(
                 "%s/%s: %d items of shape %s per encoder forward", spec["model"], spec["source"], derived[key], key
             )
         return derived[key]
 
-    projection = getattr(model, "projection", None) is not None
     store = spec["store"]
+    stored = stored_arrays(model, store)
     base = {
-        "method": "posterior_mean",
-        "projection": projection,
-        "downsample_factor": model.downsample_factor,
-        "stored": ["latent", *store],
+        "method": model.method,
+        "projection": model.projected,
+        "downsample_factor": model.factors[0] if len(set(model.factors)) == 1 else list(model.factors),
+        "stored": stored,
         "precision": spec["precision"],
     }
     shapes = [(item_id, reader.shape(item_id)) for item_id in item_ids]
@@ -215,16 +235,23 @@ def encode_items(
 
         def encode(ids: list[str], images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
             with torch.inference_mode():
-                posterior, padding = model.autoencoder.encode_padded(images[:, None])
-                moments = {"latent": model.project(posterior.mean), "mean": posterior.mean, "logvar": posterior.logvar}
-            return {name: moments[name] for name in base["stored"]}, {"padded_shape": list(padding.padded_shape)}
+                arrays, info = model.encode(images)
+            return {name: arrays[name] for name in stored}, info
+
+    elif not model.windowed:  # a whole volume per call, `slices_per_forward` slices of it per forward
+        slices = {
+            item_id: budget(shape[:2], spec["batch_size"], "latents.max_memory_gb or lower the image size")
+            for item_id, shape in shapes
+        }
+        batches = [[item_id] for item_id in item_ids]
+
+        def encode(ids: list[str], images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+            model.slices_per_forward = slices[ids[0]]
+            with torch.inference_mode():
+                arrays, info = model.encode(images)
+            return {name: arrays[name] for name in stored}, info
 
     else:
-        if "mean" in store:
-            raise ConfigError(
-                "a 3D latent is the unprojected posterior mean itself: `mean` is never stored twice "
-                "(medlatent.config.latents_extract_slice drops it from latents.store for 3D)"
-            )
         encoder = _MeanAndLogvar(model) if "logvar" in store else model
         windows = {}
         for item_id, shape in shapes:  # every budget first, so one too large stops before anything is encoded
@@ -249,7 +276,10 @@ def encode_items(
         if spec["precision"] != "fp32" and not measured:
             reference, _ = encode(ids, on_device)
             measured.update({**latent_error(moments["latent"], reference["latent"]), "items": len(ids)})
-        moments = {name: values.float().cpu().numpy() for name, values in moments.items()}
+        moments = {
+            name: (values.float() if values.is_floating_point() else values).cpu().numpy()
+            for name, values in moments.items()
+        }
         for position, (item_id, meta) in enumerate(zip(ids, metas, strict=True)):
             array = images[position].numpy()
             yield (
@@ -297,11 +327,11 @@ def extract_shards(
     weights, dataset_dir = Path(weights), Path(dataset_dir)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    model = load_model(weights).to(device).eval()
-    if model.spec.get("id") != spec["model"] or model.spatial_dims != spec["dims"]:
+    model = load_latent_model(weights).placed(device)
+    if model.spec.get("id") != spec["model"] or model.dims != spec["dims"]:
         raise InputError(
             weights,
-            f"weights are for {model.spatial_dims}D model {model.spec.get('id')!r}, "
+            f"weights are for {model.dims}D model {model.spec.get('id')!r}, "
             f"not {spec['dims']}D model {spec['model']!r}",
             "rerun the training rule of this model",
         )
@@ -316,7 +346,7 @@ def extract_shards(
 
 
 def _extract_shard(
-    model: torch.nn.Module,
+    model: LatentModel,
     weights_sha256: str,
     spec: dict,
     shard_path: Path,
@@ -356,14 +386,19 @@ def _extract_shard(
                 for item_id, array, meta, arrays, encoding in encode_items(
                     model, reader, item_ids, spec, torch.device(device), batch_sizes, workers, precision_error
                 ):
-                    stored = {name: values.astype(LATENT_DTYPE) for name, values in arrays.items()}
+                    stored = {
+                        name: values.astype(LATENT_DTYPE) if np.issubdtype(values.dtype, np.floating) else values
+                        for name, values in arrays.items()
+                    }
                     for name, values in stored.items():
-                        if not np.isfinite(values).all():
+                        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
                             raise InputError(
                                 shard_path,
                                 f"item {item_id}: {name} not finite in float16 (max |value| "
-                                f"{float(np.abs(arrays[name]).max()):.3g})",
-                                "check the model weights",
+                                f"{float(np.abs(arrays[name]).max()):.3g}; encoded at latents.precision "
+                                f"{spec['precision']}, NaN for {int(np.isnan(arrays[name]).sum())} values)",
+                                "set latents.precision: fp32 (or bf16): some VAEs overflow in fp16, e.g. the "
+                                "SDXL VAE; if it is fp32 already, check the model weights",
                             )
                     labels = sample_labels(rows.loc[item_id])
                     meta = sample_meta(meta, base, encoding, stored["latent"].shape)  # item_id: the key
@@ -397,8 +432,9 @@ def _extract_shard(
             "weights_sha256": weights_sha256,
             "demo_weights": bool(model.is_demo),
             "demo_data": bool(reader.meta.get("demo", False)),
-            "projected": model.projection is not None,
-            "stored": ["latent", *spec["store"]],
+            "projected": model.projected,
+            "stored": stored_arrays(model, spec["store"]),
+            "autoencoder": model.record(),
             "normalize": reader.meta.get("normalize"),
             "encoding": {key: spec[key] for key in ("window", "overlap", "blend", "precision") if key in spec},
             "precision_error": precision_error or None,

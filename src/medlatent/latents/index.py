@@ -187,6 +187,8 @@ def build_index(spec: dict, parts: list[dict], card_path: str | Path) -> dict:
         "demo_weights": any(p["demo_weights"] for p in parts),
         "demo_data": any(p["demo_data"] for p in parts),
         "license": spec["license"],
+        "weights_license": spec.get("weights_license"),
+        "autoencoder": _one(parts, "autoencoder", spec),
         "storage": storage(parts),
         "files": {"info": "_info.json", "card": "README.md"},
     }
@@ -223,7 +225,7 @@ def build_card(index: dict) -> str:
         "**Demo weights: yes.** These latents come from small random-initialised demo networks trained "
         "for seconds on synthetic data; they carry no learned meaning and only exercise the pipeline."
         if index["demo_weights"]
-        else "Demo weights: no (trained MedVAE weights; sha256 below)."
+        else f"Demo weights: no ({_weights_kind(index)}; sha256 below)."
     )
     lines = [
         f"# Latent dataset {index['model']} / {index['source']}",
@@ -268,9 +270,11 @@ def build_card(index: dict) -> str:
         "",
         *_decode_lines(index),
         "",
+        *_autoencoder_lines(index),
         "## Licence",
         "",
         f"- Source licence: **{licence['name']}**",
+        *_weights_licence_lines(index.get("weights_license")),
         f"- Sharing derived data allowed: {_yes_no(licence.get('share_derived', False))}"
         + (f" (permission recorded: {licence['permission']})" if licence.get("permission") else ""),
         f"- Commercial use: {_yes_no(licence.get('commercial', False))}",
@@ -332,6 +336,60 @@ def build_card(index: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _weights_kind(index: dict) -> str:
+    record = index.get("autoencoder") or {}
+    if record.get("family", "medvae") == "medvae":
+        return "trained MedVAE weights"
+    return f"released {record['class']} weights, imported"
+
+
+def _autoencoder_lines(index: dict) -> list[str]:
+    """The card's account of the model: family, class, library, input adaptation, scaling, VQ codebook."""
+    record = index.get("autoencoder")
+    if not record:
+        return []
+    library = record["library"]
+    lines = [
+        "## Autoencoder",
+        "",
+        f"- Family `{record['family']}`, class `{record['class']}` ({library['name']} {library['version']}).",
+        f"- Weights sha256 `{index['weights_sha256']}`; origin: {index.get('model_weights') or 'see the model card'}.",
+        *(f"- Input {what}: {how}." for what, how in record["adaptation"].items()),
+    ]
+    if record.get("network"):
+        lines.append(f"- Network settings: {record['network']}.")
+    scaling = record.get("scaling")
+    if scaling:
+        rule = (
+            "(z - latents_mean) / latents_std per channel"
+            if "latents_mean" in scaling
+            else f"(z - {scaling['shift_factor']}) * {scaling['scaling_factor']}"
+        )
+        lines.append(
+            f"- Stored: the raw posterior mean. Diffusion-ready latent: {rule}, given by "
+            "`load_latents(..., scaled=True)`."
+        )
+    if record.get("codebook"):
+        book = record["codebook"]
+        lines.append(
+            f"- Vector-quantized: `indices.npy` holds the codes (the lossless compact form), `latent.npy` the "
+            f"quantized latent; codebook {book['entries']} x {book['dim']}, sha256 `{book['sha256']}` (in the weights)."
+        )
+    return [*lines, ""]
+
+
+def _weights_licence_lines(licence: dict | None) -> list[str]:
+    if not licence:
+        return []
+    return [
+        f"- Model weights licence: **{licence['name']}** (sharing data made with them allowed: "
+        f"{_yes_no(licence.get('share_derived', False))}"
+        + (f"; permission recorded: {licence['permission']}" if licence.get("permission") else "")
+        + f"; commercial use: {_yes_no(licence.get('commercial', False))})"
+        + (f"; {licence['notes']}" if licence.get("notes") else ""),
+    ]
 
 
 def _classifier_lines(latent: dict) -> list[str]:

@@ -29,6 +29,7 @@ from medlatent.core.errors import InputError
 from medlatent.core.ids import SPLITS
 from medlatent.latents.index import INDEX_FORMAT
 from medlatent.latents.sidecar import SidecarJoin
+from medlatent.models.families.base import diffusion_ready
 
 
 def read_index(path_or_index: str | Path) -> tuple[Path, dict]:
@@ -78,9 +79,14 @@ def _with_sidecar(sample: dict, join: SidecarJoin) -> dict:
     return {**sample, "__labels__": labels, "__meta__": meta}
 
 
-def _decode(sample: dict, names: tuple[str, ...]) -> tuple:
-    """Joined raw sample -> (latent float32 tensor, labels, meta[, {name: stored array}])."""
-    decoded = (sample_array(sample, "latent"), sample["__labels__"], sample["__meta__"])
+def _decode(sample: dict, names: tuple[str, ...], scaling: dict | None = None) -> tuple:
+    """Joined raw sample -> (latent float32 tensor, labels, meta[, {name: stored array}]).
+
+    With `scaling` (the family's record) the latent is the diffusion-ready one (`diffusion_ready`).
+    """
+    latent = sample_array(sample, "latent")
+    latent = latent if scaling is None else diffusion_ready(latent, scaling)
+    decoded = (latent, sample["__labels__"], sample["__meta__"])
     return (*decoded, {name: sample_array(sample, name) for name in names}) if names else decoded
 
 
@@ -105,6 +111,7 @@ def load_latents(
     seed: int = 0,
     resampled: bool = False,
     posterior: tuple[str, ...] = (),
+    scaled: bool = False,
 ) -> wds.DataPipeline:
     """An iterable of (latent, labels, meta) over one split, split by DDP rank and worker.
 
@@ -115,10 +122,22 @@ def load_latents(
     and samples within a buffer of that size; `resampled` draws shards with replacement
     (endless; each rank and worker with its own seed). `posterior` names stored arrays
     (`"mean"`, `"logvar"`, see `latents.store`) to add as a fourth element {name: tensor},
-    e.g. to resample: mean + exp(logvar / 2) * noise.
+    e.g. to resample: mean + exp(logvar / 2) * noise. `scaled` returns the diffusion-ready
+    latent instead of the stored raw posterior mean: `(z - shift_factor) * scaling_factor`, or per
+    channel `(z - latents_mean) / latents_std`, as the dataset's `autoencoder.scaling` records.
     """
     urls = shard_urls(path_or_index, split)
     check_stored(path_or_index, posterior)
+    scaling = None
+    if scaled:
+        folder, index = read_index(path_or_index)
+        scaling = (index.get("autoencoder") or {}).get("scaling")
+        if not scaling:
+            raise InputError(
+                folder / "index.json",
+                "records no latent scaling (its autoencoder family defines none)",
+                "load it with scaled=False: the stored latent is what this model gives",
+            )
     if resampled:  # every rank and worker draws with its own seed: nothing to split
         stages = [wds.ResampledShards(urls, seed=seed, deterministic=True)]
     else:
@@ -130,5 +149,5 @@ def load_latents(
     stages += [wds.tarfile_to_samples(), wds.map(partial(_with_sidecar, join=SidecarJoin()))]
     if shuffle:
         stages.append(wds.shuffle(shuffle, seed=seed))
-    stages.append(wds.map(partial(_decode, names=tuple(posterior))))
+    stages.append(wds.map(partial(_decode, names=tuple(posterior), scaling=scaling)))
     return wds.DataPipeline(*stages)

@@ -29,26 +29,42 @@ def padded_shape(shape: list[int] | tuple[int, ...], factor: int) -> list[int]:
     return [math.ceil(size / factor) * factor for size in shape]
 
 
+def activation_bytes(
+    widths: list[int],
+    dims: int,
+    shape: list[int] | tuple[int, ...],
+    factor: int,
+    attention: bool,
+    copies: int = ACTIVATION_FACTOR,
+) -> int:
+    """Estimated peak activation bytes (float32) of an encoder with these level widths on one item.
+
+    `factor`: the item is padded to a multiple of it per axis; `attention`: the deepest level
+    has a self-attention block over all its positions (scores capped as the chunked attention does);
+    `copies`: widest feature maps alive at once.
+    """
+    positions = math.prod(padded_shape(shape, factor))
+    value_bytes = 4
+    widest = max(width * positions // 2 ** (level * dims) for level, width in enumerate(widths))
+    tokens = positions // 2 ** ((len(widths) - 1) * dims)
+    scores = min(tokens * tokens * value_bytes, ae.ATTENTION_SCORE_BYTES) if attention else 0
+    return copies * widest * value_bytes + scores
+
+
 def encoder_item_bytes(autoencoder: ae.AutoencoderKL, shape: list[int] | tuple[int, ...]) -> int:
     """Estimated peak activation bytes of encoding one item of this spatial shape (float32)."""
     config = autoencoder.config
-    positions = math.prod(padded_shape(shape, autoencoder.downsample_factor))
-    dims, value_bytes = config["spatial_dims"], 4
-    widest = max(config["ch"] * mult * positions // 2 ** (level * dims) for level, mult in enumerate(config["ch_mult"]))
-    tokens = positions // 2 ** ((len(config["ch_mult"]) - 1) * dims)
-    scores = min(tokens * tokens * value_bytes, ae.ATTENTION_SCORE_BYTES)
-    return ACTIVATION_FACTOR * widest * value_bytes + scores
+    widths = [config["ch"] * mult for mult in config["ch_mult"]]
+    return activation_bytes(widths, config["spatial_dims"], shape, autoencoder.downsample_factor, attention=True)
 
 
-def budget_batch_size(
-    autoencoder: ae.AutoencoderKL, shape: list[int] | tuple[int, ...], max_memory_gb: float, cap: int, knobs: str
+def fitting_items(
+    weight_bytes: int, item_bytes: int, shape: list[int] | tuple[int, ...], max_memory_gb: float, cap: int, knobs: str
 ) -> int:
     """Items of `shape` per forward within the budget, at most `cap`; ConfigError if not even one fits.
 
     `knobs` names the settings that make an item smaller or the budget larger (for the message).
     """
-    weight_bytes = sum(parameter.numel() * parameter.element_size() for parameter in autoencoder.parameters())
-    item_bytes = encoder_item_bytes(autoencoder, shape)
     fitting = int((max_memory_gb * 2**30 - weight_bytes) // item_bytes)
     if fitting < 1:
         raise ConfigError(
@@ -56,3 +72,11 @@ def budget_batch_size(
             f"(weights + activations), over latents.max_memory_gb = {max_memory_gb}: raise {knobs}"
         )
     return min(cap, fitting)
+
+
+def budget_batch_size(
+    autoencoder: ae.AutoencoderKL, shape: list[int] | tuple[int, ...], max_memory_gb: float, cap: int, knobs: str
+) -> int:
+    """`fitting_items` for a MedVAE-layout autoencoder (its weights and `encoder_item_bytes`)."""
+    weight_bytes = sum(parameter.numel() * parameter.element_size() for parameter in autoencoder.parameters())
+    return fitting_items(weight_bytes, encoder_item_bytes(autoencoder, shape), shape, max_memory_gb, cap, knobs)

@@ -75,7 +75,7 @@ def encode_volume(
     blend: str = "gaussian",
     sw_batch_size: int = 1,
 ) -> tuple[torch.Tensor, dict]:
-    """Latent (C, x, y, z) of one (X, Y, Z) volume, on the CPU; plus how it was encoded.
+    """Latent (C, x, y, z) of one (X, Y, Z) or (C, X, Y, Z) volume, on the CPU; plus how it was encoded.
 
     The volume is padded at the end of each axis with the background value to a multiple of
     `model.downsample_factor` (as `encode_latent_padded` does); axes no longer than the
@@ -83,7 +83,8 @@ def encode_volume(
     """
     factor = model.downsample_factor
     device = next(model.parameters()).device
-    padded, padding = pad_to_multiple(volume[None, None].to(device), factor)
+    batch = volume[None, None] if volume.ndim == 3 else volume[None]
+    padded, padding = pad_to_multiple(batch.to(device), factor)
     shape = list(padded.shape[2:])
     rule = {}
     if window == MEDVAE_RULE:

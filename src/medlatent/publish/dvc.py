@@ -14,12 +14,13 @@ on the workspace's filesystem. Linked files are read-only (DVC guards its cache)
 replace files by rename and never write into them.
 
 `publish` (one Snakemake job: DVC holds a repository-wide lock) refuses every dataset whose
-source licence forbids sharing derived data unless `license.permission` records a
-permission, then per dataset: `dvc add` the folder, `dvc push` it, commit its `.dvc` pointer
-(with the DVC config naming the remote) and tag `latents/{model}/{source}/vN`. N grows only
-when the dataset's content hash changed since the last tag; republishing unchanged latents
-is a no-op. Collaborators `dvc import <repo> data/latents/{model}/{source} --rev <tag>` and
-move to a later version with `dvc update --rev <newer tag>`.
+source licence, or whose model's weights licence (`models[].license`), forbids sharing derived
+data unless that `license.permission` records a permission, then per dataset: `dvc add` the
+folder, `dvc push` it, commit its `.dvc` pointer (with the DVC config naming the remote) and tag
+`latents/{model}/{source}/vN`. N grows only when the dataset's content hash changed since the
+last tag; republishing unchanged latents is a no-op. Collaborators `dvc import <repo>
+data/latents/{model}/{source} --rev <tag>` and move to a later version with `dvc update --rev
+<newer tag>`.
 """
 
 from __future__ import annotations
@@ -73,14 +74,37 @@ def sharing_allowed(license_block: dict) -> bool:
     return bool(license_block.get("share_derived")) or bool(license_block.get("permission"))
 
 
+def _refusal(subject: str, license_block: dict, permission_key: str, otherwise: str) -> str:
+    return (
+        f"{subject} under the licence {license_block['name']!r}, which does not allow sharing derived data "
+        f"(license.share_derived: false), and no permission is recorded. If you hold written permission, "
+        f"record it in the config at {permission_key} (who granted it, when, reference); otherwise {otherwise}"
+    )
+
+
 def license_refusal(source_id: str, license_block: dict) -> str:
     """Why latents of this source are not shared, and the config key that changes it."""
-    return (
-        f"source {source_id!r} is under the licence {license_block['name']!r}, which does not allow sharing "
-        f"derived data (license.share_derived: false), and no permission is recorded. If you hold written "
-        f"permission, record it in the config at sources[id={source_id}].license.permission "
-        f"(who granted it, when, reference); otherwise leave it out of publish.sources"
-    )
+    return _refusal(
+        f"source {source_id!r} is", license_block, f"sources[id={source_id}].license.permission",
+        "leave it out of publish.sources",
+    )  # fmt: skip
+
+
+def weights_license_refusal(model_id: str, license_block: dict) -> str:
+    """Why latents made with these weights are not shared, and the config key that changes it."""
+    return _refusal(
+        f"model {model_id!r} has weights", license_block, f"models[id={model_id}].license.permission",
+        "leave the model's datasets out of publish.sources",
+    )  # fmt: skip
+
+
+def refusals(dataset: dict) -> list[str]:
+    """Why one dataset of the publish slice may not be shared: its source's licence, its weights' licence."""
+    reasons = [] if sharing_allowed(dataset["license"]) else [license_refusal(dataset["source"], dataset["license"])]
+    weights = dataset.get("weights_license")
+    if weights is not None and not sharing_allowed(weights):
+        reasons.append(weights_license_refusal(dataset["model"], weights))
+    return reasons
 
 
 def _run(root: Path, *command: str) -> str:
@@ -209,9 +233,7 @@ def tag_version(root: Path, folder: Path, model: str, source: str, license_block
 def publish(root: str | Path, spec: dict) -> dict:
     """Set up DVC, refuse unshareable datasets, then publish every dataset of the slice."""
     root = require_git_root(root)
-    refused = [
-        license_refusal(d["source"], d["license"]) for d in spec["datasets"] if not sharing_allowed(d["license"])
-    ]
+    refused = [reason for d in spec["datasets"] for reason in refusals(d)]
     if refused:
         raise LicenseError("; ".join(refused))
     setup = dvc_setup(root, spec["remote"])
@@ -225,7 +247,7 @@ def publish(root: str | Path, spec: dict) -> dict:
     ]
     withheld = []
     for dataset in spec["withheld"]:
-        reason = license_refusal(dataset["source"], dataset["license"])
+        reason = "; ".join(refusals(dataset))
         log.warning("not publishing %s/%s: %s", dataset["model"], dataset["source"], reason)
         withheld.append({"model": dataset["model"], "source": dataset["source"], "reason": reason})
     return {"remote": setup["remote"], "published": published, "withheld": withheld}

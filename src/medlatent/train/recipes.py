@@ -26,6 +26,7 @@ from medlatent.core.hashing import file_sha256
 from medlatent.core.hub import is_hub_path
 from medlatent.models.card import demo_reasons, stage_record, write_card
 from medlatent.models.embedder import load_embedder
+from medlatent.models.families import import_family
 from medlatent.models.inflate import inflate_model
 from medlatent.models.ldm_layout import load_ldm_weights
 from medlatent.models.lora import apply_lora
@@ -212,13 +213,18 @@ def import_weights(spec: dict[str, Any], weights: str | Path, out: str | Path, c
         card: the model card to write.
     """
     model = spec["model"]
-    medvae, origin = import_model(weights, model, is_demo=spec["demo"])
-    reasons = demo_reasons({"demo": spec["demo"]}, {}) + (
-        ["the weights file is marked demo"] if medvae.is_demo and not spec["demo"] else []
-    )
-    origin.update(sha256=file_sha256(weights), demo_reasons=reasons)
+    reasons = demo_reasons({"demo": spec["demo"]}, {})
+    if model.get("family", "medvae") == "medvae":
+        medvae, origin = import_model(weights, model, is_demo=spec["demo"])
+        if medvae.is_demo and not spec["demo"]:
+            reasons.append("the weights file is marked demo")
+        origin.update(sha256=file_sha256(weights))
+        save_model(out, medvae, embedder=None, steps=0)
+    else:  # another family: imported as the library's class, config and state dict (medlatent.models.families)
+        _, origin = import_family(weights, model, spec["demo"], out)
+        origin.update(sha256=file_sha256(origin["file"]))
+    origin["demo_reasons"] = reasons
     if is_hub_path(model.get("weights")):
         origin["requested"] = model["weights"]  # `path` is where the hub cache held it
-    save_model(out, medvae, embedder=None, steps=0)
     write_card(card, model, {}, weights=origin)
     log.info("imported %s from %s", model["id"], weights)
