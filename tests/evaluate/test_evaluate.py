@@ -178,8 +178,8 @@ def test_efficiency_rows_time_images_and_latents_on_the_named_device():
     assert all(r["device"].startswith("cpu") and r["max_batch"] == 2 and r["max_batch_capped"] for r in rows)
     assert [r["input_bytes_reduction"] for r in rows] == [1.0, 16.0, 64.0]
     image = rows[0]
-    for row in rows:
-        assert row["throughput_per_s"] == pytest.approx(2 / (row["latency_ms"] / 1000), rel=0.01)
+    for row in rows:  # throughputs are rounded to 2 decimals: slow ones (a loaded machine) differ by up to 0.005
+        assert row["throughput_per_s"] == pytest.approx(2 / (row["latency_ms"] / 1000), rel=0.01, abs=0.005)
         assert row["throughput_gain"] == pytest.approx(row["throughput_per_s"] / image["throughput_per_s"], rel=0.02)
 
 
