@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import re
 
+from medlatent.core.rawpaths import to_bytes
+
 #: Patient-level splits, in shard order.
 SPLITS = ("train", "val", "test")
 
@@ -22,8 +24,9 @@ def _unit_interval(text: str) -> float:
 
 
 def file_key(relative_path: str) -> str:
-    """16 hex chars naming a file or series directory under the raw root."""
-    return hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:16]
+    """16 hex chars naming a file or series directory under the raw root, from the bytes of its
+    name (so a name that is not UTF-8 has a key too)."""
+    return hashlib.sha1(to_bytes(relative_path)).hexdigest()[:16]
 
 
 def item_id(source_id: str, key: str) -> str:

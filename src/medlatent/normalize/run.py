@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from medlatent import io
-from medlatent.core.errors import InputError
+from medlatent.core import rawpaths
+from medlatent.core.errors import InputError, library_error
+from medlatent.io.budget import DEFAULT_BUDGET, DecodeBudget
 from medlatent.io.h5 import ShardWriter
 from medlatent.normalize.geometry import plan_ras_grid, resample_to_grid
 
@@ -141,10 +143,12 @@ def resample_3d(
     return np.asarray(resampled[0], dtype=np.float32) + np.float32(background)
 
 
-def normalize_item(path: Path, spec: dict, frame: int | None = None) -> tuple[np.ndarray, dict]:
-    """Read and normalize one item (one `frame` of a multi-frame file if given); returns the
-    array and its allow-listed attributes."""
-    loaded = io.read_image(path, frame=frame)
+def normalize_item(
+    path: Path, spec: dict, frame: int | None = None, budget: DecodeBudget = DEFAULT_BUDGET
+) -> tuple[np.ndarray, dict]:
+    """Read (within `budget`) and normalize one item (one `frame` of a multi-frame file if
+    given); returns the array and its allow-listed attributes."""
+    loaded = io.read_image(path, frame=frame, budget=budget)
     attrs = {"original_shape": list(loaded.array.shape), **loaded.meta}
     if spec["dims"] == 2:
         array, transform = normalize_2d(loaded.array, spec)
@@ -164,9 +168,17 @@ def normalize_item(path: Path, spec: dict, frame: int | None = None) -> tuple[np
 
 
 def normalize_shard(
-    spec: dict, shard: str, manifest: pd.DataFrame, files_index: pd.DataFrame, root: Path, out: Path, demo: bool
+    spec: dict,
+    shard: str,
+    manifest: pd.DataFrame,
+    files_index: pd.DataFrame,
+    root: Path,
+    out: Path,
+    demo: bool,
+    budget: DecodeBudget = DEFAULT_BUDGET,
 ) -> dict:
-    """Write one HDF5 shard; items that fail are recorded in the shard, never dropped silently."""
+    """Write one HDF5 shard; items that fail, whatever the error, are recorded in the shard with
+    the reason (never a path), never dropped silently and never the end of the job."""
     rows = manifest[manifest["shard"] == shard]
     files = files_index.set_index("file_key")
     frames = files["frame"] if "frame" in files else pd.Series(pd.NA, index=files.index)
@@ -177,12 +189,12 @@ def normalize_shard(
         ):
             try:
                 frame = frames[row.file_key]
-                array, attrs = normalize_item(
-                    root / files.at[row.file_key, "path"], spec, None if pd.isna(frame) else int(frame)
-                )
-            except InputError as error:
-                writer.reject(row.item_id, error.reason)
-                log.warning("failed %s: %s", row.item_id, error.reason)
+                path = root / rawpaths.from_bytes(files.at[row.file_key, "path_bytes"])
+                array, attrs = normalize_item(path, spec, None if pd.isna(frame) else int(frame), budget)
+            except Exception as error:  # noqa: BLE001 - one item must not end the shard
+                reason = error.reason if isinstance(error, InputError) else f"{library_error(error)} while normalizing"
+                writer.reject(row.item_id, reason)
+                log.warning("failed %s: %s", row.item_id, reason)
                 counts["failed"] += 1
                 continue
             writer.add(row.item_id, array, {**attrs, "split": row.split})
