@@ -172,7 +172,9 @@ class Curator:
         return None
 
     def _record(self, candidate: Candidate, header, label_row) -> dict:
-        raw_patient = _first_present(label_row, "patient_id") or header.patient_id or candidate.relative_path
+        raw_patient = (
+            _first_present(label_row, "patient_id") or header.patient_id or rawpaths.printable(candidate.relative_path)
+        )
         record = {
             "item_id": ids.item_id(self.source_id, candidate.key),
             "file_key": candidate.key,

@@ -28,6 +28,8 @@ GREY_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})
 COLOUR_RULE = "mean_rgb"
 #: |det| of the affine's axes below this fraction of their lengths' product: collinear axes.
 SINGULAR_TOLERANCE = 1e-6
+#: No scanner has voxels this large; a corrupt header that claims them would make a resampled grid of billions.
+MAX_VOXEL_MM = 100.0
 REEXPORT_FIX = "re-export the image from its source, or exclude the file"
 
 
@@ -132,16 +134,18 @@ def require_real(dtype: np.dtype, path: Path, what: str) -> None:
 
 def require_geometry(affine: np.ndarray, path: Path) -> None:
     """A voxel-to-world affine normalization can reorient and resample: finite, no zero-length
-    axis, axes not collinear (a singular or zero affine has no RAS grid)."""
+    axis, axes not collinear (a singular or zero affine has no RAS grid), voxels of at most
+    MAX_VOXEL_MM."""
     axes = np.asarray(affine, dtype=np.float64)[:3, :3]
     lengths = np.linalg.norm(axes, axis=0)
+    fix = "fix the header's orientation and voxel size (sform/qform, ImageOrientationPatient, PixelSpacing)"
     if (
         not np.isfinite(affine).all()
         or lengths.min() <= 0
         or abs(np.linalg.det(axes)) <= SINGULAR_TOLERANCE * lengths.prod()
     ):
+        raise InputError(path, "unusable geometry: the voxel-to-world affine is non-finite, zero or singular", fix)
+    if lengths.max() > MAX_VOXEL_MM:
         raise InputError(
-            path,
-            "unusable geometry: the voxel-to-world affine is non-finite, zero or singular",
-            "fix the header's orientation and voxel size (sform/qform, ImageOrientationPatient, PixelSpacing)",
+            path, f"implausible geometry: a voxel of {lengths.max():.3g} mm (more than {MAX_VOXEL_MM} mm)", fix
         )

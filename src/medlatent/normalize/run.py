@@ -102,12 +102,17 @@ def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
     return out, transform
 
 
-def normalize_3d(array: np.ndarray, affine: np.ndarray, spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+def normalize_3d(
+    array: np.ndarray, affine: np.ndarray, spec: dict, budget: DecodeBudget = DEFAULT_BUDGET
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Intensity-scale a volume, then reorient it to RAS, resample it to spec['spacing'] and
     centre pad/crop it to spec['size'] in one pass; returns the volume, its affine and the
-    transform record (`resampled_shape` is the grid before pad/crop)."""
+    transform record (`resampled_shape` is the grid before pad/crop). TooLargeError, before
+    sampling, when the sampled grid is over `budget`."""
+    grid = plan_ras_grid(affine, array.shape, spec.get("spacing"), spec.get("size"))
+    sampled = int(np.prod([stop - start for start, stop in grid.window], dtype=np.float64))
+    budget.check_samples(Path("<volume>"), sampled, f"the resampled grid of {list(grid.resampled_shape)} voxels")
     scaled, intensity = scale_intensity(array, spec)
-    grid = plan_ras_grid(affine, scaled.shape, spec.get("spacing"), spec.get("size"))
     out = resample_to_grid(
         torch.from_numpy(scaled), grid, INTERPOLATION_3D[spec["interpolation"]], spec["output_range"][0]
     )
@@ -156,7 +161,7 @@ def normalize_item(
     else:
         # without a reader's geometry (e.g. .npy stacks) normalization takes voxels for 1 mm RAS
         original_affine = loaded.affine if loaded.affine is not None else np.eye(4)
-        array, affine, transform = normalize_3d(loaded.array, original_affine, spec)
+        array, affine, transform = normalize_3d(loaded.array, original_affine, spec, budget)
         attrs["original_affine"] = np.asarray(original_affine, dtype=np.float64).tolist()
         attrs["affine"] = affine.tolist()
         attrs["spacing"] = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
