@@ -9,8 +9,9 @@ a DICOMDIR, NIfTI with singular or zero affines, 5D, complex and RGB data, non-r
 zero-byte files, symbolic links (out of the root, dangling, loops, to a folder), names that
 are not UTF-8 or that a shell would misread, and valid images that must come through.
 
-Bombs declare more than `BOMB_BUDGET_MB` (the decode budget of a process of that memory)
-while their files stay under 1 MB. `PLANTED` strings sit in names and contents: no
+Bombs declare more than the decode budget of a process of `BOMB_BUDGET_MB` while their files
+stay under 1 MB; they are written by the bomb writers of benchmarks/bench_hostile.py, which
+measures the same kinds at the default budget. `PLANTED` strings sit in names and contents: no
 rejection reason may repeat them.
 """
 
@@ -20,16 +21,23 @@ import gzip
 import os
 import struct
 import warnings
-import zlib
 from io import BytesIO
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
+from bench_hostile import (
+    J2K_SIZ,
+    JPEG_SOF0,
+    deflated_dicom,
+    gzip_nifti,
+    jpeg_declaring,
+    png_declaring,
+    with_codestream_size,
+)
 from dicom_fixtures import real_file
 from PIL import Image
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 #: A process of this many MB may decode 1/4 of it: every bomb declares more, on < 1 MB of disk.
 BOMB_BUDGET_MB = 256
@@ -93,23 +101,6 @@ def _slice(k: int) -> pydicom.Dataset:
     return ds
 
 
-def _deflated(rows: int, columns: int) -> bytes:
-    """A deflated DICOM of rows x columns 16-bit zeros (pydicom compresses on save)."""
-    ds = pydicom.dcmread(real_file("MR_small.dcm"))
-    ds.Rows, ds.Columns = rows, columns
-    ds.PixelData = bytes(rows * columns * 2)
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    return _dicom_bytes(ds)
-
-
-def _with_codestream_size(name: str, marker: bytes, offset: int, fmt: str, size: tuple[int, int]) -> bytes:
-    """A real encapsulated file whose first codestream declares `size` at `offset` after `marker`."""
-    data = bytearray(real_file(name).read_bytes())
-    at = data.index(marker) + offset
-    struct.pack_into(fmt, data, at, *size)
-    return bytes(data)
-
-
 def write_dicom(corpus: Corpus) -> None:
     native = real_file("MR_small.dcm").read_bytes()
     pixel_tell = pydicom.dcmread(real_file("MR_small.dcm")).get_item("PixelData").value_tell
@@ -163,13 +154,12 @@ def write_dicom(corpus: Corpus) -> None:
 
 def write_dicom_bombs(corpus: Corpus) -> None:
     """One folder each: in a 3D source each is then a series of one slice, rejected for its own size."""
-    # 6000^2 16-bit zeros inflate to 72 MB (over 64 MiB); 4500^2 inflate to 40 MB but decode to 81 MB
-    corpus.bytes("dicom/bomb/deflate_inflates_over/image.dcm", _deflated(6000, 6000), f"{BOMB}: deflate")
-    corpus.bytes("dicom/bomb/deflate_decodes_over/image.dcm", _deflated(4500, 4500), f"{BOMB}: deflate")
-    # SIZ: Lsiz, Rsiz, then Xsiz, Ysiz (T.800 A.5.1); SOF: length, precision, then height, width
-    j2k = _with_codestream_size("MR_small_jp2klossless.dcm", b"\xff\x4f\xff\x51", 8, ">II", (40000, 40000))
+    # 9000^2 8-bit zeros inflate to 81 MB (over 64 MiB); 5000^2 inflate to 25 MB but decode to 100 MB
+    corpus.bytes("dicom/bomb/deflate_inflates_over/image.dcm", deflated_dicom(9000, 9000), f"{BOMB}: deflate")
+    corpus.bytes("dicom/bomb/deflate_decodes_over/image.dcm", deflated_dicom(5000, 5000), f"{BOMB}: deflate")
+    j2k = with_codestream_size("MR_small_jp2klossless.dcm", J2K_SIZ, 8, (40000, 40000))
     corpus.bytes("dicom/bomb/j2k_siz_40k/image.dcm", j2k, f"{BOMB}: J2K codestream")
-    jpeg = _with_codestream_size("SC_rgb_jpeg_dcmtk.dcm", b"\xff\xc0", 5, ">HH", (30000, 30000))
+    jpeg = with_codestream_size("SC_rgb_jpeg_dcmtk.dcm", JPEG_SOF0, 5, (30000, 30000))
     corpus.bytes("dicom/bomb/jpeg_sof_30k/image.dcm", jpeg, f"{BOMB}: JPEG codestream")
 
 
@@ -192,10 +182,8 @@ def write_series(corpus: Corpus) -> None:
 # ---- NIfTI
 
 
-def _nifti(data: np.ndarray, affine: np.ndarray | None = None, *, gz: bool = False) -> bytes:
-    image = nib.Nifti1Image(data, np.eye(4) if affine is None else affine)
-    raw = image.to_bytes()
-    return gzip.compress(raw, mtime=0) if gz else raw
+def _nifti(data: np.ndarray, affine: np.ndarray | None = None) -> bytes:
+    return nib.Nifti1Image(data, np.eye(4) if affine is None else affine).to_bytes()
 
 
 def write_nifti(corpus: Corpus) -> None:
@@ -239,8 +227,8 @@ def write_nifti(corpus: Corpus) -> None:
     header.set_data_shape((30000, 30000, 30000))
     header.set_data_dtype(np.int16)
     corpus.bytes("nifti/size/absurd_dims.nii", header.binaryblock + bytes(4) + bytes(64), f"{BOMB}: NIfTI header")
-    # 320^3 int16 zeros: 65 MB inflated, 131 MB as float32, about 64 KB gzipped
-    corpus.bytes("nifti/bomb/zeros.nii.gz", _nifti(np.zeros((320, 320, 320), np.int16), gz=True), f"{BOMB}: gzip NIfTI")
+    # 320^3 uint8: 33 MB inflated, 131 MB as float32, 32 KB gzipped
+    corpus.bytes("nifti/bomb/zeros.nii.gz", gzip_nifti((320, 320, 320)), f"{BOMB}: gzip NIfTI")
 
 
 # ---- NumPy
@@ -288,33 +276,6 @@ def _jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_of_zeros(width: int, height: int, rows: int | None = None) -> bytes:
-    """A grey PNG declaring width x height zeros, its IDAT compressed row by row (the first `rows`
-    only, if given): a few hundred KB for 81 M pixels."""
-    compressor, row, idat = zlib.compressobj(9), bytes(width + 1), []
-    for _ in range(height if rows is None else rows):
-        idat.append(compressor.compress(row))
-    idat.append(compressor.flush())
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", b"".join(idat))
-        + _png_chunk(b"IEND", b"")
-    )
-
-
-def _jpeg_declaring(width: int, height: int) -> bytes:
-    """A 16 x 16 JPEG whose SOF0 declares width x height."""
-    data = bytearray(_jpeg(Image.new("L", (16, 16), 128)))
-    struct.pack_into(">HH", data, data.index(b"\xff\xc0") + 5, height, width)
-    return bytes(data)
-
-
 def write_raster(corpus: Corpus) -> None:
     grey = Image.fromarray(corpus.rng.integers(0, 255, (48, 40)).astype(np.uint8))
     png, jpeg = _png(grey), _jpeg(grey)
@@ -337,10 +298,10 @@ def write_raster(corpus: Corpus) -> None:
     zero_width = bytearray(png)
     struct.pack_into(">I", zero_width, 16, 0)
     corpus.bytes("raster/size/zero_width.png", bytes(zero_width), "zero size")
-    corpus.bytes("raster/bomb/zeros_9000.png", _png_of_zeros(9000, 9000), f"{BOMB}: PNG")
-    corpus.bytes("raster/bomb/declares_100k.png", _png_of_zeros(100000, 2000, rows=1), f"{BOMB}: PNG")
-    corpus.bytes("raster/bomb/declares_8000.jpg", _jpeg_declaring(8000, 8000), f"{BOMB}: JPEG")
-    corpus.bytes("raster/bomb/declares_30000.jpg", _jpeg_declaring(30000, 30000), f"{BOMB}: JPEG")
+    corpus.bytes("raster/bomb/zeros_9000.png", png_declaring(9000, 9000), f"{BOMB}: PNG")
+    corpus.bytes("raster/bomb/declares_100k.png", png_declaring(100000, 2000, rows=1), f"{BOMB}: PNG")
+    corpus.bytes("raster/bomb/declares_8000.jpg", jpeg_declaring(8000, 8000), f"{BOMB}: JPEG")
+    corpus.bytes("raster/bomb/declares_30000.jpg", jpeg_declaring(30000, 30000), f"{BOMB}: JPEG")
 
 
 # ---- empty files, notes, names, links
