@@ -90,8 +90,7 @@ REQUIRED_PIXEL_TAGS = (
 #: Grey and colour images use 8, 16 or 32 bits a sample; 1 bit means a mask or an overlay.
 IMAGE_BITS_ALLOCATED = frozenset({8, 16, 32})
 #: Photometric interpretations a reason may name (PS3.3 C.7.6.3.1.2); any other value is file text.
-KNOWN_PHOTOMETRICS = GREY_PHOTOMETRICS | {"RGB", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420",
-                                          "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK", "XYB"}  # fmt: skip
+KNOWN_PHOTOMETRICS = GREY_PHOTOMETRICS | RGB_PHOTOMETRICS | {"PALETTE COLOR", "YBR_PARTIAL_420", "HSV", "ARGB", "CMYK"}
 #: Bytes inflated per step when a deflated dataset is measured (the inflated data is not kept).
 INFLATE_STEP = 16 * 2**20
 #: Header values that a malformed element (wrong VR, bad bytes) turns into these on conversion.
