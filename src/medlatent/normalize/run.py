@@ -47,8 +47,10 @@ def intensity_window(array: np.ndarray, spec: dict) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
-    """Map intensities to spec['output_range'] in float32; returns the array and the mapping used."""
+def scale_intensity(array: np.ndarray, spec: dict, overwrite: bool = False) -> tuple[np.ndarray, dict]:
+    """Map intensities to spec['output_range'] in float32; returns the array and the mapping used.
+    `overwrite`: scale a writable float32 `array` in place (its owner no longer needs it: one
+    copy of a large volume less at the peak)."""
     lo_out, hi_out = spec["output_range"]
     lo, hi = intensity_window(array, spec)
     if hi <= lo:
@@ -56,7 +58,8 @@ def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
             "<array>", f"constant image (intensity window {lo}..{hi} is empty)", "drop the image or check its decoding"
         )
     # one float32 buffer, updated in place: the same operations as the plain expression, no temporaries
-    scaled = np.subtract(array, np.float32(lo), dtype=np.float32)
+    in_place = overwrite and array.dtype == np.float32 and array.flags.writeable
+    scaled = np.subtract(array, np.float32(lo), dtype=np.float32, out=array if in_place else None)
     scaled /= np.float32(hi - lo)
     scaled *= np.float32(hi_out - lo_out)
     scaled += np.float32(lo_out)
@@ -79,10 +82,10 @@ def resize_2d(image: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarra
     return resized[0, 0].numpy()
 
 
-def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
+def normalize_2d(array: np.ndarray, spec: dict, overwrite: bool = False) -> tuple[np.ndarray, dict]:
     """Intensity-scale an image, resize it to fit spec['size'] keeping its aspect and pad it
     centrally with the background; returns the image and the transform record."""
-    scaled, intensity = scale_intensity(array, spec)
+    scaled, intensity = scale_intensity(array, spec, overwrite)
     target_h, target_w = spec["size"]
     height, width = scaled.shape
     scale = min(target_h / height, target_w / width)
@@ -103,7 +106,7 @@ def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
 
 
 def normalize_3d(
-    array: np.ndarray, affine: np.ndarray, spec: dict, budget: DecodeBudget = DEFAULT_BUDGET
+    array: np.ndarray, affine: np.ndarray, spec: dict, budget: DecodeBudget = DEFAULT_BUDGET, overwrite: bool = False
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Intensity-scale a volume, then reorient it to RAS, resample it to spec['spacing'] and
     centre pad/crop it to spec['size'] in one pass; returns the volume, its affine and the
@@ -112,7 +115,7 @@ def normalize_3d(
     grid = plan_ras_grid(affine, array.shape, spec.get("spacing"), spec.get("size"))
     sampled = int(np.prod([stop - start for start, stop in grid.window], dtype=np.float64))
     budget.check_samples(Path("<volume>"), sampled, f"the resampled grid of {list(grid.resampled_shape)} voxels")
-    scaled, intensity = scale_intensity(array, spec)
+    scaled, intensity = scale_intensity(array, spec, overwrite)
     out = resample_to_grid(
         torch.from_numpy(scaled), grid, INTERPOLATION_3D[spec["interpolation"]], spec["output_range"][0]
     )
@@ -156,12 +159,12 @@ def normalize_item(
     loaded = io.read_image(path, frame=frame, budget=budget)
     attrs = {"original_shape": list(loaded.array.shape), **loaded.meta}
     if spec["dims"] == 2:
-        array, transform = normalize_2d(loaded.array, spec)
+        array, transform = normalize_2d(loaded.array, spec, overwrite=True)
         attrs["spacing"] = list(loaded.spacing) if loaded.spacing else None
     else:
         # without a reader's geometry (e.g. .npy stacks) normalization takes voxels for 1 mm RAS
         original_affine = loaded.affine if loaded.affine is not None else np.eye(4)
-        array, affine, transform = normalize_3d(loaded.array, original_affine, spec, budget)
+        array, affine, transform = normalize_3d(loaded.array, original_affine, spec, budget, overwrite=True)
         attrs["original_affine"] = np.asarray(original_affine, dtype=np.float64).tolist()
         attrs["affine"] = affine.tolist()
         attrs["spacing"] = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
