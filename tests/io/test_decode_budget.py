@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from io import BytesIO
+
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -24,7 +26,7 @@ def test_codestream_sizes_match_the_dicom_header(name):
     """SIZ (JPEG 2000), SOF (JPEG baseline, lossless) and SOF55 (JPEG-LS) against pydicom's Rows/Columns."""
     ds = pydicom.dcmread(real_file(name))
     fragments = pydicom.encaps.generate_fragments(ds.PixelData[8 + int.from_bytes(ds.PixelData[4:8], "little") :])
-    width, height, components = codestream.declared_size(next(fragments)[: codestream.HEAD_BYTES])
+    width, height, components = codestream.declared_size(BytesIO(next(fragments)))
     assert (height, width, components) == (ds.Rows, ds.Columns, ds.SamplesPerPixel)
 
 

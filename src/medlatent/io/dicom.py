@@ -264,7 +264,7 @@ def _check_codestreams(ds: Dataset, path: Path, budget: DecodeBudget) -> None:
         parse_basic_offsets(buffer)
         for offset in parse_fragments(buffer)[1]:
             buffer.seek(offset + 8)
-            size = codestream.declared_size(buffer.read(codestream.HEAD_BYTES))
+            size = codestream.declared_size(buffer)
             if size is None:
                 continue  # a continuation fragment, or a codestream without JPEG / JPEG 2000 markers
             width, height, components = size
