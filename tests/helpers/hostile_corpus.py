@@ -339,7 +339,7 @@ def write_names_and_links(corpus: Corpus, outside: Path) -> None:
         "links/loop_a.png": (corpus.root / "links" / "loop_b.png", "link loop"),
         "links/loop_b.png": (corpus.root / "links" / "loop_a.png", "link loop"),
         "links/self.png": (corpus.root / "links" / "self.png", "link loop"),
-        "links/to_folder": (corpus.root / "raster", "link to folder"),
+        "links/raster_link": (corpus.root / "raster", "link to folder"),
         "links/inside.png": (corpus.root / "raster" / "ok" / "grey.png", VALID_2D),
     }
     for relative, (target, what) in links.items():

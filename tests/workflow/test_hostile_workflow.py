@@ -141,14 +141,16 @@ def test_each_class_ends_as_it_must(run, source):
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
-def test_reasons_name_no_path_no_file_name_and_no_content(run, source):
+def test_reasons_and_logs_name_no_path_no_file_name_and_no_content(run, source):
     table = outcomes(run, source)
     reasons = list(table["reason"].dropna())
     with ShardReader(run["workdir"] / "data" / "normalized" / source / "train-000.h5") as reader:
         reasons += list(reader.rejected.values())
     names = {PurePosixPath(path).name for path in run["classes"]} | {str(run["root"]), os.fsdecode(b"\xfc")}
     names = {name for name in names if len(name) >= 8}
-    for reason in reasons:
-        assert not any(token in reason for token in PLANTED), reason
-        assert not any(name in reason for name in names), reason
-        assert "root:x:0:0" not in reason and "not a NIfTI" not in reason
+    logs = [(run["workdir"] / "logs" / stage / f"{source}.log").read_text() for stage in ("curate",)]
+    logs += [path.read_text() for path in (run["workdir"] / "logs" / "normalize" / source).glob("*.log")]
+    for text in reasons + logs:  # the jobs' logs repeat every reason
+        assert not any(token in text for token in PLANTED), text
+        assert not any(name in text for name in names), text
+        assert "root:x:0:0" not in text and "not a NIfTI" not in text
