@@ -1,6 +1,6 @@
 """`make bench`: speed and memory figures of every stage, written to one JSON + Markdown file.
 
-Each stage contributes a `run() -> dict` (bench_curate, bench_normalize, bench_train, bench_latents,
+Each stage contributes a `run() -> dict` (bench_curate, bench_normalize, bench_hostile, bench_train, bench_latents,
 bench_families, bench_eval, bench_dag); a stage whose module is missing or fails is reported as such, not skipped
 silently. A figure with a goal carries it beside itself: `"goal_<figure>": ">= 0.95"` (or `<=`)
 next to `"<figure>"`; the Markdown file opens with one table of every such pair, then each
@@ -25,6 +25,7 @@ from medlatent.core.allocator import tune_memory_allocation
 STAGES = (
     "bench_curate",
     "bench_normalize",
+    "bench_hostile",
     "bench_train",
     "bench_latents",
     "bench_families",

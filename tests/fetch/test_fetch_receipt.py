@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from medlatent import __version__
+from medlatent.core import ids, rawpaths
 from medlatent.core.errors import ConfigError, CredentialsError, InputError
 from medlatent.fetch import fetch_source
 from medlatent.fetch.credentials import credential_status
@@ -32,6 +35,51 @@ def test_local_receipt_lists_every_file_sorted_with_hashes(tmp_path):
         "sha256": hashlib.sha256(b"\x00" * 3_000_000).hexdigest(),
     }
     assert not (tmp_path / "raw" / "mine" / "files").exists()  # local data is not copied
+
+
+def test_links_are_followed_only_inside_the_root_and_every_refused_entry_is_listed(tmp_path):
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "scans").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "passwd").write_bytes(b"root:x:0:0")
+    (data / "scans" / "a.dcm").write_bytes(b"a")
+    links = {
+        "inside.dcm": data / "scans" / "a.dcm",
+        "outside.dcm": outside / "passwd",
+        "outside_folder": outside,
+        "dangling.dcm": data / "gone.dcm",
+        "loop_a": data / "loop_b",
+        "loop_b": data / "loop_a",
+        "folder": data / "scans",
+    }
+    for name, target in links.items():
+        (data / name).symlink_to(target)
+    os.mkfifo(data / "pipe")  # opening it to hash would block the fetch
+    receipt = fetch_source({"id": "s", "access": {"method": "local", "path": str(data)}}, tmp_path / "raw")
+    assert [f["path"] for f in receipt["files"]] == ["inside.dcm", "scans/a.dcm"]
+    assert receipt["refused"] == [
+        {"path": "dangling.dcm", "problem": "link_dangling"},
+        {"path": "folder", "problem": "link_to_folder"},
+        {"path": "loop_a", "problem": "link_loop"},
+        {"path": "loop_b", "problem": "link_loop"},
+        {"path": "outside.dcm", "problem": "link_outside_root"},
+        {"path": "outside_folder", "problem": "link_outside_root"},
+        {"path": "pipe", "problem": "not_a_regular_file"},
+    ]
+
+
+def test_a_name_that_is_not_utf8_is_listed_and_keyed_by_its_bytes(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    latin1 = "M\xfcller.dcm".encode("latin-1")
+    (Path(os.fsdecode(data)) / os.fsdecode(latin1)).write_bytes(b"x")
+    (data / "Müller.dcm").write_bytes(b"y")  # the same name in UTF-8: another file, another key
+    receipt = fetch_source({"id": "s", "access": {"method": "local", "path": str(data)}}, tmp_path / "raw")
+    paths = [f["path"] for f in receipt["files"]]
+    assert sorted(rawpaths.to_bytes(p) for p in paths) == sorted([latin1, "Müller.dcm".encode()])
+    keys = {ids.file_key(p) for p in paths}
+    assert len(keys) == 2 and ids.file_key("Müller.dcm") == hashlib.sha1("Müller.dcm".encode()).hexdigest()[:16]
+    assert json.loads((tmp_path / "raw" / RECEIPT).read_text())["files"] == receipt["files"]
 
 
 def test_receipt_is_reproducible_and_hashing_shows_progress(tmp_path, capsys):

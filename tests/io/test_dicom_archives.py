@@ -130,7 +130,7 @@ def test_deflated_dataset_is_read_and_its_truncation_refused(tmp_path):
     np.testing.assert_array_equal(grey("image_dfl.dcm"), pydicom.dcmread(path).pixel_array)
     cut = tmp_path / "cut_dfl.dcm"
     cut.write_bytes(path.read_bytes()[:-1500])
-    with pytest.raises(InputError, match="not a readable DICOM file .*truncated stream"):
+    with pytest.raises(InputError, match=r"not a readable DICOM file \(zlib.error\)"):
         io.read_header(cut)
 
 

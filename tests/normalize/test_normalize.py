@@ -53,3 +53,34 @@ def test_3d_size_pads_with_background():
     out, _, _ = normalize_3d(np.zeros((8, 8, 8), np.float32), np.eye(4), spec)
     assert out.shape == (16, 16, 16)
     assert out[0, 0, 0] == -1.0 and out[8, 8, 8] == 0.0
+
+
+def test_a_resampled_grid_over_the_budget_is_refused_before_sampling():
+    from medlatent.io.budget import DecodeBudget, TooLargeError
+
+    # 4 x 4 x 4 voxels of 50 mm (150 mm between centres) at 0.5 mm: 301^3 samples, 104 MiB as float32
+    spec = {**SPEC_CT, "spacing": [0.5, 0.5, 0.5], "size": None}
+    with pytest.raises(TooLargeError, match="the resampled grid"):
+        normalize_3d(
+            np.zeros((4, 4, 4), np.float32), np.diag([50.0, 50.0, 50.0, 1.0]), spec, DecodeBudget.for_process(256)
+        )
+
+
+def test_an_item_failing_with_any_error_is_recorded_in_its_shard_without_its_path(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from medlatent.core import rawpaths
+    from medlatent.io.h5 import ShardReader
+    from medlatent.normalize import run
+
+    def failing(path, *args, **kwargs):
+        raise RuntimeError(f"bug while reading {path}")
+
+    monkeypatch.setattr(run, "normalize_item", failing)
+    manifest = pd.DataFrame({"item_id": ["s_1"], "file_key": ["k1"], "shard": ["train-000"], "split": ["train"]})
+    files = pd.DataFrame({"file_key": ["k1"], "path": ["PID4711.dcm"], "path_bytes": [rawpaths.to_bytes("PID4711.dcm")],
+                          "frame": pd.array([None], dtype="Int64")})  # fmt: skip
+    counts = run.normalize_shard(SPEC_2D, "train-000", manifest, files, tmp_path, tmp_path / "s.h5", demo=False)
+    assert counts == {"items": 0, "failed": 1}
+    with ShardReader(tmp_path / "s.h5") as reader:
+        assert reader.rejected == {"s_1": "RuntimeError while normalizing"}

@@ -45,6 +45,11 @@ def get_curation_reports(wildcards):
     return expand(f"{DATA}/curated/{{source}}/report.json", source=mlconfig.source_ids(config))
 
 
+def get_curate_mem_mb(wildcards, threads):
+    """resources: a curate_source job's memory, one process's share for each of its (granted) threads."""
+    return mlconfig.decode_mem_mb(config) * threads
+
+
 NORMALIZED_SHARD = f"{DATA}/normalized/{{source}}/{{shard}}.h5"
 
 

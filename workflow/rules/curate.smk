@@ -15,10 +15,12 @@ rule curate_source:
     conda:
         ENV
     threads: mlconfig.curate_threads(config)
+    resources:
+        mem_mb=get_curate_mem_mb,
     params:
         spec=get_slice(mlconfig.curate_slice),
         project=mlconfig.canonical_json(mlconfig.project_settings(config)),
     shell:
         "medlatent curate --spec {params.spec:q} --project {params.project:q} --receipt {input.receipt}"
         " --manifest {output.manifest} --rejected {output.rejected} --report {output.report}"
-        " --files-index {output.files} --workers {threads} > {log} 2>&1"
+        " --files-index {output.files} --workers {threads} --mem-mb {resources.mem_mb} > {log} 2>&1"

@@ -12,9 +12,12 @@ rule normalize_shard:
         "benchmarks/normalize/{source}/{shard}.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=mlconfig.decode_mem_mb(config),
     params:
         spec=get_slice(mlconfig.normalize_slice),
         demo=mlconfig.is_demo(config),
     shell:
         "medlatent normalize --spec {params.spec:q} --shard {wildcards.shard} --manifest {input.manifest}"
-        " --files-index {input.files} --receipt {input.receipt} --demo {params.demo} --out {output} > {log} 2>&1"
+        " --files-index {input.files} --receipt {input.receipt} --demo {params.demo} --mem-mb {resources.mem_mb}"
+        " --out {output} > {log} 2>&1"

@@ -13,12 +13,14 @@ def curate(args: argparse.Namespace) -> None:
     from medlatent.curate.run import CurationOutputs
     from medlatent.curate.run import curate as run_curation
     from medlatent.curate.salt import patient_salt
+    from medlatent.io.budget import DecodeBudget
 
     receipt = json.loads(Path(args.receipt).read_text(encoding="utf-8"))
     raw_root = Path(args.receipt).resolve().parents[1]
     salt = patient_salt(args.project, raw_root)
     outputs = CurationOutputs(Path(args.manifest), Path(args.rejected), Path(args.report), Path(args.files_index))
-    run_curation(args.spec, salt, receipt, outputs, demo=args.project["demo"], workers=args.workers)
+    budget = DecodeBudget.for_process(args.mem_mb // args.workers)
+    run_curation(args.spec, salt, receipt, outputs, demo=args.project["demo"], workers=args.workers, budget=budget)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -29,4 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     for output in ("manifest", "rejected", "report", "files-index"):
         parser.add_argument(f"--{output}", required=True)
     parser.add_argument("--workers", type=int, default=1, help="processes inspecting files (the rule's threads)")
+    parser.add_argument(
+        "--mem-mb", type=int, required=True, help="memory of the job (its mem_mb resource), shared by the workers"
+    )
     parser.set_defaults(run=curate)

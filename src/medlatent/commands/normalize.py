@@ -12,6 +12,7 @@ from medlatent.commands import bool_arg, json_arg
 def normalize(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from medlatent.io.budget import DecodeBudget
     from medlatent.normalize.run import normalize_shard
 
     receipt = json.loads(Path(args.receipt).read_text(encoding="utf-8"))
@@ -23,6 +24,7 @@ def normalize(args: argparse.Namespace) -> None:
         Path(receipt["root"]),
         Path(args.out),
         demo=args.demo,
+        budget=DecodeBudget.for_process(args.mem_mb),
     )
 
 
@@ -34,5 +36,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--files-index", required=True)
     parser.add_argument("--receipt", required=True)
     parser.add_argument("--demo", type=bool_arg, default=False)
+    parser.add_argument("--mem-mb", type=int, required=True, help="memory of the job (its mem_mb resource)")
     parser.add_argument("--out", required=True)
     parser.set_defaults(run=normalize)

@@ -55,6 +55,7 @@ from medlatent.config.lookups import (
 from medlatent.config.resources import (
     cad_train_resources,
     curate_threads,
+    decode_mem_mb,
     evaluation_gpus,
     latents_gpus,
     latents_threads,
@@ -89,6 +90,7 @@ __all__ = [
     "cad_task",
     "cad_train_resources",
     "curate_threads",
+    "decode_mem_mb",
     "canonical_json",
     "check_references",
     "config_hash",

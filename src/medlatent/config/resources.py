@@ -40,6 +40,11 @@ def curate_threads(config: dict) -> int:
     return config["curate"]["threads"]
 
 
+def decode_mem_mb(config: dict) -> int:
+    """Memory (MB) of one process reading images (`curate.mem_mb`): a curation worker, a normalize_shard job."""
+    return config["curate"]["mem_mb"]
+
+
 def cad_train_resources(config: dict) -> dict:
     """gpu and threads of one cad_train job: `evaluation.cad.gpus`, and a thread per loader worker plus one."""
     cad = config["evaluation"]["cad"]

@@ -22,6 +22,17 @@ class InputError(MedLatentError):
         super().__init__(message)
 
 
+def library_error(error: BaseException) -> str:
+    """How a rejection reason names an exception raised inside a library: by its type alone.
+
+    Library messages quote absolute paths (nibabel), file bytes and header values, and reasons
+    are stored beside the data (rejected.parquet, shard attributes) and logged: the one place
+    where a library's message is dropped.
+    """
+    kind = type(error)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
 class ConfigError(MedLatentError):
     """The configuration is wrong; names the key and what is expected."""
 

@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import re
 
+from medlatent.core.rawpaths import to_bytes
+
 #: The scheme of the salted item keys; curation's slice carries it, so a new scheme reruns curation.
 ITEM_KEYS = "hmac-sha256/1"
 #: Patient-level splits, in shard order.
@@ -30,8 +32,9 @@ def _keyed_digest(salt: str, *parts: str) -> str:
 
 
 def file_key(relative_path: str) -> str:
-    """16 hex chars naming a file or series directory under the raw root."""
-    return hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:16]
+    """16 hex chars naming a file or series directory under the raw root, from the bytes of its
+    name (so a name that is not UTF-8 has a key too)."""
+    return hashlib.sha1(to_bytes(relative_path)).hexdigest()[:16]
 
 
 def salted_key(salt: str, source_id: str, key: str) -> str:

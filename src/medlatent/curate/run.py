@@ -11,7 +11,13 @@ split-pure shard. Outputs:
 - rejected.parquet: one row per rejected file: file_key, category, reason;
 - report.json: counts per filter; found == kept + rejected;
 - files_index.parquet (under data/raw): file_key -> path (and frame), because real file names
-  can carry patient ids.
+  can carry patient ids; `path_bytes` holds the exact bytes of a name that is not UTF-8.
+
+Every step that touches a file runs under one guard per file: any error becomes a rejection
+with a category, whose reason names the problem and the library's error type, never a path,
+a name or the file's bytes. Entries the fetch refused to open (links leaving the root,
+dangling links, loops, special files) are rejected under their own category. What a file
+declares is checked against the decode budget before it is decoded (category `too_large`).
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from medlatent import io
-from medlatent.core import ids
+from medlatent.core import ids, rawpaths
 from medlatent.core.atomic import atomic_path, write_text
-from medlatent.core.errors import InputError
+from medlatent.core.errors import InputError, library_error
 from medlatent.curate.adapters import get_adapter
+from medlatent.fetch.receipt import REFUSED
+from medlatent.io.budget import DEFAULT_BUDGET, DecodeBudget, TooLargeError
 from medlatent.io.types import COLOUR_RULE, HeaderInfo, is_colour
 
 log = logging.getLogger(__name__)
@@ -69,11 +77,13 @@ class Outcome:
     reason: str | None = None
 
 
-def find_candidates(root: Path, files: list[str], dims: int, adapter) -> tuple[list[Candidate], list[str]]:
+def find_candidates(
+    root: Path, files: list[str], dims: int, adapter, budget: DecodeBudget
+) -> tuple[list[Candidate], list[str]]:
     """Group fetched files into candidate items; metadata files are returned separately.
 
     For 3D sources every directory holding single-frame DICOM files is one candidate series;
-    a multi-frame DICOM file is a volume of its own.
+    a multi-frame DICOM file, and any file whose header cannot be read, is a candidate of its own.
     """
     metadata = [f for f in files if adapter.is_metadata(f)]
     images = [f for f in files if not adapter.is_metadata(f)]
@@ -82,7 +92,7 @@ def find_candidates(root: Path, files: list[str], dims: int, adapter) -> tuple[l
     series: Counter[str] = Counter()
     singles = []
     for relative in images:
-        if io.dicom.looks_like_dicom(root / relative) and io.dicom.frame_count(root / relative) == 1:
+        if io.dicom.is_series_slice(root / relative, budget):
             series[str(Path(relative).parent)] += 1
         else:
             singles.append(Candidate(relative))
@@ -92,12 +102,13 @@ def find_candidates(root: Path, files: list[str], dims: int, adapter) -> tuple[l
 class Curator:
     """Applies one source's curation slice to its fetched files."""
 
-    def __init__(self, spec: dict, salt: str, root: Path) -> None:
+    def __init__(self, spec: dict, salt: str, root: Path, budget: DecodeBudget) -> None:
         self.spec = spec
         self.source_id = spec["id"]
         self.curation = spec["curation"]
         self.salt = salt
         self.root = root
+        self.budget = budget
         self.adapter = get_adapter(self.curation)
         self.labels = self.adapter.label_table(root).set_index("file", drop=False)
         self.label_columns = self.adapter.label_columns(self.labels)
@@ -111,16 +122,15 @@ class Curator:
         try:
             return self.inspect(candidate)
         except Exception as error:  # noqa: BLE001 - one file a decoder chokes on must not end a whole source
-            reason = f"{type(error).__name__} while reading it: {error}"
-            return [Outcome(candidate, category="crashed", reason=reason)]
+            return [Outcome(candidate, category="crashed", reason=f"{library_error(error)} while reading it")]
 
     def inspect(self, candidate: Candidate) -> list[Outcome]:
         """The outcome of a candidate: one, or one per frame where `curation.frames: each`."""
         path = self.root / candidate.relative_path
         try:
-            header = io.read_header(path)
+            header = io.read_header(path, self.budget)
         except InputError as error:
-            return [Outcome(candidate, category="unreadable", reason=error.reason)]
+            return [_rejection(candidate, error, "unreadable")]
         if self.spec["dims"] == 2 and header.frames > 1:
             if self.curation["frames"] != "each":
                 reason = (
@@ -146,9 +156,9 @@ class Curator:
             return Outcome(candidate, category=filtered[0], reason=filtered[1])
         if self.spec["decode_check"]:
             try:
-                io.read_image(self.root / candidate.relative_path, frame=candidate.frame)
+                io.read_image(self.root / candidate.relative_path, frame=candidate.frame, budget=self.budget)
             except InputError as error:
-                return Outcome(candidate, category="undecodable", reason=error.reason)
+                return _rejection(candidate, error, "undecodable")
         return Outcome(candidate, record=self._record(candidate, header, label_row))
 
     def _filter(self, header, label_row) -> tuple[str, str] | None:
@@ -167,7 +177,9 @@ class Curator:
         return None
 
     def _record(self, candidate: Candidate, header, label_row) -> dict:
-        raw_patient = _first_present(label_row, "patient_id") or header.patient_id or candidate.relative_path
+        raw_patient = (
+            _first_present(label_row, "patient_id") or header.patient_id or rawpaths.printable(candidate.relative_path)
+        )
         record = {
             "item_id": ids.item_id(self.source_id, self.file_key(candidate)),
             "file_key": self.file_key(candidate),
@@ -206,6 +218,13 @@ class Curator:
         return manifest.drop(columns="provided_split")
 
 
+def _rejection(candidate: Candidate, error: InputError, category: str) -> Outcome:
+    """A reader's refusal as a rejection: `too_large` when over the decode budget, else `category`."""
+    return Outcome(
+        candidate, category="too_large" if isinstance(error, TooLargeError) else category, reason=error.reason
+    )
+
+
 def _first_present(row, column: str):
     if row is None or column not in row or pd.isna(row[column]):
         return None
@@ -216,9 +235,9 @@ def _first_present(row, column: str):
 _worker_curator: Curator | None = None
 
 
-def _start_worker(spec: dict, salt: str, root: Path) -> None:
+def _start_worker(spec: dict, salt: str, root: Path, budget: DecodeBudget) -> None:
     global _worker_curator
-    _worker_curator = Curator(spec, salt, root)
+    _worker_curator = Curator(spec, salt, root, budget)
 
 
 def _inspect_in_worker(candidate: Candidate) -> list[Outcome]:
@@ -226,7 +245,9 @@ def _inspect_in_worker(candidate: Candidate) -> list[Outcome]:
 
 
 def _pool(curator: Curator, workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(curator.spec, curator.salt, curator.root))
+    return ProcessPoolExecutor(
+        workers, initializer=_start_worker, initargs=(curator.spec, curator.salt, curator.root, curator.budget)
+    )
 
 
 def _inspect_isolated(curator: Curator, candidate: Candidate) -> list[Outcome]:
@@ -266,14 +287,25 @@ def inspect_all(curator: Curator, candidates: list[Candidate], workers: int) -> 
                 done += 1
 
 
-def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo: bool, workers: int = 1) -> dict:
-    """Curate one source from its fetch receipt with `workers` processes; returns the report.
+def curate(
+    spec: dict,
+    salt: str,
+    receipt: dict,
+    outputs: CurationOutputs,
+    demo: bool,
+    workers: int = 1,
+    budget: DecodeBudget = DEFAULT_BUDGET,
+) -> dict:
+    """Curate one source from its fetch receipt with `workers` processes, each decoding within
+    `budget`; returns the report.
 
     The outputs do not depend on `workers`: outcomes are gathered in input order.
     """
     root = Path(receipt["root"])
-    curator = Curator(spec, salt, root)
-    candidates, metadata = find_candidates(root, [f["path"] for f in receipt["files"]], spec["dims"], curator.adapter)
+    curator = Curator(spec, salt, root, budget)
+    files = [f["path"] for f in receipt["files"]]
+    refused = receipt.get("refused", [])  # receipts written before links were refused have none
+    candidates, metadata = find_candidates(root, files, spec["dims"], curator.adapter, budget)
     progress = tqdm(
         inspect_all(curator, candidates, workers),
         total=len(candidates),
@@ -282,6 +314,10 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
         mininterval=5,
     )
     outcomes = [outcome for outcomes_of_one in progress for outcome in outcomes_of_one]
+    outcomes += [
+        Outcome(Candidate(entry["path"]), category=entry["problem"], reason=REFUSED[entry["problem"]])
+        for entry in refused
+    ]
 
     kept = [o.record for o in outcomes if o.record]
     manifest = curator.assign_splits(
@@ -304,13 +340,14 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
         [
             {
                 "file_key": curator.file_key(o.candidate),
-                "path": o.candidate.relative_path,
+                "path": rawpaths.printable(o.candidate.relative_path),
+                "path_bytes": rawpaths.to_bytes(o.candidate.relative_path),
                 "frame": o.candidate.frame,
                 "item_id": o.record["item_id"] if o.record else None,
             }
             for o in outcomes
         ],
-        columns=["file_key", "path", "frame", "item_id"],
+        columns=["file_key", "path", "path_bytes", "frame", "item_id"],
     ).astype({"frame": "Int64"})
     report = {
         "source": spec["id"],
@@ -319,7 +356,8 @@ def curate(spec: dict, salt: str, receipt: dict, outputs: CurationOutputs, demo:
         "kept": len(manifest),
         "rejected": len(rejected),
         "metadata_files": len(metadata),
-        "files": sum(c.n_files for c in candidates) + len(metadata),
+        "files": sum(c.n_files for c in candidates) + len(metadata) + len(refused),
+        "decode_budget_mb": budget.max_bytes // 2**20,
         "frames_as_items": sum(o.candidate.frame is not None for o in outcomes),
         "rejected_by_category": dict(sorted(Counter(rejected["category"]).items())),
         "kept_by_split": {s: int((manifest["split"] == s).sum()) for s in ("train", "val", "test")}

@@ -8,10 +8,17 @@ means dense. Colour images (RGB, YBR_*, PALETTE COLOR) become grey by the mean o
 channels, as the MedVAE code does. Series, and the frames of an Enhanced CT/MR multi-frame
 file, are ordered by position along the slice normal, never by file name or frame number, and
 get a RAS affine (DICOM patient space is LPS).
+
+What a file declares is checked against the decode budget (`budget.DecodeBudget`) before
+anything of that size exists: the inflated size of a deflated dataset (streamed, before pydicom
+inflates it), Rows x Columns x frames x samples, and the dimensions each JPEG / JPEG 2000
+codestream declares in its own header (SOF / SIZ markers), which the decoder would allocate.
 """
 
 from __future__ import annotations
 
+import io
+import struct
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -23,14 +30,33 @@ import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import parse_basic_offsets, parse_fragments
 from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 from pydicom.pixels.utils import get_expected_length
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGExtended12Bit
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGExtended12Bit,
+)
 
-from medlatent.core.errors import InputError
-from medlatent.io.types import COLOUR_RULE, GREY_PHOTOMETRICS, HeaderInfo, LoadedImage, colour_to_grey, image_meta
+from medlatent.core.errors import InputError, library_error
+from medlatent.io import codestream
+from medlatent.io.budget import DecodeBudget
+from medlatent.io.types import (
+    COLOUR_RULE,
+    GREY_PHOTOMETRICS,
+    HeaderInfo,
+    LoadedImage,
+    colour_to_grey,
+    image_meta,
+    require_finite,
+    require_geometry,
+)
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 #: Modalities whose stored values need the VOI LUT to look like the image a reader sees.
@@ -63,10 +89,10 @@ REQUIRED_PIXEL_TAGS = (
 )
 #: Grey and colour images use 8, 16 or 32 bits a sample; 1 bit means a mask or an overlay.
 IMAGE_BITS_ALLOCATED = frozenset({8, 16, 32})
-#: Samples a file may hold (rows x columns x frames x samples): 2**29 is e.g. 1024 CT frames of
-#: 512x512, 2 GiB as float32. Checked before decoding, so that a header claiming 65535x65535
-#: is refused before anything of that size is allocated.
-MAX_SAMPLES = 2**29
+#: Photometric interpretations a reason may name (PS3.3 C.7.6.3.1.2); any other value is file text.
+KNOWN_PHOTOMETRICS = GREY_PHOTOMETRICS | RGB_PHOTOMETRICS | {"PALETTE COLOR", "YBR_PARTIAL_420", "HSV", "ARGB", "CMYK"}
+#: Bytes inflated per step when a deflated dataset is measured (the inflated data is not kept).
+INFLATE_STEP = 16 * 2**20
 #: Header values that a malformed element (wrong VR, bad bytes) turns into these on conversion.
 _HEADER_ERRORS = (
     ValueError,
@@ -77,7 +103,9 @@ _HEADER_ERRORS = (
     OverflowError,
     NotImplementedError,
     zlib.error,
+    struct.error,
     BytesLengthException,
+    RecursionError,  # sequences nested thousands deep
 )
 
 
@@ -87,7 +115,7 @@ def _header_values(path: Path) -> Iterator[None]:
     try:
         yield
     except _HEADER_ERRORS as error:
-        raise InputError(path, f"malformed DICOM header ({type(error).__name__}: {error})", REWRITE_FIX) from None
+        raise InputError(path, f"malformed DICOM header ({library_error(error)})", REWRITE_FIX) from None
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -99,16 +127,36 @@ def looks_like_dicom(path: Path) -> bool:
         return handle.read(4) == b"DICM"
 
 
-def _open(path: Path, *, pixels: bool) -> Dataset:
-    """Read a DICOM file; pixel data stays on disk unless `pixels`. Refuses truncated files."""
+def _check_inflated_size(path: Path, budget: DecodeBudget) -> None:
+    """A deflated dataset is inflated whole by pydicom: measure its inflated size first, streamed,
+    stopping as soon as it is over the budget."""
+    with open(path, "rb") as handle:
+        read_preamble(handle, force=True)
+        if _read_file_meta_info(handle).get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            return
+        inflater, inflated = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while (pending := handle.read(INFLATE_STEP)) and inflated <= budget.max_bytes:
+            while pending and inflated <= budget.max_bytes:
+                inflated += len(inflater.decompress(pending, INFLATE_STEP))
+                pending = inflater.unconsumed_tail
+    budget.check_bytes(path, inflated, "deflated dataset inflating to more than")
+
+
+def _read(path: Path, budget: DecodeBudget, **options) -> Dataset:
+    """`pydicom.dcmread(path, force=True, **options)`, a deflated file measured first; InputError if unreadable."""
+    try:
+        _check_inflated_size(path, budget)
+        return pydicom.dcmread(path, force=True, **options)
+    except (InvalidDicomError, EOFError, OSError, *_HEADER_ERRORS) as error:
+        raise InputError(path, f"not a readable DICOM file ({library_error(error)})", REWRITE_FIX) from None
+
+
+def _open(path: Path, budget: DecodeBudget, *, pixels: bool) -> Dataset:
+    """Read a DICOM file; pixel data stays on disk unless `pixels`. Refuses truncated files and
+    images over `budget`."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            ds = pydicom.dcmread(path, defer_size=None if pixels else HEADER_DEFER_SIZE, force=True)
-        except (InvalidDicomError, EOFError, OSError, *_HEADER_ERRORS) as error:
-            raise InputError(
-                path, f"not a readable DICOM file ({type(error).__name__}: {error})", REWRITE_FIX
-            ) from None
+        ds = _read(path, budget, defer_size=None if pixels else HEADER_DEFER_SIZE)
     ends_early = [w for w in caught if "end of file" in str(w.message).lower()]
     for caught_warning in caught:  # intercepted only to spot truncation: pass the others on
         if caught_warning not in ends_early:
@@ -133,8 +181,10 @@ def _open(path: Path, *, pixels: bool) -> Dataset:
         if keyword not in ds:
             raise InputError(path, f"DICOM image without {keyword} (0028,xxxx image pixel tags)", REWRITE_FIX)
     with _header_values(path):
-        _check_pixel_module(ds, path)
+        _check_pixel_module(ds, path, budget)
         _check_pixel_length(ds, path)
+        if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+            _check_codestreams(ds, path, budget)
     return ds
 
 
@@ -142,7 +192,7 @@ def _frames(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
 
-def _check_pixel_module(ds: Dataset, path: Path) -> None:
+def _check_pixel_module(ds: Dataset, path: Path, budget: DecodeBudget) -> None:
     """Refuse image pixel values no radiograph or scan has, and sizes too large to decode."""
     rows, columns, samples, frames = int(ds.Rows), int(ds.Columns), int(ds.SamplesPerPixel), _frames(ds)
     bits_allocated, bits_stored = int(ds.BitsAllocated), int(ds.BitsStored)
@@ -164,13 +214,7 @@ def _check_pixel_module(ds: Dataset, path: Path) -> None:
         )
     if min(rows, columns, frames) < 1:
         raise InputError(path, f"empty image: {rows} rows, {columns} columns, {frames} frames", REWRITE_FIX)
-    if rows * columns * frames * samples > MAX_SAMPLES:
-        raise InputError(
-            path,
-            f"image too large to decode: {rows} rows x {columns} columns x {frames} frames x {samples} samples "
-            f"is over {MAX_SAMPLES} samples",
-            "check the header (a corrupt Rows/Columns/NumberOfFrames); split a huge multi-frame file into smaller ones",
-        )
+    budget.check_samples(path, rows * columns * frames * samples, f"{rows} rows x {columns} columns x {frames} frames")
 
 
 def _check_pixel_length(ds: Dataset, path: Path) -> None:
@@ -202,6 +246,36 @@ def _check_pixel_length(ds: Dataset, path: Path) -> None:
         expected = get_expected_length(ds)
         if declared < expected:
             raise InputError(path, f"pixel data shorter than expected ({declared} of {expected} bytes)", REWRITE_FIX)
+        if declared >= expected + expected // _frames(ds):
+            raise InputError(
+                path,
+                f"pixel data holds more frames than NumberOfFrames says ({declared} bytes, {expected} expected)",
+                "correct NumberOfFrames in the header, or re-export the file",
+            )
+
+
+def _check_codestreams(ds: Dataset, path: Path, budget: DecodeBudget) -> None:
+    """The size each JPEG / JPEG 2000 codestream declares (what its decoder allocates), against
+    the budget and the header's Rows x Columns, read from the first bytes of every fragment."""
+    element = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    deferred = isinstance(element, RawDataElement) and element.value is None
+    with open(path, "rb") if deferred else io.BytesIO(element.value) as buffer:
+        buffer.seek(element.value_tell if deferred else 0)
+        parse_basic_offsets(buffer)
+        for offset in parse_fragments(buffer)[1]:
+            buffer.seek(offset + 8)
+            size = codestream.declared_size(buffer)
+            if size is None:
+                continue  # a continuation fragment, or a codestream without JPEG / JPEG 2000 markers
+            width, height, components = size
+            budget.check_samples(path, width * height * components, f"a codestream of {width} x {height}")
+            if (height, width) != (int(ds.Rows), int(ds.Columns)) and height != 0:
+                raise InputError(
+                    path,
+                    f"a compressed frame declares {width} x {height} pixels but the header "
+                    f"{ds.Columns} x {ds.Rows} (Columns x Rows)",
+                    REWRITE_FIX,
+                )
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -289,16 +363,25 @@ def _decode(ds: Dataset, path: Path, frame: int | None = None) -> np.ndarray:
             f"install one of: {missing}",
         )
     try:
-        return pixel_array(ds, index=frame, as_rgb=True)  # as_rgb: YBR_FULL/_422 -> RGB
+        stored = pixel_array(ds, index=frame, as_rgb=True)  # as_rgb: YBR_FULL/_422 -> RGB
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:  # noqa: BLE001 - plugins raise many types, all meaning 'corrupt data';
         # pylibjpeg-rle's Rust code panics on some corrupt streams, a BaseException (pyo3).
         # Of the plugins only the GPL-licensed libjpeg decodes 12-bit JPEG Extended.
-        fix = JPEG12_FIX if transfer_syntax == JPEGExtended12Bit and int(ds.BitsStored) > 8 else REWRITE_FIX
+        if transfer_syntax == JPEGExtended12Bit and int(ds.BitsStored) > 8:
+            what, fix = f"12-bit {transfer_syntax.name}", JPEG12_FIX
+        else:
+            what, fix = transfer_syntax.name, REWRITE_FIX
+        raise InputError(path, f"undecodable {what} pixel data ({library_error(error)})", fix) from None
+    frames = () if frame is not None or _frames(ds) == 1 else (_frames(ds),)
+    samples = (3,) if int(ds.SamplesPerPixel) == 3 else ()
+    expected = (*frames, int(ds.Rows), int(ds.Columns), *samples)
+    if stored.shape != expected:
         raise InputError(
-            path, f"undecodable {transfer_syntax.name} pixel data ({type(error).__name__}: {error})", fix
-        ) from None
+            path, f"decoded pixel data of shape {stored.shape} does not match the header's {expected}", REWRITE_FIX
+        )
+    return stored
 
 
 def _stored_range(ds: Dataset) -> np.ndarray:
@@ -328,7 +411,7 @@ def _grey_plane(stored: np.ndarray, view: Dataset, path: Path) -> tuple[np.ndarr
     if photometric not in GREY_PHOTOMETRICS:
         raise InputError(
             path,
-            f"unsupported photometric interpretation {photometric}",
+            f"unsupported photometric interpretation {_shown(photometric)}",
             "only MONOCHROME1/2, RGB, YBR and PALETTE COLOR images are read",
         )
     voi = _text(view, "Modality") in PROJECTION_MODALITIES
@@ -340,30 +423,43 @@ def _grey_plane(stored: np.ndarray, view: Dataset, path: Path) -> tuple[np.ndarr
     return np.asarray(array, dtype=np.float32), False
 
 
+def _shown(photometric: str | None) -> str:
+    """A photometric interpretation as a reason may show it: a defined term, never other file text."""
+    return photometric if photometric in KNOWN_PHOTOMETRICS else "(not a defined term)"
+
+
 def _require_grey(view: Dataset, path: Path) -> None:
     photometric = _text(view, "PhotometricInterpretation")
     if photometric not in GREY_PHOTOMETRICS:
         raise InputError(
             path,
-            f"unsupported photometric interpretation {photometric} in a volume",
+            f"unsupported photometric interpretation {_shown(photometric)} in a volume",
             "only greyscale (MONOCHROME1/2) series and multi-frame volumes are used",
         )
 
 
-def _volume(planes: list[tuple[np.ndarray, Dataset]]) -> np.ndarray:
-    """Planes in slice order, in modality units (HU for CT): (rows, cols) each -> (i, j, k)."""
-    return np.stack([apply_modality_lut(stored, view).T for stored, view in planes], axis=-1).astype(np.float32)
+def _volume(planes: list[tuple[np.ndarray, Dataset]], path: Path) -> np.ndarray:
+    """Planes in slice order, in modality units (HU for CT): (rows, cols) each -> (i, j, k).
+    Filled plane by plane: the float64 modality values of one plane exist at a time."""
+    rows, columns = planes[0][0].shape
+    volume = np.empty((columns, rows, len(planes)), dtype=np.float32)
+    for k, (stored, view) in enumerate(planes):
+        volume[..., k] = apply_modality_lut(stored, view).T
+    return require_finite(volume, path)
 
 
-def frame_count(path: Path) -> int:
-    """NumberOfFrames read from the header alone; 1 when absent or unreadable (curation reads
-    the file again and records the reason)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return _frames(pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["NumberOfFrames"]))
-        except (InvalidDicomError, EOFError, OSError, *_HEADER_ERRORS):
-            return 1
+def is_series_slice(path: Path, budget: DecodeBudget) -> bool:
+    """Whether a file is a slice of the series its directory holds: a regular file (not a link,
+    not a DICOMDIR) that looks like DICOM and declares one frame. Any file whose header cannot
+    be read is none: curation then reads it as an item of its own and records the reason."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.name.upper() == "DICOMDIR" or not looks_like_dicom(path):
+            return False
+        with warnings.catch_warnings(), _header_values(path):
+            warnings.simplefilter("ignore")
+            return _frames(_read(path, budget, stop_before_pixels=True, specific_tags=["NumberOfFrames"])) == 1
+    except Exception:  # noqa: BLE001 - whatever fails here is reported when the file is read as an item
+        return False
 
 
 def frame_header(header: HeaderInfo) -> HeaderInfo:
@@ -373,15 +469,15 @@ def frame_header(header: HeaderInfo) -> HeaderInfo:
     return replace(header, dims=2, shape=(rows, columns), spacing=spacing)
 
 
-def read_header(path: Path) -> HeaderInfo:
+def read_header(path: Path, budget: DecodeBudget) -> HeaderInfo:
     """Header of one DICOM file; pixel data is not read."""
-    return _header(_open(path, pixels=False), path)
+    return _header(_open(path, budget, pixels=False), path)
 
 
-def read_image(path: Path, frame: int | None = None) -> LoadedImage:
+def read_image(path: Path, budget: DecodeBudget, frame: int | None = None) -> LoadedImage:
     """A single-frame image (2D), one `frame` of a multi-frame file (2D), or a whole
     multi-frame file as a volume (3D, in modality units like a series)."""
-    ds = _open(path, pixels=True)
+    ds = _open(path, budget, pixels=True)
     header = _header(ds, path)
     if header.frames > 1 and frame is None:
         return _read_multiframe_volume(ds, path, header)
@@ -400,7 +496,7 @@ def read_image(path: Path, frame: int | None = None) -> LoadedImage:
         meta["colour_rule"] = COLOUR_RULE
     if frame is not None:
         meta["frame"] = frame
-    return LoadedImage(array, None, _pixel_spacing(view), meta)
+    return LoadedImage(require_finite(array, path), None, _pixel_spacing(view), meta)
 
 
 def _read_multiframe_volume(ds: Dataset, path: Path, header: HeaderInfo) -> LoadedImage:
@@ -409,17 +505,13 @@ def _read_multiframe_volume(ds: Dataset, path: Path, header: HeaderInfo) -> Load
     _require_grey(views[0], path)
     stored = _decode(ds, path)
     with _header_values(path):
-        volume = _volume([(stored[k], views[k]) for k in order])
+        volume = _volume([(stored[k], views[k]) for k in order], path)
     return LoadedImage(volume, affine, spacing, image_meta(header, affine))
 
 
-def _series_files(directory: Path) -> list[Path]:
+def _series_files(directory: Path, budget: DecodeBudget) -> list[Path]:
     # A multi-frame file beside the slices is a volume of its own (curation lists it apart).
-    files = sorted(
-        p
-        for p in directory.iterdir()
-        if p.is_file() and p.name.upper() != "DICOMDIR" and looks_like_dicom(p) and frame_count(p) == 1
-    )
+    files = sorted(p for p in directory.iterdir() if is_series_slice(p, budget))
     if not files:
         raise InputError(
             directory,
@@ -486,11 +578,14 @@ def _stack_geometry(slices: list[Dataset], directory: Path) -> tuple[list[int], 
     lps[:3, 1] = column_cosine * row_spacing  # voxel axis j runs down a column (row index)
     lps[:3, 2] = step
     lps[:3, 3] = positions[order[0]]
+    require_geometry(lps, directory)
     return order, LPS_TO_RAS @ lps, (column_spacing, row_spacing, typical)
 
 
-def _read_series(directory: Path, *, pixels: bool) -> tuple[list[Dataset], list[int], np.ndarray, HeaderInfo]:
-    slices = [_open(p, pixels=pixels) for p in _series_files(directory)]
+def _read_series(
+    directory: Path, budget: DecodeBudget, *, pixels: bool
+) -> tuple[list[Dataset], list[int], np.ndarray, HeaderInfo]:
+    slices = [_open(p, budget, pixels=pixels) for p in _series_files(directory, budget)]
     series = {_text(ds, "SeriesInstanceUID") for ds in slices}
     if len(series) > 1:
         raise InputError(
@@ -499,16 +594,17 @@ def _read_series(directory: Path, *, pixels: bool) -> tuple[list[Dataset], list[
     order, affine, spacing = _series_geometry(slices, directory)
     first = _header(slices[order[0]], directory, kind="dicom_series")
     header = replace(first, dims=3, shape=(first.shape[1], first.shape[0], len(slices)), spacing=spacing)
+    budget.check_samples(directory, int(np.prod(header.shape)), f"a series of {len(slices)} slices")
     return slices, order, affine, header
 
 
-def read_series_header(directory: Path) -> HeaderInfo:
-    return _read_series(directory, pixels=False)[3]
+def read_series_header(directory: Path, budget: DecodeBudget) -> HeaderInfo:
+    return _read_series(directory, budget, pixels=False)[3]
 
 
-def read_series(directory: Path) -> LoadedImage:
+def read_series(directory: Path, budget: DecodeBudget) -> LoadedImage:
     """The volume in modality units (HU for CT); no VOI window, normalization sets the window."""
-    slices, order, affine, header = _read_series(directory, pixels=True)
+    slices, order, affine, header = _read_series(directory, budget, pixels=True)
     planes = []
     for index in order:
         ds = slices[index]
@@ -516,5 +612,5 @@ def read_series(directory: Path) -> LoadedImage:
         _require_grey(ds, path)
         planes.append((_decode(ds, path), ds))
     with _header_values(directory):
-        volume = _volume(planes)
+        volume = _volume(planes, directory)
     return LoadedImage(volume, affine, header.spacing, image_meta(header, affine))

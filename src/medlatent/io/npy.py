@@ -7,20 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
-from medlatent.core.errors import InputError
-from medlatent.io.types import HeaderInfo, LoadedImage, image_meta, require_dims, require_finite
+from medlatent.core.errors import InputError, library_error
+from medlatent.io.budget import DecodeBudget
+from medlatent.io.types import HeaderInfo, LoadedImage, image_meta, require_finite, require_real, require_shape
 
 _FIX = "re-export the array with numpy.save (numeric dtype, no pickled objects)"
 
 
-def _load(path: Path, *, mmap: bool) -> np.ndarray:
+def _load(path: Path, budget: DecodeBudget) -> np.ndarray:
+    """The array memory-mapped (nothing read yet), checked on its header."""
     try:
-        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
-        raise InputError(path, f"not a readable .npy array ({type(error).__name__}: {error})", _FIX) from None
-    if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise InputError(path, f"not a numeric array (dtype {getattr(array, 'dtype', type(array).__name__)})", _FIX)
-    require_dims(array.shape, path, "array")
+        raise InputError(path, f"not a readable .npy array ({library_error(error)})", _FIX) from None
+    if not isinstance(array, np.ndarray):
+        raise InputError(path, "not a single .npy array", _FIX)
+    require_real(array.dtype, path, "array")
+    require_shape(array.shape, path, "array")
+    budget.check_samples(path, array.size, f"array of shape {array.shape}")
     return array
 
 
@@ -35,12 +39,12 @@ def _header(array: np.ndarray) -> HeaderInfo:
     )
 
 
-def read_header(path: Path) -> HeaderInfo:
-    return _header(_load(path, mmap=True))
+def read_header(path: Path, budget: DecodeBudget) -> HeaderInfo:
+    return _header(_load(path, budget))
 
 
-def read_image(path: Path) -> LoadedImage:
-    array = _load(path, mmap=False)
+def read_image(path: Path, budget: DecodeBudget) -> LoadedImage:
+    array = _load(path, budget)
     header = _header(array)
     affine = np.eye(4) if array.ndim == 3 else None
     image = require_finite(array.astype(np.float32), path)

@@ -7,24 +7,40 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from medlatent.core.errors import InputError
-from medlatent.io.types import COLOUR_RULE, HeaderInfo, LoadedImage, colour_to_grey, image_meta
+from medlatent.core.errors import InputError, library_error
+from medlatent.io.budget import DecodeBudget, TooLargeError
+from medlatent.io.types import COLOUR_RULE, HeaderInfo, LoadedImage, colour_to_grey, image_meta, require_shape
 
 _GREY_BITS = {"1": 1, "L": 8, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
 _FIX = "re-export the image as PNG or JPEG, or exclude the file"
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, budget: DecodeBudget) -> Image.Image:
+    """The image with its header read, nothing decoded yet; its declared size checked against `budget`."""
     try:
-        return Image.open(path)
+        image = Image.open(path)
     except UnidentifiedImageError:
         raise InputError(
             path,
-            f"not an image file: Pillow cannot identify the content of {path.name}",
+            "not an image file: Pillow cannot identify its content",
             "remove non-image files from the image folder",
         ) from None
-    except OSError as error:
-        raise InputError(path, f"unreadable image file ({error})", _FIX) from None
+    except Image.DecompressionBombError:
+        raise TooLargeError(
+            path,
+            "too large to decode: the image declares more pixels than Pillow's decompression-bomb limit "
+            f"({Image.MAX_IMAGE_PIXELS:,} x 2)",
+            "downsample the image at the source, or exclude the file",
+        ) from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(path, f"unreadable image file ({library_error(error)})", _FIX) from None
+    try:
+        require_shape((image.height, image.width), path, f"{image.format} image")
+        budget.check_samples(path, image.height * image.width * len(image.getbands()), f"{image.format} image")
+    except InputError:
+        image.close()
+        raise
+    return image
 
 
 def _header(image: Image.Image) -> HeaderInfo:
@@ -38,18 +54,18 @@ def _header(image: Image.Image) -> HeaderInfo:
     )
 
 
-def read_header(path: Path) -> HeaderInfo:
-    with _open(path) as image:
+def read_header(path: Path, budget: DecodeBudget) -> HeaderInfo:
+    with _open(path, budget) as image:
         return _header(image)
 
 
-def read_image(path: Path) -> LoadedImage:
-    with _open(path) as image:
+def read_image(path: Path, budget: DecodeBudget) -> LoadedImage:
+    with _open(path, budget) as image:
         try:
             image.load()
             upright = ImageOps.exif_transpose(image)
         except (OSError, ValueError, SyntaxError) as error:
-            raise InputError(path, f"truncated or corrupt {image.format} data ({error})", _FIX) from None
+            raise InputError(path, f"truncated or corrupt {image.format} data ({library_error(error)})", _FIX) from None
         header = _header(upright)
         meta = image_meta(header)
         if upright.mode in _GREY_BITS:

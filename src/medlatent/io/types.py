@@ -26,6 +26,11 @@ GREY_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})
 #: How colour becomes grey: the mean of the R, G and B channels, as the public MedVAE code
 #: averages RGB to one channel. Recorded in the meta of every image it was applied to.
 COLOUR_RULE = "mean_rgb"
+#: |det| of the affine's axes below this fraction of their lengths' product: collinear axes.
+SINGULAR_TOLERANCE = 1e-6
+#: No scanner has voxels this large; a corrupt header that claims them would make a resampled grid of billions.
+MAX_VOXEL_MM = 100.0
+REEXPORT_FIX = "re-export the image from its source, or exclude the file"
 
 
 @dataclass(frozen=True)
@@ -103,12 +108,44 @@ def require_finite(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def require_dims(shape: tuple[int, ...], path: Path, what: str) -> int:
-    """2 or 3 spatial dimensions, or raise naming the shape."""
+def require_shape(shape: tuple[int, ...], path: Path, what: str) -> int:
+    """2 or 3 spatial dimensions, none of length zero (normalization divides by them); the dims."""
     if len(shape) not in (2, 3):
         raise InputError(
             path,
             f"unsupported dims: {what} of shape {tuple(shape)} is neither 2D nor 3D",
             "convert it to one 2D image or 3D volume per file",
         )
+    if min(shape) < 1:
+        raise InputError(path, f"empty image: {what} of shape {tuple(shape)} has an axis of length 0", REEXPORT_FIX)
     return len(shape)
+
+
+def require_real(dtype: np.dtype, path: Path, what: str) -> None:
+    """Integer or floating-point samples only: a complex image would lose its imaginary part,
+    a boolean one is a mask, structured (RGB NIfTI) and object arrays are no grey levels."""
+    if dtype.kind not in "iuf":
+        raise InputError(
+            path,
+            f"unsupported sample type: {what} of dtype {dtype} is not real-valued grey levels",
+            "store the magnitude (or the channel to use) as an integer or float image",
+        )
+
+
+def require_geometry(affine: np.ndarray, path: Path) -> None:
+    """A voxel-to-world affine normalization can reorient and resample: finite, no zero-length
+    axis, axes not collinear (a singular or zero affine has no RAS grid), voxels of at most
+    MAX_VOXEL_MM."""
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    lengths = np.linalg.norm(axes, axis=0)
+    fix = "fix the header's orientation and voxel size (sform/qform, ImageOrientationPatient, PixelSpacing)"
+    if (
+        not np.isfinite(affine).all()
+        or lengths.min() <= 0
+        or abs(np.linalg.det(axes)) <= SINGULAR_TOLERANCE * lengths.prod()
+    ):
+        raise InputError(path, "unusable geometry: the voxel-to-world affine is non-finite, zero or singular", fix)
+    if lengths.max() > MAX_VOXEL_MM:
+        raise InputError(
+            path, f"implausible geometry: a voxel of {lengths.max():.3g} mm (more than {MAX_VOXEL_MM} mm)", fix
+        )

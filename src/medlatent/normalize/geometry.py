@@ -193,7 +193,8 @@ def resample_to_grid(volume: torch.Tensor, grid: RasGrid, mode: str, background:
         out = sample(permuted, xform, grid.window, mode)
     else:
         flips = [axis for axis, flip in enumerate(grid.flips) if flip]
-        out = permuted.flip(flips)[tuple(slice(*w) for w in grid.window)]
+        # flip copies even with no axis to flip: a RAS volume kept whole stays the input's memory
+        out = (permuted.flip(flips) if flips else permuted)[tuple(slice(*w) for w in grid.window)]
     if any(any(p) for p in grid.pad):
         out = F.pad(out, [n for before_after in reversed(grid.pad) for n in before_after], value=background)
     return out.contiguous()

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from medlatent import io
-from medlatent.core.errors import InputError
+from medlatent.core import rawpaths
+from medlatent.core.errors import InputError, library_error
+from medlatent.io.budget import DEFAULT_BUDGET, DecodeBudget
 from medlatent.io.h5 import ShardWriter
 from medlatent.normalize.geometry import plan_ras_grid, resample_to_grid
 
@@ -45,8 +47,10 @@ def intensity_window(array: np.ndarray, spec: dict) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
-    """Map intensities to spec['output_range'] in float32; returns the array and the mapping used."""
+def scale_intensity(array: np.ndarray, spec: dict, overwrite: bool = False) -> tuple[np.ndarray, dict]:
+    """Map intensities to spec['output_range'] in float32; returns the array and the mapping used.
+    `overwrite`: scale a writable float32 `array` in place (its owner no longer needs it: one
+    copy of a large volume less at the peak)."""
     lo_out, hi_out = spec["output_range"]
     lo, hi = intensity_window(array, spec)
     if hi <= lo:
@@ -54,7 +58,8 @@ def scale_intensity(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
             "<array>", f"constant image (intensity window {lo}..{hi} is empty)", "drop the image or check its decoding"
         )
     # one float32 buffer, updated in place: the same operations as the plain expression, no temporaries
-    scaled = np.subtract(array, np.float32(lo), dtype=np.float32)
+    in_place = overwrite and array.dtype == np.float32 and array.flags.writeable
+    scaled = np.subtract(array, np.float32(lo), dtype=np.float32, out=array if in_place else None)
     scaled /= np.float32(hi - lo)
     scaled *= np.float32(hi_out - lo_out)
     scaled += np.float32(lo_out)
@@ -77,10 +82,10 @@ def resize_2d(image: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarra
     return resized[0, 0].numpy()
 
 
-def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
+def normalize_2d(array: np.ndarray, spec: dict, overwrite: bool = False) -> tuple[np.ndarray, dict]:
     """Intensity-scale an image, resize it to fit spec['size'] keeping its aspect and pad it
     centrally with the background; returns the image and the transform record."""
-    scaled, intensity = scale_intensity(array, spec)
+    scaled, intensity = scale_intensity(array, spec, overwrite)
     target_h, target_w = spec["size"]
     height, width = scaled.shape
     scale = min(target_h / height, target_w / width)
@@ -100,12 +105,17 @@ def normalize_2d(array: np.ndarray, spec: dict) -> tuple[np.ndarray, dict]:
     return out, transform
 
 
-def normalize_3d(array: np.ndarray, affine: np.ndarray, spec: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+def normalize_3d(
+    array: np.ndarray, affine: np.ndarray, spec: dict, budget: DecodeBudget = DEFAULT_BUDGET, overwrite: bool = False
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Intensity-scale a volume, then reorient it to RAS, resample it to spec['spacing'] and
     centre pad/crop it to spec['size'] in one pass; returns the volume, its affine and the
-    transform record (`resampled_shape` is the grid before pad/crop)."""
-    scaled, intensity = scale_intensity(array, spec)
-    grid = plan_ras_grid(affine, scaled.shape, spec.get("spacing"), spec.get("size"))
+    transform record (`resampled_shape` is the grid before pad/crop). TooLargeError, before
+    sampling, when the sampled grid is over `budget`."""
+    grid = plan_ras_grid(affine, array.shape, spec.get("spacing"), spec.get("size"))
+    sampled = int(np.prod([stop - start for start, stop in grid.window], dtype=np.float64))
+    budget.check_samples(Path("<volume>"), sampled, f"the resampled grid of {list(grid.resampled_shape)} voxels")
+    scaled, intensity = scale_intensity(array, spec, overwrite)
     out = resample_to_grid(
         torch.from_numpy(scaled), grid, INTERPOLATION_3D[spec["interpolation"]], spec["output_range"][0]
     )
@@ -141,18 +151,20 @@ def resample_3d(
     return np.asarray(resampled[0], dtype=np.float32) + np.float32(background)
 
 
-def normalize_item(path: Path, spec: dict, frame: int | None = None) -> tuple[np.ndarray, dict]:
-    """Read and normalize one item (one `frame` of a multi-frame file if given); returns the
-    array and its allow-listed attributes."""
-    loaded = io.read_image(path, frame=frame)
+def normalize_item(
+    path: Path, spec: dict, frame: int | None = None, budget: DecodeBudget = DEFAULT_BUDGET
+) -> tuple[np.ndarray, dict]:
+    """Read (within `budget`) and normalize one item (one `frame` of a multi-frame file if
+    given); returns the array and its allow-listed attributes."""
+    loaded = io.read_image(path, frame=frame, budget=budget)
     attrs = {"original_shape": list(loaded.array.shape), **loaded.meta}
     if spec["dims"] == 2:
-        array, transform = normalize_2d(loaded.array, spec)
+        array, transform = normalize_2d(loaded.array, spec, overwrite=True)
         attrs["spacing"] = list(loaded.spacing) if loaded.spacing else None
     else:
         # without a reader's geometry (e.g. .npy stacks) normalization takes voxels for 1 mm RAS
         original_affine = loaded.affine if loaded.affine is not None else np.eye(4)
-        array, affine, transform = normalize_3d(loaded.array, original_affine, spec)
+        array, affine, transform = normalize_3d(loaded.array, original_affine, spec, budget, overwrite=True)
         attrs["original_affine"] = np.asarray(original_affine, dtype=np.float64).tolist()
         attrs["affine"] = affine.tolist()
         attrs["spacing"] = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
@@ -164,9 +176,17 @@ def normalize_item(path: Path, spec: dict, frame: int | None = None) -> tuple[np
 
 
 def normalize_shard(
-    spec: dict, shard: str, manifest: pd.DataFrame, files_index: pd.DataFrame, root: Path, out: Path, demo: bool
+    spec: dict,
+    shard: str,
+    manifest: pd.DataFrame,
+    files_index: pd.DataFrame,
+    root: Path,
+    out: Path,
+    demo: bool,
+    budget: DecodeBudget = DEFAULT_BUDGET,
 ) -> dict:
-    """Write one HDF5 shard; items that fail are recorded in the shard, never dropped silently."""
+    """Write one HDF5 shard; items that fail, whatever the error, are recorded in the shard with
+    the reason (never a path), never dropped silently and never the end of the job."""
     rows = manifest[manifest["shard"] == shard]
     files = files_index.set_index("file_key")
     frames = files["frame"] if "frame" in files else pd.Series(pd.NA, index=files.index)
@@ -177,12 +197,12 @@ def normalize_shard(
         ):
             try:
                 frame = frames[row.file_key]
-                array, attrs = normalize_item(
-                    root / files.at[row.file_key, "path"], spec, None if pd.isna(frame) else int(frame)
-                )
-            except InputError as error:
-                writer.reject(row.item_id, error.reason)
-                log.warning("failed %s: %s", row.item_id, error.reason)
+                path = root / rawpaths.from_bytes(files.at[row.file_key, "path_bytes"])
+                array, attrs = normalize_item(path, spec, None if pd.isna(frame) else int(frame), budget)
+            except Exception as error:  # noqa: BLE001 - one item must not end the shard
+                reason = error.reason if isinstance(error, InputError) else f"{library_error(error)} while normalizing"
+                writer.reject(row.item_id, reason)
+                log.warning("failed %s: %s", row.item_id, reason)
                 counts["failed"] += 1
                 continue
             writer.add(row.item_id, array, {**attrs, "split": row.split})
