@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -82,35 +83,27 @@ def _phantom(shape=(24, 24, 24)) -> torch.Tensor:
     return (volume + 0.05 * torch.randn(shape, generator=generator)).clamp(-1, 1)
 
 
-def _monai_bundle_inference(snapshot, hu: torch.Tensor, tmp_path) -> np.ndarray:
-    """MONAI's own bundle inference from a NIfTI file: the config's dataloader, network, inferer and
-    postprocessing (SaveImaged included), in the order its SupervisedEvaluator runs them (the
-    evaluator itself needs pytorch-ignite, which the environment does not ship)."""
-    from monai.bundle import ConfigParser
-    from monai.data import decollate_batch
+def _monai_bundle_inference(snapshot: Path, hu: torch.Tensor, spacing: list[float], tmp_path: Path) -> np.ndarray:
+    """MONAI's own bundle inference: ConfigWorkflow runs the bundle's inference.json (its dataloader,
+    SupervisedEvaluator, CheckpointLoader handler, SaveImaged) on `hu` written as a NIfTI file in its
+    dataset_dir; the label map its SaveImaged wrote."""
+    from monai.bundle import ConfigWorkflow
 
     images = tmp_path / "data" / "imagesTs"
     images.mkdir(parents=True)
-    nib.save(nib.Nifti1Image(hu.numpy().astype(np.float32), np.eye(4)), images / "case.nii.gz")
-    parser = ConfigParser()
-    parser.read_config(str(snapshot / "configs" / "inference.json"))
-    parser.update(
-        {
-            "bundle_root": str(snapshot),
-            "dataset_dir": str(tmp_path / "data"),
-            "output_dir": str(tmp_path / "out"),
-            "dataloader#num_workers": 0,
-        }
+    nib.save(nib.Nifti1Image(hu.numpy().astype(np.float32), np.diag([*spacing, 1.0])), images / "case.nii.gz")
+    workflow = ConfigWorkflow(
+        config_file=str(snapshot / "configs" / "inference.json"),
+        meta_file=str(snapshot / "configs" / "metadata.json"),
+        workflow_type="infer",
+        bundle_root=str(snapshot),
+        dataset_dir=str(tmp_path / "data"),
+        output_dir=str(tmp_path / "out"),
     )
-    network = parser.get_parsed_content("network")
-    network.load_state_dict(torch.load(parser.get_parsed_content("handlers#0#load_path"), weights_only=True))
-    network.eval()
-    inferer, postprocessing = parser.get_parsed_content("inferer"), parser.get_parsed_content("postprocessing")
-    for batch in parser.get_parsed_content("dataloader"):
-        with torch.no_grad():
-            batch["pred"] = inferer(batch["image"], network)
-        for item in decollate_batch(batch):
-            postprocessing(item)
+    workflow.initialize()
+    assert not workflow.check_properties()  # a complete inference bundle by MONAI's own specification
+    workflow.run()
+    workflow.finalize()
     (saved,) = (tmp_path / "out").rglob("*.nii.gz")
     return np.asarray(nib.load(saved).dataobj)
 
@@ -120,9 +113,11 @@ def test_bundle_segmentation_equals_monai_bundle_inference_label_for_label(tmp_p
     snapshot = write_bundle(cache)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     spec = {"kind": "monai_bundle", "bundle": f"hf://{REPO_ID}", "volume_change": 0.2, "sources": {"ct": CT_GRID}}
+    # the bundle's `initialize` turns cudnn.benchmark on for the whole process: restored after the test
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
     volume = _phantom()
     ours = make_segmenter(spec, torch.device("cpu"))(volume, "ct")
-    expected = _monai_bundle_inference(snapshot, to_bundle_intensities(volume, CT_GRID), tmp_path)
+    expected = _monai_bundle_inference(snapshot, to_bundle_intensities(volume, CT_GRID), CT_GRID["spacing"], tmp_path)
     assert ours.shape == volume.shape and len(ours.unique()) > 1
     np.testing.assert_array_equal(ours.numpy(), expected.astype(np.int16))
     batched = make_segmenter({**spec, "sw_batch_size": 4}, torch.device("cpu"))(volume, "ct")

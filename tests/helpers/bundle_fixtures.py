@@ -5,6 +5,8 @@ The config keeps the structure of MONAI/wholeBody_ct_segmentation's `configs/inf
 Orientationd / Spacingd / NormalizeIntensityd / ScaleIntensityd, a Gaussian sliding-window
 inferer, Activationsd / AsDiscreted / Invertd / SaveImaged, the CheckpointLoader handler and the
 SupervisedEvaluator. Only sizes shrink: 4 output labels, 8 initial filters (the group norm has 8 groups), 16^3 windows.
+Its `configs/metadata.json` has the keys MONAI's ConfigWorkflow requires, so MONAI's own bundle
+inference runs the folder unchanged but for its paths.
 """
 
 from __future__ import annotations
@@ -109,6 +111,21 @@ INFERENCE = {
     "run": ["$@evaluator.run()"],
 }
 
+METADATA = {
+    "version": "0.1.0",
+    "monai_version": "1.6.1",
+    "pytorch_version": "2.14.1",
+    "numpy_version": "2.4.6",
+    "required_packages_version": {"nibabel": "5.4.2", "pytorch-ignite": "0.5.5"},
+    "name": "Tiny CT segmentation (random weights, for tests)",
+    "task": "Segmentation",
+    "description": "wholeBody_ct_segmentation's inference config with a tiny random-weight SegResNet",
+    "network_data_format": {
+        "inputs": {"image": {"type": "image", "format": "hounsfield", "modality": "CT", "num_channels": 1}},
+        "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": OUT_CHANNELS}},
+    },
+}
+
 
 def write_bundle(cache: Path, seed: int = 0) -> Path:
     """The bundle's snapshot folder in `cache` (random SegResNet weights saved as models/model.pt)."""
@@ -118,5 +135,9 @@ def write_bundle(cache: Path, seed: int = 0) -> Path:
     network = SegResNet(**{key: value for key, value in NETWORK.items() if key != "_target_"})
     weights = cache.parent / f"{cache.name}-model.pt"
     torch.save(network.state_dict(), weights)
-    files = {"configs/inference.json": json.dumps(INFERENCE, indent=4).encode(), "models/model.pt": weights}
+    files = {
+        "configs/inference.json": json.dumps(INFERENCE, indent=4).encode(),
+        "configs/metadata.json": json.dumps(METADATA, indent=4).encode(),
+        "models/model.pt": weights,
+    }
     return fill_hub_cache(cache, REPO_ID, files)
