@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_fixtures import REPO_ID, write_bundle
+from bundle_fixtures import REPO_ID, loader_at_initialize, write_bundle
 from monai.metrics import compute_dice
 
 from medlatent import config as mlconfig
@@ -108,9 +108,10 @@ def _monai_bundle_inference(snapshot: Path, hu: torch.Tensor, spacing: list[floa
     return np.asarray(nib.load(saved).dataobj)
 
 
-def test_bundle_segmentation_equals_monai_bundle_inference_label_for_label(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", [lambda config: config, loader_at_initialize], ids=["loader_handler", "loader_item"])
+def test_bundle_segmentation_equals_monai_bundle_inference_label_for_label(tmp_path, monkeypatch, layout):
     cache = tmp_path / "hub"
-    snapshot = write_bundle(cache)
+    snapshot = write_bundle(cache, layout=layout)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     spec = {"kind": "monai_bundle", "bundle": f"hf://{REPO_ID}", "volume_change": 0.2, "sources": {"ct": CT_GRID}}
     # the bundle's `initialize` turns cudnn.benchmark on for the whole process: restored after the test

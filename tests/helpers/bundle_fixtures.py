@@ -127,8 +127,21 @@ METADATA = {
 }
 
 
-def write_bundle(cache: Path, seed: int = 0) -> Path:
-    """The bundle's snapshot folder in `cache` (random SegResNet weights saved as models/model.pt)."""
+def loader_at_initialize(config: dict) -> dict:
+    """The same config in wholeBody_ct_segmentation's layout from 0.2.2 on: the CheckpointLoader is a
+    top-level item that `initialize` calls on the evaluator, no longer an evaluator handler."""
+    loader, *handlers = config["handlers"]
+    return {
+        **config,
+        "checkpointloader": loader,
+        "handlers": handlers,
+        "initialize": [*config["initialize"], "$@checkpointloader(@evaluator)"],
+    }
+
+
+def write_bundle(cache: Path, seed: int = 0, layout=lambda config: config) -> Path:
+    """The bundle's snapshot folder in `cache` (random SegResNet weights saved as models/model.pt);
+    `layout` rewrites the inference config (e.g. `loader_at_initialize`)."""
     from monai.networks.nets import SegResNet
 
     torch.manual_seed(seed)
@@ -136,7 +149,7 @@ def write_bundle(cache: Path, seed: int = 0) -> Path:
     weights = cache.parent / f"{cache.name}-model.pt"
     torch.save(network.state_dict(), weights)
     files = {
-        "configs/inference.json": json.dumps(INFERENCE, indent=4).encode(),
+        "configs/inference.json": json.dumps(layout(INFERENCE), indent=4).encode(),
         "configs/metadata.json": json.dumps(METADATA, indent=4).encode(),
         "models/model.pt": weights,
     }

@@ -74,10 +74,16 @@ class BundleSegmenter:
 
     @staticmethod
     def _weights(parser) -> Path:
-        """The file the evaluator's CheckpointLoader loads (its handler is ignite's; only the path is read)."""
-        for index, handler in enumerate(parser.get("handlers", [])):
-            if handler.get("_target_", "").endswith("CheckpointLoader"):
-                path = Path(parser.get_parsed_content(f"handlers#{index}#load_path"))
+        """The file the bundle's CheckpointLoader loads (ignite's handler: only its path is read).
+
+        Bundles place it in two ways: as an evaluator handler (wholeBody_ct_segmentation up to
+        0.2.1), or as a top-level item that `initialize` calls on the evaluator (0.2.2 on).
+        """
+        handlers = [f"handlers#{index}" for index in range(len(parser.get("handlers", [])))]
+        for key in handlers + list(parser.get()):
+            item = parser.get(key)
+            if isinstance(item, dict) and str(item.get("_target_", "")).endswith("CheckpointLoader"):
+                path = Path(parser.get_parsed_content(f"{key}#load_path"))
                 if not path.is_file():
                     raise InputError(str(path), "bundle weights missing", "download the whole bundle")
                 return path
