@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from cad_fixtures import TINY_2D, TINY_3D, cad_spec, write_latent_dataset, write_model, write_source
+from family_fixtures import autoencoder_kl, save_diffusers
 
 from medlatent import config as mlconfig
 from medlatent.cad.classifiers import build_classifier
 from medlatent.cad.data import ItemDataset, class_targets, fit, method_shape, resize, task_items
 from medlatent.cad.run import classification_metrics, run_cad, train_loader
 from medlatent.core.errors import ConfigError, InputError
+from medlatent.models.families import import_family
 from medlatent.models.registry import create_autoencoder
 
 torch.set_num_threads(2)
@@ -137,6 +140,23 @@ def test_every_method_kind_trains_on_its_own_input_shape(tmp_path):
             frame = source["manifest_frame"]
             assert metrics["n_train"] + metrics["n_test"] == (frame["split"] != "val").sum() - 2
             assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["kind"] == method["kind"]
+
+
+def test_family_latents_are_read_like_medvae_ones_at_the_factors_their_extraction_recorded(tmp_path):
+    """A diffusers AutoencoderKL's dataset, its entry without f: f, latent shape and compression
+    come from the protocol's geometry (recorded by the extraction), not from a config entry."""
+    source = write_source(tmp_path, "img", (32, 32), 12)
+    save_diffusers(autoencoder_kl("sd", seed=3), tmp_path / "kl")
+    entry = {"id": "kl", "family": "diffusers", "weights": str(tmp_path / "kl"), "apply": "images", "dims": 2,
+             "license": {"name": "test"}}  # fmt: skip
+    model, _ = import_family(tmp_path / "kl", entry, False, tmp_path / "kl.pt")
+    index = write_latent_dataset(tmp_path, source, "img", tmp_path / "kl.pt", entry)
+    spec = cad_spec(blob_task("img", 2, (32, 32)), {"id": "kl", "kind": "family", "model": "kl"}, epochs=1)
+    metrics = run_cad(spec, source["manifest"], [], str(index), tmp_path / "m.json")
+    grid = [32 // factor for factor in model.factors]
+    assert metrics["f"] == math.prod(model.factors) == 16 and metrics["kind"] == "family"
+    assert metrics["input_shape"] == [1, *grid] and metrics["latent_shape"] == [model.latent_channels, *grid]
+    assert metrics["compression_ratio"] == pytest.approx(32 * 32 / (model.latent_channels * math.prod(grid)))
 
 
 def test_missing_latents_of_labelled_items_are_an_error_naming_the_dataset(tmp_path):

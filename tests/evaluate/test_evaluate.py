@@ -75,7 +75,6 @@ def _recon_spec(dims: int, sources: list[str], methods: list[dict], **extra) -> 
         spec.update(
             {
                 "crops": {s: [12, 12, 8] for s in sources},
-                "slice_axis": 2,
                 "segmenter": {"kind": "threshold", "thresholds": [-0.3, 0.3], "volume_change": 0.2},
             }
         )

@@ -69,8 +69,13 @@ def run_readme_latents(root: Path, preset: Path, models: list[dict], cache: Path
     """
     (root / "test-width-models.yaml").write_text(yaml.safe_dump({"models": models}))
     configs = [REPO / "config.yaml", preset, root / "my-sources.yaml", root / "test-width-models.yaml"]
+    run_readme_targets(root, configs, cache, "latents")
+    return configs
+
+
+def run_readme_targets(root: Path, configs: list[Path], cache: Path, *targets: str) -> None:
+    """`snakemake targets` in `root/run` with `configs`, the hf:// weights served from `cache`."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_CACHE", str(cache))
         patch.delenv("HF_HOME", raising=False)
-        snakemake(root / "run", "latents", configfile=configs)
-    return configs
+        snakemake(root / "run", *targets, configfile=configs)

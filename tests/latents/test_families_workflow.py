@@ -16,13 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from byo_sources import readme_sources, run_readme_latents, write_readme_sources
+from byo_sources import readme_sources, run_readme_latents, run_readme_targets, write_readme_sources
 from family_fixtures import MAISI_TINY, autoencoder_kl, maisi_model, save_diffusers, save_maisi
 from hub_fixtures import fill_hub_cache
 from workflow_helpers import REPO, planned_jobs, snakemake
 
 from medlatent import config as mlconfig
 from medlatent.core.errors import InputError
+from medlatent.evaluate.recon import psnr
 from medlatent.io.h5 import ShardReader
 from medlatent.latents.decode import decode_dataset
 from medlatent.latents.extract import extract_shards
@@ -57,7 +58,11 @@ def family_run(tmp_path_factory):
     models = [preset[name] for name in MODELS]
     models[-1] = {**models[-1], "network": MAISI_TINY}  # test width; the preset's default is the released one
     configs = run_readme_latents(root, PRESET, models, cache)
-    return {"root": root, "run": root / "run", "configs": configs, "vae": vae, "maisi": autoencoder}
+    return {"root": root, "run": root / "run", "configs": configs, "vae": vae, "maisi": autoencoder, "cache": cache}
+
+
+#: Reconstruction of every README item (the sources put all of them in train), one seed.
+RECON = {"evaluation": {"recon": {"split": "train", "seeds_2d": 1, "seeds_3d": 1, "crop_3d": [16, 16, 16]}}}
 
 
 def normalized_items(run, source: str) -> dict[str, torch.Tensor]:
@@ -129,6 +134,44 @@ def test_maisi_latents_are_monais_own_and_decode_back_onto_the_grid(family_run, 
         np.testing.assert_allclose(np.asarray(nib.load(path).dataobj), expected.numpy(), atol=1e-5)
     pngs = decode_dataset(run / "data" / "latents" / "sdxl_vae" / "my_xrays", tmp_path / "png", workdir=run)
     assert len(pngs) == 3 and all(path.suffix == ".png" for path in pngs)
+
+
+@pytest.fixture(scope="module")
+def family_recon(family_run):
+    """The reconstruction table of the family run, made by the real rules from the imported models."""
+    root = family_run["root"]
+    (root / "recon.yaml").write_text(yaml.safe_dump(RECON))
+    run_readme_targets(
+        root, [*family_run["configs"], root / "recon.yaml"], family_run["cache"], "results/tables/recon.csv"
+    )
+    table = pd.read_csv(family_run["run"] / "results" / "tables" / "recon.csv")
+    return table.set_index("method"), (family_run["run"] / "results" / "tables" / "recon.md").read_text()
+
+
+def test_family_models_are_in_the_reconstruction_table_with_their_latent_geometry(family_run, family_recon):
+    run, vae, autoencoder = family_run["run"], family_run["vae"], family_run["maisi"]
+    table, markdown = family_recon
+    assert set(table.index) == set(MODELS) and set(table["kind"]) == {"family"}
+    xrays, volumes = normalized_items(run, "my_xrays"), normalized_items(run, "my_mri")
+    with torch.inference_mode():  # the libraries' own encode and decode of the same normalized items
+        own = {
+            "sdxl_vae": [(x, vae.encode(background_padded(x[None], 4).repeat(1, 3, 1, 1)).latent_dist.mean[0])
+                         for x in xrays.values()],
+            "sdxl_vae_slices": [(v, vae.encode(background_padded(v.permute(2, 0, 1), 4).repeat(1, 3, 1, 1))
+                                 .latent_dist.mean.permute(1, 2, 3, 0)) for v in volumes.values()],
+            "maisi_ct": [(v, autoencoder.encode((v[None, None] + 1) / 2)[0][0]) for v in volumes.values()],
+        }  # fmt: skip
+        decoded = [vae.decode(z[None]).sample.mean(1)[0, :32, :32].clamp(-1, 1) for _, z in own["sdxl_vae"]]
+    for model, pairs in own.items():
+        row = table.loc[model]
+        assert row["latent_shape"] == "x".join(map(str, pairs[0][1].shape))
+        assert row["compression_ratio"] == pytest.approx(np.mean([x.numel() / z.numel() for x, z in pairs]))
+        assert np.isfinite(row[["psnr_mean", "ms_ssim_mean"]].astype(float)).all()
+    assert table.loc[["sdxl_vae", "sdxl_vae_slices", "maisi_ct"], "f"].tolist() == [16, 16, 64]
+    assert np.isfinite(table.loc[["sdxl_vae_slices", "maisi_ct"], "segsim_dice_mean"].astype(float)).all()
+    expected = np.mean([float(psnr(x[None, None], y[None, None])[0]) for (x, _), y in zip(own["sdxl_vae"], decoded)])
+    assert table.loc["sdxl_vae", "psnr_mean"] == pytest.approx(expected, abs=1e-3)
+    assert "| sdxl_vae | 16 | 4x8x8 | 4:1 |" in markdown
 
 
 def test_a_nan_latent_stops_extraction_naming_latents_precision(family_run, tmp_path, monkeypatch):

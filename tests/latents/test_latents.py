@@ -186,6 +186,7 @@ def test_index_and_card_name_licence_demo_weights_and_loading(built):
         "shape": [2, 16, 16],
         "shapes": [[2, 16, 16]],
         "channels_first": True,
+        "factors": [2, 2],
         "projected": True,
         "classification_scale": 4.6,
         "stored": ["latent", "mean"],

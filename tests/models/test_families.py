@@ -266,9 +266,20 @@ def test_family_entries_in_the_config(demo_config):
     checked = mlconfig.validate({**config, "models": [*config["models"], dict(base)]})
     entry = mlconfig.model_entry(checked, "sdxl")
     assert entry["dims"] == 2 and entry["apply"] == "images" and "ch" not in entry and "init" not in entry
-    assert "sdxl" not in [m["id"] for m in mlconfig.cad_models(checked)]  # not in the evaluation yet
-    assert "sdxl" not in [m["id"] for m in mlconfig.recon_methods(checked, 2)]
+    family = {"id": "sdxl", "kind": "family", "model": "sdxl"}  # no f: the jobs read it from the weights
+    assert family in mlconfig.recon_methods(checked, 2) and family not in mlconfig.recon_methods(checked, 3)
+    task = next(t["id"] for t in config["cad_tasks"] if t["dims"] == 2)
+    every_model = {
+        **checked,
+        "evaluation": {**checked["evaluation"], "cad": {**checked["evaluation"]["cad"], "models": None}},
+    }
+    assert family in mlconfig.cad_methods(every_model, task)
+    interpolations = [m for m in mlconfig.recon_methods(checked, 2) if m["kind"] == "interpolation"]
+    assert interpolations == [m for m in mlconfig.recon_methods(config, 2) if m["kind"] == "interpolation"]
     assert mlconfig.efficiency_slice(checked)["f_2d"] == sorted({m["f"] for m in config["models"] if m["dims"] == 2})
+    without = mlconfig.validate({**checked, "evaluation": {**checked["evaluation"], "recon": {
+        **checked["evaluation"]["recon"], "methods": ["interpolation", "medvae"]}}})  # fmt: skip
+    assert family not in mlconfig.recon_methods(without, 2)
     for bad, message in [
         ({k: v for k, v in base.items() if k != "weights"}, "weights"),
         ({**base, "family": "maisi", "apply": "slices"}, "apply must be volumes"),

@@ -26,7 +26,9 @@ def metrics(task: str, method: str, seed: int, auroc: float | None, demo_weights
         "task": task,
         "method": method,
         "kind": "highres" if method == "highres" else "medvae",
-        "f": 1,
+        "f": 1 if method == "highres" else 16,
+        "latent_shape": [1, 32, 32] if method == "highres" else [4, 8, 8],
+        "compression_ratio": 1.0 if method == "highres" else 4.0,
         "seed": seed,
         "auroc": auroc,
         "accuracy": 0.5 + seed / 10,
@@ -58,6 +60,7 @@ def test_cad_table_is_mean_and_sample_std_over_seeds_per_task_and_method():
     assert table[table["task"] == "b"]["auroc_mean"].isna().all()  # undefined AUROC stays undefined
     shown = cad_display(table)
     assert shown.iloc[0]["auroc"] == "0.900 ± 0.100" and shown[shown["task"] == "b"].iloc[0]["auroc"] == "n/a"
+    assert shown[shown["method"] == "m16"][["latent shape", "compression"]].values.tolist() == [["4x8x8", "4:1"]]
     assert mean_std([1.0, float("inf")]) == (float("inf"), None)
 
 

@@ -187,7 +187,7 @@ def get_cad_inputs(wildcards):
     task = mlconfig.cad_task(config, wildcards.task)
     method = mlconfig.cad_method(config, wildcards.task, wildcards.method)
     inputs = {"manifest": f"{DATA}/curated/{task['source']}/manifest.parquet", "shards": [], "model": []}
-    if method["kind"] == "medvae":
+    if method["kind"] in ("medvae", "family"):
         inputs["model"] = f"{DATA}/latents/{method['model']}/{task['source']}/index.json"
     else:
         inputs["shards"] = _source_shards(task["source"], ("train", "test"))

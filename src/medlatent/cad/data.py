@@ -7,7 +7,8 @@ into the classifier input:
 - `highres`: the normalized image, centre padded (background) or cropped to the task's input size;
 - `interpolation`: that image downsized by sqrt(f) per side (2D) or cbrt(f) per axis (3D) with
   nearest, bilinear or bicubic interpolation (anti-aliased, as PIL and torchvision resize);
-- `medvae`: the model's latent from its latent dataset;
+- `medvae`, `family`: the model's latent from its latent dataset (any family; VQ: the quantized
+  latent), at the factors per axis its extraction recorded;
 - `slicewise` (3D tasks): a 2D model encoding every slice, the slice latents stacked;
 - `external`: another KL autoencoder's posterior mean, encoded here.
 
@@ -255,8 +256,16 @@ def classifier_latent(latent: torch.Tensor, scale: float, shape: list[int]) -> t
 # ----------------------------------------------------------------------------- latents
 
 
-def read_latent_dataset(dataset_dir: str | Path, item_ids: set[str]) -> tuple[dict[str, torch.Tensor], bool, set[str]]:
-    """Latents of the wanted items (all splits) by item id; demo-weights flag; items rejected upstream."""
+def grid_shape(input_size: list[int], factors: list[int]) -> list[int]:
+    """Latent grid of an input: each axis divided by its factor, rounded up as padding does."""
+    return [math.ceil(n / k) for n, k in zip(input_size, factors, strict=True)]
+
+
+def read_latent_dataset(
+    dataset_dir: str | Path, item_ids: set[str]
+) -> tuple[dict[str, torch.Tensor], bool, set[str], dict]:
+    """Latents of the wanted items (all splits) by item id; demo-weights flag; items rejected upstream;
+    the dataset's index. For VQ models the latent is the quantized one."""
     import webdataset as wds
 
     from medlatent.latents.loader import read_index, sample_array, shard_urls
@@ -270,7 +279,7 @@ def read_latent_dataset(dataset_dir: str | Path, item_ids: set[str]) -> tuple[di
         for sample in wds.DataPipeline(wds.SimpleShardList(shard_urls(dataset_dir, split)), wds.tarfile_to_samples()):
             if sample["__key__"] in item_ids:
                 latents[sample["__key__"]] = sample_array(sample, "latent")
-    return latents, bool(index.get("demo_weights", False)), set(index.get("rejected_items", []))
+    return latents, bool(index.get("demo_weights", False)), set(index.get("rejected_items", [])), index
 
 
 # ----------------------------------------------------------------------------- autoencoders
@@ -303,15 +312,6 @@ def posterior_mean(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         if hasattr(model, "encode_latent_padded"):
             return model.encode_latent_padded(x)[0]
         return model.encode_padded(x)[0].mean
-
-
-def reconstruct(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Decoded posterior mean (MedVAE decodes the unprojected latent), cropped to the input size."""
-    with torch.inference_mode():
-        if hasattr(model, "reconstruct"):
-            return model.reconstruct(x)
-        posterior, padding = model.encode_padded(x)
-        return padding.crop(model.decode(posterior.mean))
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

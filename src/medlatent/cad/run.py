@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,7 @@ from medlatent.cad.data import (
     encode_slicewise,
     encode_whole,
     fit,
+    grid_shape,
     is_demo_model,
     load_autoencoder,
     method_shape,
@@ -75,30 +78,52 @@ def _available(items: pd.DataFrame, present: set[str], rejected: set[str], where
     return items[items["item_id"].isin(present)].reset_index(drop=True)
 
 
+@dataclass
+class MethodInputs:
+    """What one method feeds the classifier: an input per item id, the items that have one, the
+    inputs' spatial shape, the channels and f of what they were made from (1 and 1 for images)
+    and whether demo weights made them."""
+
+    load: Callable[[str], torch.Tensor]
+    items: pd.DataFrame
+    shape: list[int]
+    channels: int
+    f: int
+    demo_weights: bool
+
+    def geometry(self, input_size: list[int]) -> dict:
+        """Latent shape (channels first) and compression ratio: input elements / latent elements,
+        channels included (MediBench's Table 6)."""
+        latent_shape = [self.channels, *self.shape]
+        return {"latent_shape": latent_shape, "compression_ratio": math.prod(input_size) / math.prod(latent_shape)}
+
+
 def method_inputs(
     spec: dict, items: pd.DataFrame, shard_paths: list[str], model_input: str | None, device: torch.device
-) -> tuple[Callable[[str], torch.Tensor], list[int], pd.DataFrame, bool]:
-    """The method's input per item id, its spatial shape, the items that have one, demo weights flag.
-
-    Only full-size images are read lazily; every smaller input is computed once and kept in memory.
+) -> MethodInputs:
+    """The method's inputs. Latents of every family are read from their latent datasets at the
+    factors their extraction recorded (the protocol's); only full-size images are read lazily,
+    every smaller input is computed once and kept in memory.
     """
     task, method = spec["task"], spec["method"]
     dims, size, kind = task["dims"], task["input_size"], method["kind"]
-    if kind == "medvae":
-        shape = method_shape(size, method["f"], dims)
-        latents, demo, rejected = read_latent_dataset(model_input, set(items["item_id"]))
+    if kind in ("medvae", "family"):
+        latents, demo, rejected, index = read_latent_dataset(model_input, set(items["item_id"]))
         items = _available(items, set(latents), rejected, model_input)
+        factors = index["latent"]["factors"]
+        shape = grid_shape(size, factors)
         inputs = {i: classifier_latent(latents[i], spec["latent_scale"], shape) for i in items["item_id"]}
-        return inputs.__getitem__, shape, items, demo
+        channels = next(iter(latents.values())).shape[0]
+        return MethodInputs(inputs.__getitem__, items, shape, channels, math.prod(factors), demo)
     store = ShardStore(shard_paths)
     items = _available(items, set(store.where), store.rejected, shard_paths[0] if shard_paths else "<no shards>")
     if kind == "highres":
-        return ImageLoader(store, size), list(size), items, False
+        return MethodInputs(ImageLoader(store, size), items, list(size), 1, 1, False)
     if kind == "interpolation":
         shape = method_shape(size, method["f"], dims)
         loader = ImageLoader(store, size, method["mode"], shape)
         inputs = {i: loader(i) for i in items["item_id"]}
-        return inputs.__getitem__, shape, items, False
+        return MethodInputs(inputs.__getitem__, items, shape, 1, method["f"], False)
     model = load_autoencoder(method, model_input).to(device)
     if kind == "slicewise":
         axis = task["slice_axis"]
@@ -112,11 +137,10 @@ def method_inputs(
         def encode(image: torch.Tensor) -> torch.Tensor:
             return encode_whole(model, image)
 
-    inputs = {
-        i: classifier_latent(encode(fit(torch.from_numpy(store.read(i))[None], size)[0]), spec["latent_scale"], shape)
-        for i in items["item_id"]
-    }
-    return inputs.__getitem__, shape, items, is_demo_model(model)
+    latents = {i: encode(fit(torch.from_numpy(store.read(i))[None], size)[0]) for i in items["item_id"]}
+    inputs = {i: classifier_latent(latent, spec["latent_scale"], shape) for i, latent in latents.items()}
+    channels = next(iter(latents.values())).shape[0]
+    return MethodInputs(inputs.__getitem__, items, shape, channels, method["f"], is_demo_model(model))
 
 
 # ----------------------------------------------------------------------------- training and testing
@@ -215,10 +239,11 @@ def run_cad(
     task, method = spec["task"], spec["method"]
     items = task_items(pd.read_parquet(manifest_path), task, manifest_path)
     items = items[items["split"].isin(("train", "test"))].reset_index(drop=True)  # val is not used
-    load, shape, items, demo_weights = method_inputs(spec, items, shard_paths, model_input, device)
-    splits = {split: items[items["split"] == split] for split in ("train", "test")}
+    inputs = method_inputs(spec, items, shard_paths, model_input, device)
+    splits = {split: inputs.items[inputs.items["split"] == split] for split in ("train", "test")}
     datasets = {
-        split: ItemDataset(rows["item_id"].tolist(), rows["target"].to_numpy(), load) for split, rows in splits.items()
+        split: ItemDataset(rows["item_id"].tolist(), rows["target"].to_numpy(), inputs.load)
+        for split, rows in splits.items()
     }
     generator = seed_everything(spec["seed"])
     model = build_classifier(task["dims"], task["classes"], spec["classifier"]).to(device)
@@ -229,20 +254,21 @@ def run_cad(
         "task": task["id"],
         "method": method["id"],
         "kind": method["kind"],
-        "f": method["f"],
+        "f": inputs.f,
+        **inputs.geometry(task["input_size"]),
         "seed": spec["seed"],
         **classification_metrics(probs, datasets["test"].targets, task["classes"]),
         "n_train": len(datasets["train"]),
         "n_test": len(datasets["test"]),
         "train_class_counts": np.bincount(splits["train"]["target"], minlength=task["classes"]).tolist(),
         "test_class_counts": np.bincount(splits["test"]["target"], minlength=task["classes"]).tolist(),
-        "input_shape": [1, *shape],
+        "input_shape": [1, *inputs.shape],
         "classifier": spec["classifier"]["name"],
         "classifier_pretrained": bool(spec["classifier"].get("pretrained_path")),
         "epochs": spec["epochs"],
         "train_loss": [round(loss, 6) for loss in history],
         "demo_data": bool(spec["demo"]),
-        "demo_weights": bool(demo_weights),
+        "demo_weights": inputs.demo_weights,
         "device": device.type,
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -13,30 +13,34 @@ def cad_task(config: dict, task_id: str) -> dict:
     raise ConfigError(f"unknown CAD task {task_id!r}; configured: {[t['id'] for t in config['cad_tasks']]}")
 
 
-def evaluated_models(config: dict) -> list[dict]:
-    """The models the evaluation compares: those of the MedVAE family (other families are not in its tables yet)."""
-    return [m for m in config["models"] if m["family"] == "medvae"]
+def medvae_models(models: list[dict]) -> list[dict]:
+    """The MedVAE models of `models`: the only entries that state their f (an imported family's
+    geometry is read from its weights by the jobs), so the baselines at the same f follow them."""
+    return [m for m in models if m["family"] == "medvae"]
 
 
 def cad_models(config: dict) -> list[dict]:
-    """The MedVAE models CAD compares: evaluation.cad.models, or every evaluated model."""
+    """The models CAD compares, trained (MedVAE) or imported (other families): evaluation.cad.models, or all."""
     selected = config["evaluation"]["cad"]["models"]
-    return [m for m in evaluated_models(config) if selected is None or m["id"] in selected]
+    return [m for m in config["models"] if selected is None or m["id"] in selected]
 
 
 def _autoencoder_methods(config: dict, models: list[dict], dims: int, kinds: list[str]) -> list[dict]:
-    """`models` of `dims`, external autoencoders of `dims` and, on 3D, the 2D models slice-wise
-    at the compression factors of the 3D models (compared at the same f, as in Table 1)."""
-    methods = []
-    if "medvae" in kinds:
-        methods += [
-            {"id": m["id"], "kind": "medvae", "model": m["id"], "f": m["f"]} for m in models if m["dims"] == dims
-        ]
+    """`models` of `dims` (MedVAE and other families), external autoencoders of `dims` and, on 3D,
+    the 2D MedVAE models slice-wise at the compression factors of the 3D ones (the same f, Table 1).
+
+    Model methods carry no f: the jobs read each model's geometry from the family protocol.
+    """
+    methods = [
+        {"id": m["id"], "kind": kind, "model": m["id"]}
+        for m in models
+        if m["dims"] == dims and (kind := "medvae" if m["family"] == "medvae" else "family") in kinds
+    ]
     if "slicewise" in kinds and dims == 3:
-        factors_3d = {m["f"] for m in models if m["dims"] == 3}
+        factors_3d = {m["f"] for m in medvae_models(models) if m["dims"] == 3}
         methods += [
             {"id": f"{m['id']}_slicewise", "kind": "slicewise", "model": m["id"], "f": m["f"]}
-            for m in models
+            for m in medvae_models(models)
             if m["dims"] == 2 and m["f"] in factors_3d
         ]
     if "external" in kinds:
@@ -49,8 +53,8 @@ def _autoencoder_methods(config: dict, models: list[dict], dims: int, kinds: lis
 
 
 def _interpolation_methods(models: list[dict], dims: int, modes: list[str]) -> list[dict]:
-    """Downsizing baselines at every f of `models` of `dims` (the same f, Table 1)."""
-    factors = sorted({m["f"] for m in models if m["dims"] == dims})
+    """Downsizing baselines at every f of the MedVAE `models` of `dims` (the same f, Table 1)."""
+    factors = sorted({m["f"] for m in medvae_models(models) if m["dims"] == dims})
     return [{"id": f"{mode}_f{f}", "kind": "interpolation", "mode": mode, "f": f} for f in factors for mode in modes]
 
 
@@ -104,7 +108,7 @@ def image_types(config: dict) -> dict[str, list[str]]:
 def recon_methods(config: dict, dims: int) -> list[dict]:
     """Autoencoders of `dims` (2D models slice-wise on 3D) and interpolation round trips at their f."""
     kinds = config["evaluation"]["recon"]["methods"]
-    models = evaluated_models(config)
+    models = config["models"]
     methods = _autoencoder_methods(config, models, dims, kinds)
     if "interpolation" in kinds:
         methods += _interpolation_methods(models, dims, config["evaluation"]["cad"]["interpolations"])

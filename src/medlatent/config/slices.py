@@ -16,8 +16,8 @@ from medlatent.config.evaluation import (
     cad_jobs,
     cad_method,
     cad_task,
-    evaluated_models,
     image_types,
+    medvae_models,
     recon_methods,
 )
 from medlatent.config.load import merge
@@ -312,7 +312,6 @@ def recon_slice(config: dict, image_type: str) -> dict:
                 "seeds": recon["seeds_3d"],
                 "crops": {e["id"]: recon["crop_overrides"].get(e["id"], recon["crop_3d"]) for e in entries},
                 "segmenter": segmenter_slice(config, modality, spec["sources"]),
-                "slice_axis": 2,
             }
         )
     return spec
@@ -372,8 +371,8 @@ def efficiency_slice(config: dict) -> dict:
         },
         "classifier_2d": cad["classifier_2d"],
         "classifier_3d": cad["classifier_3d"],
-        "f_2d": sorted({m["f"] for m in evaluated_models(config) if m["dims"] == 2}),
-        "f_3d": sorted({m["f"] for m in evaluated_models(config) if m["dims"] == 3}),
+        "f_2d": sorted({m["f"] for m in medvae_models(config["models"]) if m["dims"] == 2}),
+        "f_3d": sorted({m["f"] for m in medvae_models(config["models"]) if m["dims"] == 3}),
         "demo": config["project"]["demo"],
     }
 

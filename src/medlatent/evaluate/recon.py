@@ -1,10 +1,13 @@
 """Reconstruction quality (Table 2, MediBench pillar 1) of autoencoders and interpolation round trips.
 
 Per image type: up to N random items of the configured split, drawn once per seed; 3D volumes
-centre cropped. Every method reconstructs the same items: MedVAE / external autoencoders decode
-their posterior mean (2D models slice by slice on volumes), interpolation baselines downsize by
-the method's f and resize back with the same kernel. Reconstructions are clipped to the image
-range [-1, 1] before scoring (the decoder output is unbounded; images are not).
+centre cropped. Every method reconstructs the same items: models of every family (MedVAE,
+diffusers, MAISI) through the family protocol, decoding their deterministic latent (VQ: their
+codes; 2D MedVAE models slice by slice on volumes), external LDM checkpoints their posterior mean;
+interpolation baselines downsize by the method's f and resize back with the same kernel. Each row
+records the latent's shape and the compression ratio (item elements / latent elements).
+Reconstructions are clipped to the image range [-1, 1] before scoring (the decoder output is
+unbounded; images are not).
 
 PSNR uses the data range 2 of [-1, 1]. MS-SSIM (pytorch-msssim, images mapped to [0, 1]) needs
 a smaller side above (win - 1) x 2^(scales - 1): 5 scales with the 11-voxel window need more
@@ -19,6 +22,7 @@ same segmenter, and scored by SegSim and SegQC.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,10 +32,12 @@ import torch
 from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from medlatent.cad.data import ShardStore, fit, load_autoencoder, method_shape, reconstruct, resize
+from medlatent.cad.data import ShardStore, fit, load_autoencoder, method_shape, resize
 from medlatent.core.atomic import atomic_path
 from medlatent.core.errors import InputError
 from medlatent.evaluate.segsim import make_segmenter, structure_scores
+from medlatent.models.families import load_latent_model
+from medlatent.models.families.slices import SliceWise
 from medlatent.report.tables import segmenter_label
 
 log = logging.getLogger(__name__)
@@ -127,32 +133,57 @@ def load_item(store: ShardStore, item_id: str, crop: list[int] | None) -> torch.
 
 
 class Reconstructor:
-    """Reconstructs (1, *spatial) items with one method; autoencoders are loaded once."""
+    """Reconstructs (1, *spatial) items with one method; autoencoders are loaded once.
 
-    def __init__(
-        self, method: dict, weights: str | None, dims: int, slice_axis: int, batch_size: int, device: torch.device
-    ) -> None:
-        self.method, self.dims, self.slice_axis, self.batch_size = method, dims, slice_axis, batch_size
+    Models of every family go through the family protocol (`LatentModel.round_trip`), 2D MedVAE
+    models on volumes slice-wise (`SliceWise`); only external LDM checkpoints have their own path.
+    """
+
+    def __init__(self, method: dict, weights: str | None, dims: int, batch_size: int, device: torch.device) -> None:
+        self.method, self.dims, self.device = method, dims, device
         self.model = None
-        if method["kind"] != "interpolation":
+        if method["kind"] == "external":
             self.model = load_autoencoder(method, weights).to(device)
+        elif method["kind"] != "interpolation":
+            self.model = load_latent_model(weights)
+            if method["kind"] == "slicewise":
+                self.model = SliceWise(self.model)
+                self.model.slices_per_forward = batch_size
+            self.model = self.model.placed(device)
         self.demo_weights = bool(getattr(self.model, "is_demo", False))
-        self.device = device
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """The reconstruction (1, *spatial) and the shape (C, *grid) of what it was made from."""
         kind = self.method["kind"]
         if kind == "interpolation":
             shape = method_shape(list(image.shape[1:]), self.method["f"], self.dims)
             small = resize(image[None], shape, self.method["mode"])
-            return resize(small, list(image.shape[1:]), self.method["mode"])[0]
-        if kind == "slicewise":
-            slices = image[0].movedim(self.slice_axis, 0)[:, None]
-            parts = [
-                reconstruct(self.model, slices[i : i + self.batch_size].to(self.device)).float().cpu()
-                for i in range(0, len(slices), self.batch_size)
-            ]
-            return torch.cat(parts)[:, 0].movedim(0, self.slice_axis)[None]
-        return reconstruct(self.model, image[None].to(self.device))[0].float().cpu()
+            return resize(small, list(image.shape[1:]), self.method["mode"])[0], tuple(small.shape[1:])
+        with torch.inference_mode():
+            if kind == "external":
+                posterior, padding = self.model.encode_padded(image[None].to(self.device))
+                recon, latent = padding.crop(self.model.decode(posterior.mean))[:, 0], posterior.mean
+            else:
+                recon, latent = self.model.round_trip(image.to(self.device))
+        return recon.float().cpu(), tuple(latent.shape[1:])
+
+    @property
+    def f(self) -> int:
+        """Item pixels or voxels per latent position: the protocol's factors, or the baseline's f."""
+        return (
+            self.method["f"]
+            if self.model is None or self.method["kind"] == "external"
+            else math.prod(self.model.factors)
+        )
+
+
+def geometry(image: torch.Tensor, latent_shape: tuple[int, ...]) -> dict:
+    """Latent shape and compression ratio (item elements / latent elements, channels included, as
+    MediBench's Table 6) of one item."""
+    return {
+        "latent_shape": "x".join(map(str, latent_shape)),
+        "compression_ratio": image.numel() / math.prod(latent_shape),
+    }
 
 
 def _stores(spec: dict, shard_paths: list[str]) -> dict[str, ShardStore]:
@@ -200,23 +231,20 @@ def evaluate_image_type(
         originals = {}  # every method's reconstruction of an item is compared with one segmentation of it
     for method in spec["methods"]:
         reconstructor = Reconstructor(
-            method,
-            weights.get(method.get("model", method["id"])),
-            spec["dims"],
-            spec.get("slice_axis", 2),
-            spec["batch_size"],
-            device,
+            method, weights.get(method.get("model", method["id"])), spec["dims"], spec["batch_size"], device
         )
         scores = {}
         for source, item in unique:
             image = load_item(stores[source], item, crops.get(source))
-            recon = reconstructor(image).clamp(-1, 1)
+            recon, latent_shape = reconstructor(image)
+            recon = recon.clamp(-1, 1)
             value_ms, variant = ms_ssim(image[None], recon[None])
             score = {
                 "psnr": float(psnr(image[None], recon[None])[0]),
                 "ms_ssim": float(value_ms[0]),
                 "ms_ssim_variant": variant,
                 "shape": "x".join(map(str, image.shape[1:])),
+                **geometry(image, latent_shape),
             }
             if spec["dims"] == 3:
                 if (source, item) not in originals:
@@ -241,7 +269,7 @@ def evaluate_image_type(
                 "item_id": item,
                 "method": method["id"],
                 "kind": method["kind"],
-                "f": method["f"],
+                "f": reconstructor.f,
                 "demo_weights": reconstructor.demo_weights,
                 "demo_data": bool(spec["demo"]),
                 **scores[(source, item)],

@@ -434,6 +434,7 @@ def _extract_shard(
             "demo_data": bool(reader.meta.get("demo", False)),
             "projected": model.projected,
             "stored": stored_arrays(model, spec["store"]),
+            "factors": list(model.factors),
             "autoencoder": model.record(),
             "normalize": reader.meta.get("normalize"),
             "encoding": {key: spec[key] for key in ("window", "overlap", "blend", "precision") if key in spec},

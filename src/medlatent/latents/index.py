@@ -169,6 +169,8 @@ def build_index(spec: dict, parts: list[dict], card_path: str | Path) -> dict:
             "shape": list(shapes[0]) if len(shapes) == 1 else None,
             "shapes": [list(s) for s in shapes],
             "channels_first": True,
+            # item pixels or voxels per latent position per item axis (the family protocol's); CAD reads it
+            "factors": _one(parts, "factors", spec),
             "projected": projected,
             "classification_scale": spec["classification_scale"],
             "stored": _one(parts, "stored", spec),

@@ -18,6 +18,7 @@ KIND_COLORS = {
     "highres": "#4d4d4d",
     "interpolation": "#9ecae1",
     "medvae": "#d62728",
+    "family": "#9467bd",
     "slicewise": "#ff9896",
     "external": "#2ca02c",
 }

@@ -19,10 +19,15 @@ import pandas as pd
 from medlatent.core.atomic import atomic_path, write_text
 
 METRICS = ("auroc", "accuracy", "macro_f1")
-KIND_ORDER = ("highres", "interpolation", "medvae", "slicewise", "external")
+KIND_ORDER = ("highres", "interpolation", "medvae", "family", "slicewise", "external")
 PAPER_EFFICIENCY = (
     "Paper (Figure 2, one GPU): 2D f=64 latency ÷69, throughput ×70, max batch ×32; "
     "3D f=512 latency ÷62, throughput ×55, max batch ×512; storage ÷f."
+)
+GEOMETRY_NOTE = (
+    "Latent shape: channels first (C x grid; the downsized image for interpolation and f=1 images); "
+    "compression: input elements / latent elements, channels included (as MediBench's Table 6); "
+    "f: input pixels or voxels per latent position, from each model's own geometry."
 )
 DEMO_NOTE = (
     "Demo: synthetic data with planted findings and small random-initialised networks trained for "
@@ -55,6 +60,11 @@ def format_mean_std(mean: float | None, std: float | None, digits: int) -> str:
     if std is None or pd.isna(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def compression(ratio: float) -> str:
+    """'48:1', as MediBench writes a compression ratio; one decimal when it is not whole."""
+    return f"{ratio:.0f}:1" if float(ratio).is_integer() else f"{ratio:.1f}:1"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -129,6 +139,8 @@ def cad_table(metrics: list[dict]) -> pd.DataFrame:
             "method": method,
             "kind": first["kind"],
             "f": int(first["f"]),
+            "latent_shape": "x".join(map(str, first["latent_shape"])),
+            "compression_ratio": float(first["compression_ratio"]),
             "seeds": len(group),
             "n_train": int(first["n_train"]),
             "n_test": int(first["n_test"]),
@@ -147,7 +159,10 @@ def cad_table(metrics: list[dict]) -> pd.DataFrame:
 
 
 def cad_display(table: pd.DataFrame) -> pd.DataFrame:
-    shown = table[["task", "method", "kind", "f", "seeds"]].copy()
+    shown = table[["task", "method", "kind", "f"]].copy()
+    shown["latent shape"] = table["latent_shape"]
+    shown["compression"] = [compression(r) for r in table["compression_ratio"]]
+    shown["seeds"] = table["seeds"]
     for metric in METRICS:
         shown[metric.replace("_", "-")] = [
             format_mean_std(m, s, 3) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])
@@ -165,7 +180,11 @@ def write_cad_table(spec: dict, metric_files: list[str], csv_path: str | Path, m
         f"checkpoint; mean ± sample std over seeds {spec['seeds']}.",
         f"Classifiers: {classifiers}; labels and patient-level splits from the curated manifests.",
         "Methods: highres = normalized images (f=1); <mode>_f<f> = interpolation to the size of a latent at f; "
-        "model ids = MedVAE latents; *_slicewise = 2D model per slice, stacked (3D tasks).",
+        "model ids = latents of the MedVAE (kind medvae) and imported (kind family: diffusers, MAISI) models, "
+        "read from their latent datasets (VQ: the quantized latent); *_slicewise = 2D model per slice, stacked "
+        "(3D tasks).",
+        GEOMETRY_NOTE
+        + " Latents enter the classifier as their channel mean, fitted to the task's input size / factor.",
     ]
     notes += [DEMO_NOTE] if spec["demo"] else []
     write_table(
@@ -197,6 +216,8 @@ def recon_table(per_item: pd.DataFrame) -> pd.DataFrame:
             "seeds": len(per_seed),
             "items_per_seed": int(group.groupby("seed").size().min()),
             "shape": first["shape"],
+            "latent_shape": "; ".join(group["latent_shape"].astype(str).unique()),
+            "compression_ratio": float(group["compression_ratio"].mean()),
             "ms_ssim_variant": "; ".join(sorted(group["ms_ssim_variant"].unique())),
         }
         for score in scores:
@@ -209,7 +230,10 @@ def recon_table(per_item: pd.DataFrame) -> pd.DataFrame:
 
 
 def recon_display(table: pd.DataFrame) -> pd.DataFrame:
-    shown = table[["image_type", "method", "f", "seeds", "items_per_seed"]].copy()
+    shown = table[["image_type", "method", "f"]].copy()
+    shown["latent shape"] = table["latent_shape"]
+    shown["compression"] = [compression(r) for r in table["compression_ratio"]]
+    shown[["seeds", "items_per_seed"]] = table[["seeds", "items_per_seed"]]
     shown["PSNR (dB)"] = [format_mean_std(m, s, 2) for m, s in zip(table["psnr_mean"], table["psnr_std"])]
     shown["MS-SSIM"] = [format_mean_std(m, s, 4) for m, s in zip(table["ms_ssim_mean"], table["ms_ssim_std"])]
     shown["MS-SSIM variant"] = table["ms_ssim_variant"]
@@ -230,6 +254,10 @@ def write_recon_table(spec: dict, per_item_files: list[str], csv_path: str | Pat
         "PSNR (data range 2 of [-1, 1]) and MS-SSIM (pytorch-msssim, images mapped to [0, 1]) of "
         "reconstructions clipped to [-1, 1]; per seed the mean over the sampled items, then mean ± sample std "
         "over seeds. Interpolation rows downsize to the latent size at f and resize back with the same kernel.",
+        "Methods: model ids = MedVAE and imported family models (diffusers, MAISI), decoded through their "
+        "family's own decoder (VQ: from the codes); *_slicewise = 2D model per slice; <mode>_f<f> = interpolation. "
+        + GEOMETRY_NOTE
+        + " Items of one image type may differ in size: the ratio is the mean over items.",
         "MS-SSIM variant: images too small for 5 scales with the 11-voxel window use fewer scales (published "
         "weights renormalized); the column names the variant of each row.",
         "SegSim (3D only): macro mean Dice (MONAI compute_dice) over the structures present in the segmentation "

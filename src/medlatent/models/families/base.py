@@ -80,6 +80,16 @@ class LatentModel(nn.Module):
         """Images `(B, *padded item)` in the normalized scale from a batch of the `decoded_from` array."""
         raise NotImplementedError
 
+    def round_trip(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstructions `(B, *item)` of normalized items, and their latents `(B, C, *latent grid)`.
+
+        The deterministic latent decoded from what the decoder reads (`decoded_from`: VQ codes,
+        MedVAE's unprojected mean), cropped from the padded grid back to the items' own.
+        """
+        arrays, _ = self.encode(images)
+        decoded = self.decode(arrays[self.decoded_from])
+        return decoded[(slice(None), *(slice(0, size) for size in images.shape[1:]))], arrays["latent"]
+
     def item_bytes(self, shape: list[int] | tuple[int, ...]) -> int:
         """Estimated peak activation bytes of encoding one item (2D image, 3D window) of this shape."""
         raise NotImplementedError
