@@ -99,8 +99,3 @@ class MedVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Image from an UNPROJECTED latent (posterior mean or sample)."""
         return self.autoencoder.decode(z)
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Decode the posterior mean of ``x`` (any size: padded, then cropped back)."""
-        posterior, padding = self.autoencoder.encode_padded(x)
-        return padding.crop(self.decode(posterior.mean))
