@@ -207,8 +207,9 @@ def test_bench_eval_reports_the_latent_throughput_gain_beside_the_paper(monkeypa
     monkeypatch.setattr(bench_eval, "CLASSIFIER", {"name": "test_resnet", "pretrained_path": None})
     figures = bench_eval.run()
     assert figures["latent_shape"] == [1, 16, 16] and figures["paper_throughput_gain_f64"] == 70
-    # samples/s keep 3 decimals where a sub-millisecond latency rounded to 0.1 ms would not
+    # samples/s keep 3 decimals where a sub-millisecond latency rounded to 0.1 ms would not; the gain
+    # itself is rounded to 1 decimal (a loaded machine once measured a gain of 0.077, reported as 0.1)
     assert figures["throughput_gain_f64"] == pytest.approx(
-        figures["latent_samples_per_s"] / figures["image_samples_per_s"], rel=0.05
+        figures["latent_samples_per_s"] / figures["image_samples_per_s"], rel=0.05, abs=0.05
     )
     assert figures["device"].startswith("cpu")

@@ -10,6 +10,7 @@ was loaded (projection, merged LoRA layers, folded channels, discarded extras) f
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,10 @@ def save_autoencoder(
         "spec": spec,
         "autoencoder": merged_state_dict(autoencoder),
         "demo": bool(demo),
-        "record": record,
+        # through JSON: pickle writes a string seen twice as a back-reference, so a record whose
+        # strings come partly from a resumed checkpoint would pickle to other bytes than an
+        # uninterrupted run's; JSON gives the same object graph for the same content
+        "record": json.loads(json.dumps(record)),
     }
     save_torch(path, payload)
 
