@@ -36,8 +36,11 @@ demo: $(STAMP)
 	@echo "  HTML report:      snakemake --profile workflow/profiles/demo -d $(DEMO_DIR) --report report.html  (writes $(DEMO_DIR)/report.html)"
 
 # pytest exits 5 when it collects no test: that is reported, not hidden, and not a failure of CI.
+# Two pytest workers, one test file each at a time (module fixtures run once): the workflow tests
+# wait on subprocesses much of the time, so two workers keep the 2 CI cores busy.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	@set +e; pytest -q -rs -p no:cacheprovider; rc=$$?; \
+	@set +e; pytest -q -rs -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
 
 bench: $(STAMP)
