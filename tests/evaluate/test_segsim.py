@@ -13,10 +13,10 @@ from bundle_fixtures import REPO_ID, loader_at_initialize, write_bundle
 from monai.metrics import compute_dice
 
 from medlatent import config as mlconfig
+from medlatent.config.evaluation import segmenter_label
 from medlatent.core.errors import InputError
 from medlatent.evaluate.bundle import to_bundle_intensities
 from medlatent.evaluate.segsim import make_segmenter, structure_scores, threshold_segment
-from medlatent.report.tables import segmenter_label
 
 torch.set_num_threads(2)
 

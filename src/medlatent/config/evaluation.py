@@ -113,3 +113,10 @@ def recon_methods(config: dict, dims: int) -> list[dict]:
     if "interpolation" in kinds:
         methods += _interpolation_methods(models, dims, config["evaluation"]["cad"]["interpolations"])
     return _unique_methods(methods, f"evaluation.recon ({dims}D)")
+
+
+def segmenter_label(segmenter: dict) -> str:
+    """How tables name the SegSim segmenter (never just 'SegSim'); the threshold one as the stand-in it is."""
+    if segmenter["kind"] == "monai_bundle":
+        return f"MONAI bundle {segmenter['bundle']}"
+    return f"threshold segmenter at {segmenter['thresholds']} (stand-in for an anatomical segmenter)"

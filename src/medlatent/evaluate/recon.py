@@ -33,12 +33,12 @@ from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from medlatent.cad.data import ShardStore, fit, load_autoencoder, method_shape, resize
+from medlatent.config.evaluation import segmenter_label
 from medlatent.core.atomic import atomic_path
 from medlatent.core.errors import InputError
 from medlatent.evaluate.segsim import make_segmenter, structure_scores
 from medlatent.models.families import load_latent_model
 from medlatent.models.families.slices import SliceWise
-from medlatent.report.tables import segmenter_label
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medlatent.config.evaluation import segmenter_label
 from medlatent.core.atomic import atomic_path, write_text
 
 METRICS = ("auroc", "accuracy", "macro_f1")
@@ -79,13 +80,6 @@ def markdown_table(frame: pd.DataFrame) -> str:
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
-
-
-def segmenter_label(segmenter: dict) -> str:
-    """How tables name the SegSim segmenter (never just 'SegSim'); the threshold one as the stand-in it is."""
-    if segmenter["kind"] == "monai_bundle":
-        return f"MONAI bundle {segmenter['bundle']}"
-    return f"threshold segmenter at {segmenter['thresholds']} (stand-in for an anatomical segmenter)"
 
 
 def stamp(config_hash: str, demo_data: bool, demo_weights: bool, what: str = "config") -> str:
