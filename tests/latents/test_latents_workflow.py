@@ -70,8 +70,9 @@ def test_cli_extracts_and_indexes_a_dataset(tmp_path):
 
 
 def test_dry_run_plans_one_job_per_model_source_shard_group_of_matching_dims(tmp_path, demo_config):
-    for model in demo_config["models"]:  # stand-ins for trained weights: this is about the latent rules
-        folder = tmp_path / "results" / "models" / model["id"]
+    # stand-ins for trained weights: this is about the latent rules (and the imported models' rules)
+    for model_id in mlconfig.trained_models(demo_config, 2) + mlconfig.trained_models(demo_config, 3):
+        folder = tmp_path / "results" / "models" / model_id
         folder.mkdir(parents=True)
         (folder / "stage2.pt").touch()
         (folder / "card.json").touch()
@@ -90,6 +91,14 @@ def test_dry_run_plans_one_job_per_model_source_shard_group_of_matching_dims(tmp
         mlconfig.latent_pairs(demo_config)
     )
     assert not any(rule == "publish_latents" for rule, _ in jobs)  # publishing is asked for, never implied
+    # the demo's family models: their tiny random weights generated, then imported; never trained
+    model_jobs = {
+        (rule, w["model"]) for rule, w in jobs if "model" in w and rule not in ("extract_latents", "index_latents")
+    }
+    assert {job for job in model_jobs if job[1] in ("demo_sd_kl", "demo_maisi")} == {
+        ("demo_family_weights", "demo_sd_kl"), ("import_weights", "demo_sd_kl"),
+        ("demo_maisi_weights", "demo_maisi"), ("import_weights", "demo_maisi"),
+    }  # fmt: skip
 
 
 def test_slices_hold_only_what_each_job_uses(demo_config):

@@ -171,6 +171,30 @@ def stage1_parent(config: dict, model_id: str) -> str:
     return parent
 
 
+#: What a demo run writes under `paths.results` for a family model with generated weights (rule
+#: demo_family_weights): a diffusers folder, or a MAISI state-dict file.
+DEMO_WEIGHTS = {"diffusers": "demo-weights/{model}", "maisi": "demo-weights/{model}.pt"}
+
+
+def demo_weights_path(config: dict, family: str, model_id: str = "{model}") -> str:
+    """Where the demo writes the generated weights of `model_id` (default: the rule's wildcard pattern)."""
+    return f"{results_dir(config)}/{DEMO_WEIGHTS[family].format(model=model_id)}"
+
+
+def demo_weights_models(config: dict, family: str) -> list[str]:
+    """Models of `family` whose tiny random weights a demo run generates: their `weights:` is `demo_weights_path`.
+
+    Outside the demo (`project.demo: false`) nothing is generated, whatever the path says.
+    """
+    if not is_demo(config):
+        return []
+    return [
+        m["id"]
+        for m in config["models"]
+        if m["family"] == family and m.get("weights") == demo_weights_path(config, family, m["id"])
+    ]
+
+
 def imported_weights_path(config: dict, model_id: str) -> str:
     """The local file of a model's `weights:` (an `hf://` path resolves from the hub cache)."""
     from medlatent.core.hub import resolve

@@ -24,6 +24,7 @@ from medlatent.config.load import merge
 from medlatent.config.lookups import (
     latent_pairs,
     model_entry,
+    project_seed,
     source,
     source_ids,
     training_sources,
@@ -158,6 +159,11 @@ def train_slice(config: dict, model_id: str, stage: str) -> dict:
 def import_weights_slice(config: dict, model_id: str) -> dict:
     """A model with released `weights:`: its entry and the run's demo flag."""
     return {"model": model_entry(config, model_id), "demo": config["project"]["demo"]}
+
+
+def demo_weights_slice(config: dict, model_id: str) -> dict:
+    """A demo family model whose weights are generated: its entry and the run's seed."""
+    return {"model": model_entry(config, model_id), "seed": project_seed(config)}
 
 
 def latents_extract_slice(config: dict, model_id: str, source_id: str) -> dict:
