@@ -180,6 +180,7 @@ def test_a_bundle_per_modality_gets_each_source_grid_and_hu_window(demo_config):
         "labels": [1, 5],
         "max_memory_gb": 6,
     }
+    mlconfig.validate(demo_config)  # the schema knows every key of the entry
     segmenter = mlconfig.recon_slice(demo_config, "ct_head")["segmenter"]
     block = mlconfig.normalize_slice(demo_config, "demo_headct")
     assert segmenter == {
