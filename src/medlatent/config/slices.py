@@ -332,12 +332,13 @@ def segmenter_slice(config: dict, modality: str, source_ids: list[str]) -> dict:
     keys = (
         ("kind", "thresholds", "labels")
         if entry["kind"] == "threshold"
-        else ("kind", "bundle", "labels", "sw_batch_size")
+        else ("kind", "bundle", "labels", "sw_batch_size", "max_memory_gb")
     )
     spec = {key: entry[key] for key in keys if key in entry}
     spec["volume_change"] = recon["segqc_volume_change"]
     if entry["kind"] == "monai_bundle":
-        spec["sources"] = {}
+        # the sliding-window budget: its key names the modality; unset, it is derived from mem_mb on CPU
+        spec.update({"modality": modality, "mem_mb": recon["mem_mb"], "sources": {}})
         for source_id in source_ids:
             block = normalize_slice(config, source_id)
             if block.get("spacing") is None:
