@@ -11,7 +11,7 @@ from cad_fixtures import TINY_2D, TINY_3D, write_model, write_source
 from pytorch_msssim import ms_ssim as reference_ms_ssim
 
 from medlatent import config as mlconfig
-from medlatent.evaluate.efficiency import efficiency_rows, max_batch_size
+from medlatent.evaluate.efficiency import efficiency_rows, latent_inputs, max_batch_size
 from medlatent.evaluate.recon import evaluate_image_type, ms_ssim, ms_ssim_scales, psnr, sample_items
 from medlatent.report.tables import recon_table
 
@@ -170,16 +170,32 @@ def test_efficiency_rows_time_images_and_latents_on_the_named_device():
         "classifier_3d": {"name": "seresnet50", "layers": [1, 1, 1, 1]},
         "f_2d": [16, 64],
         "f_3d": [],
+        "families": ["sd"],
         "demo": True,
     }
-    rows = efficiency_rows(spec, torch.device("cpu"))
-    assert [(r["dims"], r["input_shape"]) for r in rows] == [(2, "1x64x64"), (2, "1x16x16"), (2, "1x8x8")]
+    # geometries as weights_geometry reads them: an SD-shape VAE (4 x 4, 4 channels) and a Wan video VAE on
+    # volumes, timed on the 3D classifier only (its rows are planned below: a 3D training step costs seconds)
+    geometries = {"sd": ((4, 4), 4), "wan": ((8, 8, 4), 16)}
+    rows = efficiency_rows(spec, torch.device("cpu"), geometries)
+    assert [(r["dims"], r["input"], r["input_shape"], r["latent_shape"], r["model"]) for r in rows] == [
+        (2, "image", "1x64x64", None, None),
+        (2, "latent f=16", "1x16x16", None, None),
+        (2, "latent f=64", "1x8x8", None, None),
+        (2, "latent sd (f=16)", "1x16x16", "4x16x16", "sd"),
+    ]
     assert all(r["device"].startswith("cpu") and r["max_batch"] == 2 and r["max_batch_capped"] for r in rows)
-    assert [r["input_bytes_reduction"] for r in rows] == [1.0, 16.0, 64.0]
+    assert [r["input_bytes_reduction"] for r in rows] == [1.0, 16.0, 64.0, 16.0]
     image = rows[0]
     for row in rows:  # throughputs are rounded to 2 decimals: slow ones (a loaded machine) differ by up to 0.005
         assert row["throughput_per_s"] == pytest.approx(2 / (row["latency_ms"] / 1000), rel=0.01, abs=0.005)
         assert row["throughput_gain"] == pytest.approx(row["throughput_per_s"] / image["throughput_per_s"], rel=0.02)
+    # anisotropic: 8 in plane, 4 along the slice axis; an odd depth rounds up as the extraction pads it
+    spec["families"] = ["sd", "wan"]
+    assert latent_inputs(spec, 3, [16, 24, 13], geometries) == [
+        {"input": "latent wan (f=256)", "f": 256, "shape": [2, 3, 4], "model": "wan", "latent_shape": "16x2x3x4"}
+    ]
+    with pytest.raises(ValueError, match="wan"):  # before any timing
+        efficiency_rows(spec, torch.device("cpu"), {"sd": ((4, 4), 4)})
 
 
 def test_max_batch_search_stops_at_the_first_out_of_memory_error():

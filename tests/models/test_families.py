@@ -20,7 +20,7 @@ from family_fixtures import autoencoder_kl, maisi_model, save_diffusers, save_ma
 from medlatent import config as mlconfig
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.models.families import diffusers as diffusers_family
-from medlatent.models.families import import_family, load_latent_model, maisi
+from medlatent.models.families import import_family, load_latent_model, maisi, weights_geometry
 from medlatent.models.families.base import diffusion_ready
 
 
@@ -38,9 +38,13 @@ def padded(images: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def imported(tmp_path, entry: dict, weights):
+    """The model as extraction loads it; its geometry as the efficiency job reads it (from the config
+    alone, no network built) must be the built model's, which each test holds to the library's latents."""
     entry = {"license": {"name": "test"}, **entry}
     model, record = import_family(weights, entry, False, tmp_path / f"{entry['id']}.pt")
-    return load_latent_model(tmp_path / f"{entry['id']}.pt"), record
+    loaded = load_latent_model(tmp_path / f"{entry['id']}.pt")
+    assert weights_geometry(tmp_path / f"{entry['id']}.pt") == (loaded.factors, loaded.latent_channels)
+    return loaded, record
 
 
 def diffusers_entry(name: str, folder, **extra) -> dict:

@@ -19,6 +19,11 @@ def medvae_models(models: list[dict]) -> list[dict]:
     return [m for m in models if m["family"] == "medvae"]
 
 
+def family_models(models: list[dict]) -> list[dict]:
+    """The imported models of other families (diffusers, maisi) in `models`."""
+    return [m for m in models if m["family"] != "medvae"]
+
+
 def cad_models(config: dict) -> list[dict]:
     """The models CAD compares, trained (MedVAE) or imported (other families): evaluation.cad.models, or all."""
     selected = config["evaluation"]["cad"]["models"]

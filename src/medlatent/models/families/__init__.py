@@ -25,7 +25,7 @@ from medlatent.core.errors import InputError
 from medlatent.models.families import diffusers, maisi
 from medlatent.models.families.base import FAMILY_FORMAT, LatentModel
 from medlatent.models.families.medvae import MedVAEModel
-from medlatent.models.families.slices import SliceWise
+from medlatent.models.families.slices import SliceWise, slicewise_factors
 from medlatent.models.registry import MODEL_FORMAT, load_model
 
 #: Imported families: name -> (module reading the weights, `LatentModel` class).
@@ -36,6 +36,25 @@ def from_payload(payload: dict[str, Any]) -> LatentModel:
     """The model of a `FAMILY_FORMAT` payload, slice-wise when its entry says `apply: slices`."""
     model = FAMILIES[payload["family"]][1](payload)
     return SliceWise(model) if payload["spec"].get("apply") == "slices" else model
+
+
+def payload_geometry(payload: dict[str, Any]) -> tuple[tuple[int, ...], int]:
+    """Factor per item axis and latent channels of a `FAMILY_FORMAT` payload, from its config alone:
+    what `from_payload(payload)` has as `factors` and `latent_channels`, without building the network."""
+    factors, channels = FAMILIES[payload["family"]][0].geometry(payload["class"], payload["config"])
+    return (slicewise_factors(factors) if payload["spec"].get("apply") == "slices" else factors), channels
+
+
+def weights_geometry(path: str | Path) -> tuple[tuple[int, ...], int]:
+    """`payload_geometry` of a family model's final weights file; the file is memory-mapped, so its
+    tensors are never read (an SDXL-size VAE costs no weight memory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "model weights file not found", "run the import rule for this model first")
+    payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not (isinstance(payload, dict) and payload.get("format") == FAMILY_FORMAT):
+        raise InputError(path, f"not a {FAMILY_FORMAT} file (a family model's final weights)", "rerun its import rule")
+    return payload_geometry(payload)
 
 
 def check_entry(model: LatentModel, spec: dict[str, Any], path: Path) -> None:
