@@ -294,6 +294,36 @@ def test_family_entries_in_the_config(demo_config):
             mlconfig.validate({**config, "models": [*config["models"], bad]})
 
 
+def test_a_family_entry_that_states_an_isotropic_f_adds_the_interpolation_baselines_at_it(demo_config):
+    entries = [
+        {"id": "kl16", "family": "diffusers", "weights": "hf://x/kl16", "f": 256},  # 16 x 16: a square
+        {"id": "kl_slices", "family": "diffusers", "weights": "hf://x/kl", "apply": "slices", "f": 16},  # 4 x 4 x 1
+        {"id": "wan", "family": "diffusers", "weights": "hf://x/wan", "apply": "volumes", "f": 256},  # 8 x 8 x 4
+        {"id": "maisi8", "family": "maisi", "weights": "/w/maisi.pt", "f": 8},  # 2 x 2 x 2: a cube
+        {"id": "maisi", "family": "maisi", "weights": "/w/maisi.pt"},  # f left to the weights
+    ]
+    config = mlconfig.validate({**demo_config, "models": [*demo_config["models"], *entries]})
+
+    def interpolation_fs(methods: list[dict]) -> list[int]:
+        return sorted({m["f"] for m in methods if m["kind"] == "interpolation"})
+
+    before = {dims: interpolation_fs(mlconfig.recon_methods(demo_config, dims)) for dims in (2, 3)}
+    assert before == {2: [16, 64], 3: [64, 512]}
+    assert interpolation_fs(mlconfig.recon_methods(config, 2)) == [16, 64, 256]
+    assert interpolation_fs(mlconfig.recon_methods(config, 3)) == [8, 64, 512]  # 16 and 256 are not cubes
+    assert {"id": "bicubic_f256", "kind": "interpolation", "mode": "bicubic", "f": 256} in mlconfig.recon_methods(
+        config, 2
+    )
+    every_model = {
+        **config,
+        "evaluation": {**config["evaluation"], "cad": {**config["evaluation"]["cad"], "models": None}},
+    }
+    for task in config["cad_tasks"]:
+        assert interpolation_fs(mlconfig.cad_methods(every_model, task["id"])) == (
+            [16, 64, 256] if task["dims"] == 2 else [8, 64, 512]
+        )
+
+
 def test_diffusion_ready_latents_follow_each_familys_scaling():
     z = torch.randn(4, 3, 3)
     sd3 = diffusion_ready(z, {"scaling_factor": 1.5305, "shift_factor": 0.0609})
