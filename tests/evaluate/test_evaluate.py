@@ -7,12 +7,22 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from cad_fixtures import TINY_2D, TINY_3D, write_model, write_source
+from family_fixtures import save_diffusers, video_vae
 from pytorch_msssim import ms_ssim as reference_ms_ssim
 
 from medlatent import config as mlconfig
 from medlatent.evaluate.efficiency import efficiency_rows, latent_inputs, max_batch_size
-from medlatent.evaluate.recon import evaluate_image_type, ms_ssim, ms_ssim_scales, psnr, sample_items
+from medlatent.evaluate.recon import (
+    Reconstructor,
+    evaluate_image_type,
+    ms_ssim,
+    ms_ssim_scales,
+    psnr,
+    sample_items,
+)
+from medlatent.models.families import import_family
 from medlatent.report.tables import recon_table
 
 torch.set_num_threads(2)
@@ -128,6 +138,33 @@ def test_recon_job_scores_every_method_on_the_same_seeded_items(tmp_path):
     # 3 test volumes, fewer than n_items: both seeds draw all of them, so the seeds agree exactly
     assert set(table["seeds"]) == {2} and set(table["items_per_seed"]) == {3} and (table["psnr_std"] == 0).all()
     assert {"psnr_mean", "ms_ssim_mean", "segsim_dice_mean", "segqc_changed_mean"} <= set(table.columns)
+
+
+def test_a_video_vae_reconstructs_a_volume_as_diffusers_own_encode_and_decode(tmp_path):
+    """Wan 2.1 (tiny) on volumes: depth is time, padded to 1 + 4k frames with the background, in plane
+    to 8; the row's reconstruction is diffusers' decode(encode().latent_dist.mean), cropped back, clipped."""
+    vae = video_vae("AutoencoderKLWan", seed=5)
+    save_diffusers(vae, tmp_path / "wan")
+    entry = {"id": "wan", "family": "diffusers", "weights": str(tmp_path / "wan"), "apply": "volumes", "dims": 3,
+             "license": {"name": "test"}}  # fmt: skip
+    import_family(tmp_path / "wan", entry, False, tmp_path / "wan.pt")
+    volumes = write_source(tmp_path, "vol", (12, 10, 6), 4, test_fraction=0.5)
+    method = {"id": "wan", "kind": "family", "model": "wan"}
+    spec = _recon_spec(3, ["vol"], [method], seeds=1)
+    rows, _ = evaluate_image_type(spec, volumes["shards"], {"wan": str(tmp_path / "wan.pt")}, torch.device("cpu"))
+    reconstructor = Reconstructor(method, str(tmp_path / "wan.pt"), 3, 8, torch.device("cpu"))
+    for _, row in rows.iterrows():
+        image = torch.from_numpy(volumes["arrays"][row["item_id"]]).float()  # 12 x 10 x 6: within the crop
+        x = F.pad(image, (0, 3, 0, 6, 0, 4), value=-1.0)  # 16 x 16 in plane, 9 = 1 + 4 x 2 frames
+        with torch.inference_mode():
+            z = vae.encode(x.permute(2, 0, 1)[None, None].repeat(1, 3, 1, 1, 1)).latent_dist.mean
+            oracle = vae.decode(z).sample.mean(dim=1)[0].permute(1, 2, 0)[:12, :10, :6].clamp(-1, 1)
+        recon, latent_shape = reconstructor(image[None])
+        torch.testing.assert_close(recon[0].clamp(-1, 1), oracle, rtol=1e-5, atol=1e-5)
+        assert row["psnr"] == pytest.approx(float(psnr(image[None, None], oracle[None, None])[0]), rel=1e-5)
+        assert latent_shape == (z.shape[1], 2, 2, z.shape[2]) == (16, 2, 2, 3)  # (C, X/8, Y/8, latent frames)
+        assert row["latent_shape"] == "16x2x2x3" and row["compression_ratio"] == pytest.approx(720 / 192)
+        assert row["f"] == 256 and row["shape"] == "12x10x6"
 
 
 def test_interpolation_round_trip_of_a_flat_image_is_exact(tmp_path):
