@@ -281,6 +281,7 @@ def test_family_entries_in_the_config(demo_config):
     interpolations = [m for m in mlconfig.recon_methods(checked, 2) if m["kind"] == "interpolation"]
     assert interpolations == [m for m in mlconfig.recon_methods(config, 2) if m["kind"] == "interpolation"]
     assert mlconfig.efficiency_slice(checked)["f_2d"] == sorted({m["f"] for m in config["models"] if m["dims"] == 2})
+    assert mlconfig.efficiency_slice(checked)["families"] == ["sdxl"]  # timed at its weights' geometry
     without = mlconfig.validate({**checked, "evaluation": {**checked["evaluation"], "recon": {
         **checked["evaluation"]["recon"], "methods": ["interpolation", "medvae"]}}})  # fmt: skip
     assert family not in mlconfig.recon_methods(without, 2)
