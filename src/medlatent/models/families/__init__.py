@@ -1,12 +1,14 @@
 """Autoencoder families: one module per family behind one protocol (`base.LatentModel`).
 
 Where to add a family: a module here with `read_weights(path, spec) -> {"class", "config",
-"state_dict"}`, `weights_file(path)` (the file whose sha256 the card records) and a
-`LatentModel` subclass built from that payload, registered in `FAMILIES`, and the name in the
-schema's `models[].family` enum. A family model is imported, never trained: `import_family`
-turns its `weights:` into the final weights file (`FAMILY_FORMAT`: the library's class name, its
-own config and state dict, the model entry), and `load_latent_model` is the one loader
-extraction and decoding use, for trained MedVAE models too.
+"state_dict"}`, `weights_file(path)` (the file whose sha256 the card records), `geometry(class,
+config) -> (factors, latent_channels)` (what the model sets them from, and what the efficiency
+job reads without building the network) and a `LatentModel` subclass built from that payload,
+registered in `FAMILIES`, and the name in the schema's `models[].family` enum. A family model is
+imported, never trained: `import_family` turns its `weights:` into the final weights file
+(`FAMILY_FORMAT`: the library's class name, its own config and state dict, the model entry), and
+`load_latent_model` is the one loader extraction and decoding use, for trained MedVAE models
+too.
 
 Architecture facts (dims, factor per axis, latent channels) come from the weights' own config;
 values the entry gives (`f`, `latent_channels`) must agree with them (`check_entry`).
