@@ -61,25 +61,8 @@ def family_run(tmp_path_factory):
     return {"root": root, "run": root / "run", "configs": configs, "vae": vae, "maisi": autoencoder, "cache": cache}
 
 
-#: Reconstruction of every README item (the sources put all of them in train), one seed; efficiency
-#: timings once, on small inputs and test-size classifiers (the numbers are not checked, the rows are).
-EVALUATION = {
-    "evaluation": {
-        "recon": {"split": "train", "seeds_2d": 1, "seeds_3d": 1, "crop_3d": [16, 16, 16]},
-        "cad": {
-            "classifier_2d": {"name": "test_resnet", "pretrained_path": None},
-            "classifier_3d": {"name": "seresnet50", "layers": [1, 1, 1, 1]},
-        },
-        "efficiency": {
-            "image_size_2d": [32, 32],
-            "image_size_3d": [16, 16, 16],
-            "batch_size": 1,
-            "warmup": 0,
-            "iterations": 1,
-            "max_batch_cap_cpu": 1,
-        },
-    }
-}
+#: Reconstruction of every README item (the sources put all of them in train), one seed.
+RECON = {"evaluation": {"recon": {"split": "train", "seeds_2d": 1, "seeds_3d": 1, "crop_3d": [16, 16, 16]}}}
 
 
 def normalized_items(run, source: str) -> dict[str, torch.Tensor]:
@@ -155,12 +138,14 @@ def test_maisi_latents_are_monais_own_and_decode_back_onto_the_grid(family_run, 
 
 @pytest.fixture(scope="module")
 def family_recon(family_run):
-    """The reconstruction and efficiency tables of the family run, made by the real rules from the imported models."""
-    root, tables = family_run["root"], family_run["run"] / "results" / "tables"
-    (root / "evaluation.yaml").write_text(yaml.safe_dump(EVALUATION))
-    targets = ("results/tables/recon.csv", "results/tables/efficiency.csv")
-    run_readme_targets(root, [*family_run["configs"], root / "evaluation.yaml"], family_run["cache"], *targets)
-    return pd.read_csv(tables / "recon.csv").set_index("method"), (tables / "recon.md").read_text()
+    """The reconstruction table of the family run, made by the real rules from the imported models."""
+    root = family_run["root"]
+    (root / "recon.yaml").write_text(yaml.safe_dump(RECON))
+    run_readme_targets(
+        root, [*family_run["configs"], root / "recon.yaml"], family_run["cache"], "results/tables/recon.csv"
+    )
+    table = pd.read_csv(family_run["run"] / "results" / "tables" / "recon.csv")
+    return table.set_index("method"), (family_run["run"] / "results" / "tables" / "recon.md").read_text()
 
 
 def test_family_models_are_in_the_reconstruction_table_with_their_latent_geometry(family_run, family_recon):
@@ -187,23 +172,6 @@ def test_family_models_are_in_the_reconstruction_table_with_their_latent_geometr
     expected = np.mean([float(psnr(x[None, None], y[None, None])[0]) for (x, _), y in zip(own["sdxl_vae"], decoded)])
     assert table.loc["sdxl_vae", "psnr_mean"] == pytest.approx(expected, abs=1e-3)
     assert "| sdxl_vae | 16 | 4x8x8 | 4:1 |" in markdown
-
-
-def test_family_models_are_timed_in_the_efficiency_table_at_the_geometry_of_their_weights(family_run, family_recon):
-    vae, autoencoder = family_run["vae"], family_run["maisi"]
-    timing = pd.read_csv(family_run["run"] / "results" / "tables" / "efficiency.csv")
-    rows = timing.dropna(subset=["model"]).set_index("model")
-    with torch.inference_mode():  # the libraries' latents of the configured 32^2 image and 16^3 volume
-        own = {
-            "sdxl_vae": vae.encode(torch.zeros(1, 3, 32, 32)).latent_dist.mean[0],
-            "sdxl_vae_slices": vae.encode(torch.zeros(16, 3, 16, 16)).latent_dist.mean.permute(1, 2, 3, 0),
-            "maisi_ct": autoencoder.encode(torch.zeros(1, 1, 16, 16, 16))[0][0],
-        }
-    for model, latent in own.items():  # the classifier sees the channel mean: one channel
-        assert rows.loc[model, "latent_shape"] == "x".join(map(str, latent.shape))
-        assert rows.loc[model, "input_shape"] == "x".join(map(str, [1, *latent.shape[1:]]))
-    assert rows["dims"].to_dict() == {"sdxl_vae": 2, "sdxl_vae_slices": 3, "maisi_ct": 3}
-    assert timing[timing["input"] == "image"]["input_shape"].tolist() == ["1x32x32", "1x16x16x16"]
 
 
 def test_a_nan_latent_stops_extraction_naming_latents_precision(family_run, tmp_path, monkeypatch):
