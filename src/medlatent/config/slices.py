@@ -16,6 +16,7 @@ from medlatent.config.evaluation import (
     cad_jobs,
     cad_method,
     cad_task,
+    family_models,
     image_types,
     medvae_models,
     recon_methods,
@@ -355,7 +356,8 @@ def segmenter_slice(config: dict, modality: str, source_ids: list[str]) -> dict:
 
 
 def efficiency_slice(config: dict) -> dict:
-    """Timing of the CAD classifiers on full-size inputs and on latents at every configured f."""
+    """Timing of the CAD classifiers on full-size inputs, on latents at every MedVAE model's f and on
+    the latent of every family model (`families`: ids; the job reads each geometry from its weights)."""
     cad, efficiency = config["evaluation"]["cad"], config["evaluation"]["efficiency"]
     return {
         **{
@@ -374,6 +376,7 @@ def efficiency_slice(config: dict) -> dict:
         "classifier_3d": cad["classifier_3d"],
         "f_2d": sorted({m["f"] for m in medvae_models(config["models"]) if m["dims"] == 2}),
         "f_3d": sorted({m["f"] for m in medvae_models(config["models"]) if m["dims"] == 3}),
+        "families": [m["id"] for m in family_models(config["models"])],
         "demo": config["project"]["demo"],
     }
 
