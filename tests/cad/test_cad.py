@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 from cad_fixtures import TINY_2D, TINY_3D, cad_spec, write_latent_dataset, write_model, write_source
-from family_fixtures import autoencoder_kl, save_diffusers
+from family_fixtures import autoencoder_kl, save_diffusers, vq_model
 
 from medlatent import config as mlconfig
 from medlatent.cad.classifiers import build_classifier
 from medlatent.cad.data import ItemDataset, class_targets, fit, method_shape, resize, task_items
-from medlatent.cad.run import classification_metrics, run_cad, train_loader
+from medlatent.cad.run import classification_metrics, method_inputs, run_cad, train_loader
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.models.families import import_family
 from medlatent.models.registry import create_autoencoder
@@ -157,6 +157,31 @@ def test_family_latents_are_read_like_medvae_ones_at_the_factors_their_extractio
     assert metrics["f"] == math.prod(model.factors) == 16 and metrics["kind"] == "family"
     assert metrics["input_shape"] == [1, *grid] and metrics["latent_shape"] == [model.latent_channels, *grid]
     assert metrics["compression_ratio"] == pytest.approx(32 * 32 / (model.latent_channels * math.prod(grid)))
+
+
+def test_a_vq_models_classifier_input_is_its_stored_quantized_latent_not_the_codes(tmp_path):
+    """VQModel: the dataset keeps the integer codes (indices.npy) and the quantized latent; CAD feeds the
+    latter, channel mean over the latent scale, which equals diffusers' own quantize of the encoded item."""
+    source = write_source(tmp_path, "img", (32, 32), 6)
+    vq = vq_model(seed=4)
+    save_diffusers(vq, tmp_path / "vq")
+    entry = {"id": "vq", "family": "diffusers", "weights": str(tmp_path / "vq"), "apply": "images", "dims": 2,
+             "license": {"name": "test"}}  # fmt: skip
+    import_family(tmp_path / "vq", entry, False, tmp_path / "vq.pt")
+    index = write_latent_dataset(tmp_path, source, "img", tmp_path / "vq.pt", entry)
+    spec = cad_spec(blob_task("img", 2, (32, 32)), {"id": "vq", "kind": "family", "model": "vq"})
+    items = task_items(source["manifest_frame"], spec["task"], source["manifest"])
+    inputs = method_inputs(spec, items, [], str(index), torch.device("cpu"))
+    assert inputs.shape == [16, 16] and inputs.channels == vq.config.latent_channels and inputs.f == 4
+    with torch.inference_mode():
+        for item_id in inputs.items["item_id"]:  # 32 x 32: a multiple of the factor, nothing padded
+            x = torch.from_numpy(source["arrays"][item_id])[None, None].float().repeat(1, 3, 1, 1)
+            quantized, _, (_, _, codes) = vq.quantize(vq.encode(x).latents)
+            expected = quantized[0].mean(dim=0, keepdim=True) / spec["latent_scale"]
+            torch.testing.assert_close(inputs.load(item_id), expected, rtol=1e-3, atol=1e-4)  # stored as float16
+            assert not torch.allclose(inputs.load(item_id), codes.float().reshape(1, 16, 16) / spec["latent_scale"])
+    stored = json.loads(index.read_text())["latent"]["stored"]
+    assert "indices" in stored and "latent" in stored
 
 
 def test_missing_latents_of_labelled_items_are_an_error_naming_the_dataset(tmp_path):

@@ -7,12 +7,22 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from cad_fixtures import TINY_2D, TINY_3D, write_model, write_source
+from family_fixtures import save_diffusers, video_vae
 from pytorch_msssim import ms_ssim as reference_ms_ssim
 
 from medlatent import config as mlconfig
-from medlatent.evaluate.efficiency import efficiency_rows, max_batch_size
-from medlatent.evaluate.recon import evaluate_image_type, ms_ssim, ms_ssim_scales, psnr, sample_items
+from medlatent.evaluate.efficiency import efficiency_rows, latent_inputs, max_batch_size
+from medlatent.evaluate.recon import (
+    Reconstructor,
+    evaluate_image_type,
+    ms_ssim,
+    ms_ssim_scales,
+    psnr,
+    sample_items,
+)
+from medlatent.models.families import import_family
 from medlatent.report.tables import recon_table
 
 torch.set_num_threads(2)
@@ -130,6 +140,33 @@ def test_recon_job_scores_every_method_on_the_same_seeded_items(tmp_path):
     assert {"psnr_mean", "ms_ssim_mean", "segsim_dice_mean", "segqc_changed_mean"} <= set(table.columns)
 
 
+def test_a_video_vae_reconstructs_a_volume_as_diffusers_own_encode_and_decode(tmp_path):
+    """Wan 2.1 (tiny) on volumes: depth is time, padded to 1 + 4k frames with the background, in plane
+    to 8; the row's reconstruction is diffusers' decode(encode().latent_dist.mean), cropped back, clipped."""
+    vae = video_vae("AutoencoderKLWan", seed=5)
+    save_diffusers(vae, tmp_path / "wan")
+    entry = {"id": "wan", "family": "diffusers", "weights": str(tmp_path / "wan"), "apply": "volumes", "dims": 3,
+             "license": {"name": "test"}}  # fmt: skip
+    import_family(tmp_path / "wan", entry, False, tmp_path / "wan.pt")
+    volumes = write_source(tmp_path, "vol", (12, 10, 6), 4, test_fraction=0.5)
+    method = {"id": "wan", "kind": "family", "model": "wan"}
+    spec = _recon_spec(3, ["vol"], [method], seeds=1)
+    rows, _ = evaluate_image_type(spec, volumes["shards"], {"wan": str(tmp_path / "wan.pt")}, torch.device("cpu"))
+    reconstructor = Reconstructor(method, str(tmp_path / "wan.pt"), 3, 8, torch.device("cpu"))
+    for _, row in rows.iterrows():
+        image = torch.from_numpy(volumes["arrays"][row["item_id"]]).float()  # 12 x 10 x 6: within the crop
+        x = F.pad(image, (0, 3, 0, 6, 0, 4), value=-1.0)  # 16 x 16 in plane, 9 = 1 + 4 x 2 frames
+        with torch.inference_mode():
+            z = vae.encode(x.permute(2, 0, 1)[None, None].repeat(1, 3, 1, 1, 1)).latent_dist.mean
+            oracle = vae.decode(z).sample.mean(dim=1)[0].permute(1, 2, 0)[:12, :10, :6].clamp(-1, 1)
+        recon, latent_shape = reconstructor(image[None])
+        torch.testing.assert_close(recon[0].clamp(-1, 1), oracle, rtol=1e-5, atol=1e-5)
+        assert row["psnr"] == pytest.approx(float(psnr(image[None, None], oracle[None, None])[0]), rel=1e-5)
+        assert latent_shape == (z.shape[1], 2, 2, z.shape[2]) == (16, 2, 2, 3)  # (C, X/8, Y/8, latent frames)
+        assert row["latent_shape"] == "16x2x2x3" and row["compression_ratio"] == pytest.approx(720 / 192)
+        assert row["f"] == 256 and row["shape"] == "12x10x6"
+
+
 def test_interpolation_round_trip_of_a_flat_image_is_exact(tmp_path):
     source = write_source(tmp_path, "flat", (32, 32), 4, test_fraction=0.5)
     for path in source["shards"]:
@@ -170,16 +207,32 @@ def test_efficiency_rows_time_images_and_latents_on_the_named_device():
         "classifier_3d": {"name": "seresnet50", "layers": [1, 1, 1, 1]},
         "f_2d": [16, 64],
         "f_3d": [],
+        "families": ["sd"],
         "demo": True,
     }
-    rows = efficiency_rows(spec, torch.device("cpu"))
-    assert [(r["dims"], r["input_shape"]) for r in rows] == [(2, "1x64x64"), (2, "1x16x16"), (2, "1x8x8")]
+    # geometries as weights_geometry reads them: an SD-shape VAE (4 x 4, 4 channels) and a Wan video VAE on
+    # volumes, timed on the 3D classifier only (its rows are planned below: a 3D training step costs seconds)
+    geometries = {"sd": ((4, 4), 4), "wan": ((8, 8, 4), 16)}
+    rows = efficiency_rows(spec, torch.device("cpu"), geometries)
+    assert [(r["dims"], r["input"], r["input_shape"], r["latent_shape"], r["model"]) for r in rows] == [
+        (2, "image", "1x64x64", None, None),
+        (2, "latent f=16", "1x16x16", None, None),
+        (2, "latent f=64", "1x8x8", None, None),
+        (2, "latent sd (f=16)", "1x16x16", "4x16x16", "sd"),
+    ]
     assert all(r["device"].startswith("cpu") and r["max_batch"] == 2 and r["max_batch_capped"] for r in rows)
-    assert [r["input_bytes_reduction"] for r in rows] == [1.0, 16.0, 64.0]
+    assert [r["input_bytes_reduction"] for r in rows] == [1.0, 16.0, 64.0, 16.0]
     image = rows[0]
     for row in rows:  # throughputs are rounded to 2 decimals: slow ones (a loaded machine) differ by up to 0.005
         assert row["throughput_per_s"] == pytest.approx(2 / (row["latency_ms"] / 1000), rel=0.01, abs=0.005)
         assert row["throughput_gain"] == pytest.approx(row["throughput_per_s"] / image["throughput_per_s"], rel=0.02)
+    # anisotropic: 8 in plane, 4 along the slice axis; an odd depth rounds up as the extraction pads it
+    spec["families"] = ["sd", "wan"]
+    assert latent_inputs(spec, 3, [16, 24, 13], geometries) == [
+        {"input": "latent wan (f=256)", "f": 256, "shape": [2, 3, 4], "model": "wan", "latent_shape": "16x2x3x4"}
+    ]
+    with pytest.raises(ValueError, match="wan"):  # before any timing
+        efficiency_rows(spec, torch.device("cpu"), {"sd": ((4, 4), 4)})
 
 
 def test_max_batch_search_stops_at_the_first_out_of_memory_error():

@@ -14,13 +14,22 @@ from monai.metrics import compute_dice
 
 from medlatent import config as mlconfig
 from medlatent.config.evaluation import segmenter_label
-from medlatent.core.errors import InputError
+from medlatent.core.errors import ConfigError, InputError
 from medlatent.evaluate.bundle import to_bundle_intensities
 from medlatent.evaluate.segsim import make_segmenter, structure_scores, threshold_segment
 
 torch.set_num_threads(2)
 
 CT_GRID = {"spacing": [1.0, 1.0, 1.0], "output_range": [-1.0, 1.0], "bundle_range": [-1000.0, 1000.0]}
+#: A bundle segmenter's spec as config.slices.segmenter_slice makes it, on one CT source.
+BUNDLE_SPEC = {
+    "kind": "monai_bundle",
+    "bundle": f"hf://{REPO_ID}",
+    "volume_change": 0.2,
+    "modality": "ct",
+    "mem_mb": 32000,
+    "sources": {"ct": CT_GRID},
+}
 
 
 def _mask(label_map: torch.Tensor, label: int) -> torch.Tensor:
@@ -113,17 +122,41 @@ def test_bundle_segmentation_equals_monai_bundle_inference_label_for_label(tmp_p
     cache = tmp_path / "hub"
     snapshot = write_bundle(cache, layout=layout)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    spec = {"kind": "monai_bundle", "bundle": f"hf://{REPO_ID}", "volume_change": 0.2, "sources": {"ct": CT_GRID}}
     # the bundle's `initialize` turns cudnn.benchmark on for the whole process: restored after the test
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
     volume = _phantom()
-    ours = make_segmenter(spec, torch.device("cpu"))(volume, "ct")
+    ours = make_segmenter(BUNDLE_SPEC, torch.device("cpu"))(volume, "ct")
     expected = _monai_bundle_inference(snapshot, to_bundle_intensities(volume, CT_GRID), CT_GRID["spacing"], tmp_path)
     assert ours.shape == volume.shape and len(ours.unique()) > 1
     np.testing.assert_array_equal(ours.numpy(), expected.astype(np.int16))
-    batched = make_segmenter({**spec, "sw_batch_size": 4}, torch.device("cpu"))(volume, "ct")
-    assert torch.equal(batched, ours)  # more windows per forward: the same labels
-    assert structure_scores(ours, batched, volume_change=0.0)["segsim_dice"] == 1.0
+
+
+def test_windows_per_forward_grow_with_the_memory_budget_and_never_change_the_labels(tmp_path, monkeypatch):
+    """52x24x24 at 1 mm is 35x16x16 at the bundle's 1.5 mm: 3 windows of 16^3. Every batch's labels are
+    MONAI's own bundle inference's; a given sw_batch_size wins over any budget; the most per forward are all."""
+    snapshot = write_bundle(tmp_path / "hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    volume = _phantom((52, 24, 24))
+    expected = _monai_bundle_inference(snapshot, to_bundle_intensities(volume, CT_GRID), CT_GRID["spacing"], tmp_path)
+    expected = expected.astype(np.int16)
+
+    explicit = make_segmenter({**BUNDLE_SPEC, "max_memory_gb": 1e-6, "sw_batch_size": 2}, torch.device("cpu"))
+    forwards = []  # the batch of every forward: sliding_window_inference's windows, 2 at a time
+    explicit.network.register_forward_hook(lambda module, inputs, output: forwards.append(len(inputs[0])))
+    np.testing.assert_array_equal(explicit(volume, "ct").numpy(), expected)
+    windows = sum(forwards)
+    assert forwards == [2, 1]  # 3 windows
+
+    chosen = []
+    for budget_gb in (0.002, 1.0):
+        segmenter = make_segmenter({**BUNDLE_SPEC, "max_memory_gb": budget_gb}, torch.device("cpu"))
+        np.testing.assert_array_equal(segmenter(volume, "ct").numpy(), expected)
+        chosen += segmenter.sw_batch_sizes.values()
+    assert chosen[0] < chosen[1] == windows
+
+    too_small = make_segmenter({**BUNDLE_SPEC, "max_memory_gb": 0.0005}, torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"budget of 0\.5 MB: raise evaluation\.recon\.segmenter\.ct\.max_memory_gb"):
+        too_small(volume, "ct")
 
 
 def test_a_missing_bundle_stops_with_the_download_command(tmp_path, monkeypatch):
@@ -145,14 +178,19 @@ def test_a_bundle_per_modality_gets_each_source_grid_and_hu_window(demo_config):
         "kind": "monai_bundle",
         "bundle": "hf://MONAI/wholeBody_ct_segmentation",
         "labels": [1, 5],
+        "max_memory_gb": 6,
     }
+    mlconfig.validate(demo_config)  # the schema knows every key of the entry
     segmenter = mlconfig.recon_slice(demo_config, "ct_head")["segmenter"]
     block = mlconfig.normalize_slice(demo_config, "demo_headct")
     assert segmenter == {
         "kind": "monai_bundle",
         "bundle": "hf://MONAI/wholeBody_ct_segmentation",
         "labels": [1, 5],
+        "max_memory_gb": 6,
         "volume_change": 0.2,
+        "modality": "ct",
+        "mem_mb": demo_config["evaluation"]["recon"]["mem_mb"],
         "sources": {
             "demo_headct": {
                 "spacing": block["spacing"],

@@ -20,7 +20,7 @@ from family_fixtures import autoencoder_kl, maisi_model, save_diffusers, save_ma
 from medlatent import config as mlconfig
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.models.families import diffusers as diffusers_family
-from medlatent.models.families import import_family, load_latent_model, maisi
+from medlatent.models.families import import_family, load_latent_model, maisi, weights_geometry
 from medlatent.models.families.base import diffusion_ready
 
 
@@ -38,9 +38,13 @@ def padded(images: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def imported(tmp_path, entry: dict, weights):
+    """The model as extraction loads it; its geometry as the efficiency job reads it (from the config
+    alone, no network built) must be the built model's, which each test holds to the library's latents."""
     entry = {"license": {"name": "test"}, **entry}
     model, record = import_family(weights, entry, False, tmp_path / f"{entry['id']}.pt")
-    return load_latent_model(tmp_path / f"{entry['id']}.pt"), record
+    loaded = load_latent_model(tmp_path / f"{entry['id']}.pt")
+    assert weights_geometry(tmp_path / f"{entry['id']}.pt") == (loaded.factors, loaded.latent_channels)
+    return loaded, record
 
 
 def diffusers_entry(name: str, folder, **extra) -> dict:
@@ -279,6 +283,7 @@ def test_family_entries_in_the_config(demo_config):
     assert mlconfig.efficiency_slice(checked)["f_2d"] == sorted(
         {m["f"] for m in config["models"] if m["dims"] == 2 and m["family"] == "medvae"}
     )
+    assert mlconfig.efficiency_slice(checked)["families"] == ["demo_sd_kl", "demo_maisi", "sdxl"]  # at their geometry
     without = mlconfig.validate({**checked, "evaluation": {**checked["evaluation"], "recon": {
         **checked["evaluation"]["recon"], "methods": ["interpolation", "medvae"]}}})  # fmt: skip
     assert family not in mlconfig.recon_methods(without, 2)
@@ -290,6 +295,36 @@ def test_family_entries_in_the_config(demo_config):
     ]:
         with pytest.raises(ConfigError, match=message):
             mlconfig.validate({**config, "models": [*config["models"], bad]})
+
+
+def test_a_family_entry_that_states_an_isotropic_f_adds_the_interpolation_baselines_at_it(demo_config):
+    entries = [
+        {"id": "kl16", "family": "diffusers", "weights": "hf://x/kl16", "f": 256},  # 16 x 16: a square
+        {"id": "kl_slices", "family": "diffusers", "weights": "hf://x/kl", "apply": "slices", "f": 16},  # 4 x 4 x 1
+        {"id": "wan", "family": "diffusers", "weights": "hf://x/wan", "apply": "volumes", "f": 256},  # 8 x 8 x 4
+        {"id": "maisi8", "family": "maisi", "weights": "/w/maisi.pt", "f": 8},  # 2 x 2 x 2: a cube
+        {"id": "maisi", "family": "maisi", "weights": "/w/maisi.pt"},  # f left to the weights
+    ]
+    config = mlconfig.validate({**demo_config, "models": [*demo_config["models"], *entries]})
+
+    def interpolation_fs(methods: list[dict]) -> list[int]:
+        return sorted({m["f"] for m in methods if m["kind"] == "interpolation"})
+
+    before = {dims: interpolation_fs(mlconfig.recon_methods(demo_config, dims)) for dims in (2, 3)}
+    assert before == {2: [16, 64], 3: [64, 512]}
+    assert interpolation_fs(mlconfig.recon_methods(config, 2)) == [16, 64, 256]
+    assert interpolation_fs(mlconfig.recon_methods(config, 3)) == [8, 64, 512]  # 16 and 256 are not cubes
+    assert {"id": "bicubic_f256", "kind": "interpolation", "mode": "bicubic", "f": 256} in mlconfig.recon_methods(
+        config, 2
+    )
+    every_model = {
+        **config,
+        "evaluation": {**config["evaluation"], "cad": {**config["evaluation"]["cad"], "models": None}},
+    }
+    for task in config["cad_tasks"]:
+        assert interpolation_fs(mlconfig.cad_methods(every_model, task["id"])) == (
+            [16, 64, 256] if task["dims"] == 2 else [8, 64, 512]
+        )
 
 
 def test_diffusion_ready_latents_follow_each_familys_scaling():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -359,6 +360,8 @@ def test_recon_rule_segments_with_the_monai_bundle_of_the_hub_cache(tmp_path, mo
     write_bundle(tmp_path / "hub")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     snakemake(work, *target, configfile=path)
+    log = (work / "logs" / "recon" / "ct_head.log").read_text()
+    assert re.search(r"budget [\d.]+ MB \(evaluation\.recon\.mem_mb less resident\): sw_batch_size [1-9]", log), log
     rows = pd.read_csv(work / "results" / "recon" / "ct_head" / "per_item.csv")
     assert rows["segsim_dice"].between(0, 1).all() and (rows["segqc_changed"] >= 0).all()
     assert all(set(json.loads(s)) <= {"1", "2", "3"} for s in rows["segsim_structures"])  # the bundle's 4 labels

@@ -252,6 +252,16 @@ def get_efficiency_spec(wildcards):
     return mlconfig.canonical_json(mlconfig.efficiency_slice(config))
 
 
+def get_efficiency_weights(wildcards):
+    """Final weights of the family models: the timing job reads their latent geometry."""
+    return [_model_weights(model_id) for model_id in mlconfig.efficiency_slice(config)["families"]]
+
+
+def get_efficiency_weights_arg(wildcards):
+    families = mlconfig.efficiency_slice(config)["families"]
+    return " ".join(f"{model_id}={_model_weights(model_id)}" for model_id in families)
+
+
 # ----------------------------------------------------------------------------- report
 
 

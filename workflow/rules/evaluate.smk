@@ -48,7 +48,10 @@ rule recon_table:
 
 
 rule efficiency_timing:
-    """Latency, throughput and max batch of the CAD classifiers on images and on latents at every f."""
+    """Latency, throughput and max batch of the CAD classifiers on images, on latents at every MedVAE f
+    and on every family model's latent (its geometry read from its final weights)."""
+    input:
+        weights=get_efficiency_weights,
     output:
         f"{RESULTS}/efficiency/timing.json",
     log:
@@ -63,9 +66,10 @@ rule efficiency_timing:
         gpu=mlconfig.evaluation_gpus(config, "efficiency"),
     params:
         spec=get_efficiency_spec,
+        weights=get_efficiency_weights_arg,
     shell:
-        "OMP_NUM_THREADS={threads} medlatent efficiency --spec {params.spec:q} --threads {threads}"
-        " --gpus {resources.gpu} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} medlatent efficiency --spec {params.spec:q} --weights {params.weights}"
+        " --threads {threads} --gpus {resources.gpu} --out {output} > {log} 2>&1"
 
 
 rule efficiency_table:

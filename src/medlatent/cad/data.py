@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medlatent.config.evaluation import isotropic_factor
 from medlatent.core.errors import ConfigError, InputError
 from medlatent.core.ids import SPLITS
 from medlatent.io.h5 import ShardReader
@@ -118,8 +119,8 @@ def task_items(manifest: pd.DataFrame, task: dict, where: str | Path) -> pd.Data
 
 def axis_factor(f: int, dims: int) -> int:
     """Size reduction per axis for compression f in `dims` dimensions (f=64: 8 in 2D, 4 in 3D)."""
-    factor = round(f ** (1 / dims))
-    if factor**dims != f:
+    factor = isotropic_factor(f, dims)
+    if factor is None:
         raise ConfigError(f"compression factor f={f} is not a {dims}D power of an integer")
     return factor
 

@@ -26,9 +26,12 @@ def recon_table(args: argparse.Namespace) -> None:
 def efficiency(args: argparse.Namespace) -> None:
     from medlatent.core.gpus import job_device
     from medlatent.evaluate.efficiency import efficiency_rows, write_timing
+    from medlatent.models.families import weights_geometry
 
+    weights = dict(pair.split("=", 1) for pair in args.weights)
+    geometries = {model_id: weights_geometry(path) for model_id, path in weights.items()}
     with job_device(args.threads, args.gpus) as device:
-        rows = efficiency_rows(args.spec, device)
+        rows = efficiency_rows(args.spec, device, geometries)
     write_timing(args.out, args.spec, rows)
 
 
@@ -61,7 +64,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--per-item", nargs="+", required=True)
 
-    spec_command(
+    parser = spec_command(
         commands,
         "efficiency",
         "latency, throughput and max batch of the CAD classifiers",
@@ -69,6 +72,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         device=True,
         outputs=("out",),
     )
+    parser.add_argument("--weights", nargs="*", default=[], help="MODEL=PATH of every family model (its geometry)")
 
     parser = spec_command(
         commands,

@@ -14,9 +14,14 @@ def cad_task(config: dict, task_id: str) -> dict:
 
 
 def medvae_models(models: list[dict]) -> list[dict]:
-    """The MedVAE models of `models`: the only entries that state their f (an imported family's
-    geometry is read from its weights by the jobs), so the baselines at the same f follow them."""
+    """The MedVAE models of `models`: entries that always state their f (an imported family's
+    geometry is read from its weights by the jobs; its entry may state f)."""
     return [m for m in models if m["family"] == "medvae"]
+
+
+def family_models(models: list[dict]) -> list[dict]:
+    """The imported models of other families (diffusers, maisi) in `models`."""
+    return [m for m in models if m["family"] != "medvae"]
 
 
 def cad_models(config: dict) -> list[dict]:
@@ -52,9 +57,21 @@ def _autoencoder_methods(config: dict, models: list[dict], dims: int, kinds: lis
     return methods
 
 
+def isotropic_factor(f: int, dims: int) -> int | None:
+    """Size reduction per axis of compression f in `dims` dimensions (f=64: 8 in 2D, 4 in 3D); None
+    when f is not the `dims`-th power of an integer (no isotropic downsizing gives it)."""
+    factor = round(f ** (1 / dims))
+    return factor if factor**dims == f else None
+
+
 def _interpolation_methods(models: list[dict], dims: int, modes: list[str]) -> list[dict]:
-    """Downsizing baselines at every f of the MedVAE `models` of `dims` (the same f, Table 1)."""
-    factors = sorted({m["f"] for m in medvae_models(models) if m["dims"] == dims})
+    """Downsizing baselines at the same f as the `models` of `dims` (Table 1): every MedVAE model's,
+    and a family model's where its entry states f and f is isotropic (2D: a perfect square, 3D: a
+    perfect cube). The DAG needs the method ids at plan time, before any weights are read, so a
+    family model that leaves f to its weights adds none."""
+    of_dims = [m for m in models if m["dims"] == dims]
+    stated = {m["f"] for m in family_models(of_dims) if m.get("f") and isotropic_factor(m["f"], dims)}
+    factors = sorted({m["f"] for m in medvae_models(of_dims)} | stated)
     return [{"id": f"{mode}_f{f}", "kind": "interpolation", "mode": mode, "f": f} for f in factors for mode in modes]
 
 

@@ -16,6 +16,7 @@ from medlatent.config.evaluation import (
     cad_jobs,
     cad_method,
     cad_task,
+    family_models,
     image_types,
     medvae_models,
     recon_methods,
@@ -338,12 +339,13 @@ def segmenter_slice(config: dict, modality: str, source_ids: list[str]) -> dict:
     keys = (
         ("kind", "thresholds", "labels")
         if entry["kind"] == "threshold"
-        else ("kind", "bundle", "labels", "sw_batch_size")
+        else ("kind", "bundle", "labels", "sw_batch_size", "max_memory_gb")
     )
     spec = {key: entry[key] for key in keys if key in entry}
     spec["volume_change"] = recon["segqc_volume_change"]
     if entry["kind"] == "monai_bundle":
-        spec["sources"] = {}
+        # the sliding-window budget: its key names the modality; unset, it is derived from mem_mb on CPU
+        spec.update({"modality": modality, "mem_mb": recon["mem_mb"], "sources": {}})
         for source_id in source_ids:
             block = normalize_slice(config, source_id)
             if block.get("spacing") is None:
@@ -360,7 +362,8 @@ def segmenter_slice(config: dict, modality: str, source_ids: list[str]) -> dict:
 
 
 def efficiency_slice(config: dict) -> dict:
-    """Timing of the CAD classifiers on full-size inputs and on latents at every configured f."""
+    """Timing of the CAD classifiers on full-size inputs, on latents at every MedVAE model's f and on
+    the latent of every family model (`families`: ids; the job reads each geometry from its weights)."""
     cad, efficiency = config["evaluation"]["cad"], config["evaluation"]["efficiency"]
     return {
         **{
@@ -379,6 +382,7 @@ def efficiency_slice(config: dict) -> dict:
         "classifier_3d": cad["classifier_3d"],
         "f_2d": sorted({m["f"] for m in medvae_models(config["models"]) if m["dims"] == 2}),
         "f_3d": sorted({m["f"] for m in medvae_models(config["models"]) if m["dims"] == 3}),
+        "families": [m["id"] for m in family_models(config["models"])],
         "demo": config["project"]["demo"],
     }
 

@@ -14,6 +14,7 @@ window, MRI to [0, 1]) and given the RAS affine of the normalization spacing.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +22,9 @@ import torch
 
 from medlatent.core.errors import InputError
 from medlatent.core.hub import download_command, is_hub_path, resolve, split_hub_path
+from medlatent.evaluate import bundle_memory
+
+log = logging.getLogger(__name__)
 
 #: Transforms of a bundle's pre/postprocessing that read or write files.
 FILE_ONLY = ("LoadImaged", "SaveImaged")
@@ -51,6 +55,7 @@ class BundleSegmenter:
 
     def __init__(self, spec: dict, device: torch.device) -> None:
         from monai.bundle import ConfigParser  # MONAI loads every submodule at import: only bundle jobs pay
+        from monai.inferers import SlidingWindowInferer
 
         folder = bundle_folder(spec["bundle"])
         # bundles whose network ships as code (`scripts.networks...`, e.g. UNesT) import it from their
@@ -70,7 +75,10 @@ class BundleSegmenter:
         self.preprocessing = self._in_memory(parser.get_parsed_content("preprocessing"))
         self.postprocessing = self._in_memory(parser.get_parsed_content("postprocessing"))
         self.amp = bool(parser.get("evaluator#amp", False)) and device.type == "cuda"
-        self.sources, self.device = spec["sources"], device
+        self.spec, self.sources, self.device = spec, spec["sources"], device
+        self.budgeted = "sw_batch_size" not in spec and isinstance(self.inferer, SlidingWindowInferer)
+        #: sw_batch_size chosen per preprocessed volume shape (channels first)
+        self.sw_batch_sizes: dict[tuple[int, ...], int] = {}
 
     @staticmethod
     def _weights(parser) -> Path:
@@ -108,6 +116,51 @@ class BundleSegmenter:
         )
         batch = list_data_collate([self.preprocessing({"image": image})])
         with torch.no_grad(), torch.autocast("cuda", enabled=self.amp):
+            if self.budgeted:
+                self.inferer.sw_batch_size = self.sw_batch_size(tuple(batch["image"].shape[1:]))
             batch["pred"] = self.inferer(batch["image"].to(self.device), self.network)
         labels = self.postprocessing(decollate_batch(batch)[0])["pred"]
         return torch.as_tensor(labels)[0].round().to(torch.int16).cpu()
+
+    def sw_batch_size(self, shape: tuple[int, ...]) -> int:
+        """Windows per forward for a preprocessed volume of `shape` (channels first) within the budget.
+
+        Call under the inference's no_grad and autocast: the probe forwards measure what they do.
+        """
+        from monai.utils import fall_back_tuple
+
+        if shape not in self.sw_batch_sizes:
+            channels, spatial = shape[0], list(shape[1:])
+            roi = list(fall_back_tuple(self.inferer.roi_size, spatial))
+            fixed, per_window, classes = bundle_memory.window_costs(self.network, [channels, *roi], self.device)
+            stitched = bundle_memory.stitched_bytes(classes, channels, spatial, roi)
+            windows = bundle_memory.count_windows(spatial, roi, self.inferer.overlap)
+            key = f"evaluation.recon.segmenter.{self.spec['modality']}.max_memory_gb"
+            if "max_memory_gb" in self.spec:
+                budget, whence = int(self.spec["max_memory_gb"] * 2**30), key
+            else:
+                budget = bundle_memory.default_budget_bytes(self.device, self.spec["mem_mb"])
+                whence = "GPU memory free" if self.device.type == "cuda" else "evaluation.recon.mem_mb less resident"
+            self.sw_batch_sizes[shape] = bundle_memory.fitting_windows(
+                stitched,
+                fixed,
+                per_window,
+                budget,
+                windows,
+                f"raise {key} (unset, it is what the device has left: on CPU evaluation.recon.mem_mb less the "
+                "job's resident memory, on a GPU its free memory)",
+            )
+            log.info(
+                "%s on %s, volume %s (%d windows of %s, %d classes): %s stitched output, %s fixed, %s per window; "
+                "budget %s (%s): sw_batch_size %d",
+                self.spec["bundle"],
+                self.device,
+                "x".join(map(str, spatial)),
+                windows,
+                "x".join(map(str, roi)),
+                classes,
+                *map(bundle_memory.megabytes, (stitched, fixed, per_window, budget)),
+                whence,
+                self.sw_batch_sizes[shape],
+            )
+        return self.sw_batch_sizes[shape]

@@ -2,9 +2,13 @@
 
 For every configured f: the classifier of the task dims (2D HRNet, 3D SEResNet) on an image of
 `image_size` and on the one-channel latent the classifier sees (size / sqrt(f) per side in 2D,
-/ cbrt(f) per axis in 3D). Latency is the wall time of one forward pass of a batch (eval mode,
-no gradients; CUDA synchronised), throughput is samples per second at that batch, max batch
-is the largest power of two for which a training step (forward + backward) fits in memory.
+/ cbrt(f) per axis in 3D, the MedVAE models' f). Every family model adds a row named after it, at
+the geometry its weights give (`medlatent.models.families.weights_geometry`: factors per axis,
+anisotropic for video VAEs and 2D models slice-wise on volumes): the latent grid of the image,
+averaged over its channels to one, as CAD feeds it (`medlatent.cad.data.classifier_latent`).
+Latency is the wall time of one forward pass of a batch (eval mode, no gradients; CUDA
+synchronised), throughput is samples per second at that batch, max batch is the largest power
+of two for which a training step (forward + backward) fits in memory.
 On a CPU there is no out-of-memory signal before the machine swaps, so the search stops at
 `max_batch_cap_cpu` and the table says the value is a lower bound. Timings are of the device
 the job ran on, and every row names it.
@@ -22,7 +26,7 @@ from pathlib import Path
 import torch
 
 from medlatent.cad.classifiers import CAD_IN_CHANNELS, build_classifier
-from medlatent.cad.data import method_shape
+from medlatent.cad.data import grid_shape, method_shape
 from medlatent.core.atomic import write_text
 
 log = logging.getLogger(__name__)
@@ -97,27 +101,59 @@ def max_batch_size(model: torch.nn.Module, shape: list[int], cap: int, device: t
     return best
 
 
-def efficiency_rows(spec: dict, device: torch.device) -> list[dict]:
-    """One row per (dims, input): the full-size image (f=1) and the latent at every configured f."""
+def latent_inputs(
+    spec: dict, dims: int, size: list[int], geometries: dict[str, tuple[tuple[int, ...], int]]
+) -> list[dict]:
+    """Every latent timed on `dims` inputs of `size`: its label, f and classifier input shape; a family
+    model's also its id and latent shape (channels first, before the channel mean)."""
+    inputs = [{"input": f"latent f={f}", "f": f, "shape": method_shape(size, f, dims)} for f in spec[f"f_{dims}d"]]
+    for model_id in spec["families"]:
+        factors, channels = geometries[model_id]
+        if len(factors) == dims:
+            f, grid = math.prod(factors), grid_shape(size, list(factors))
+            inputs.append(
+                {
+                    "input": f"latent {model_id} (f={f})",
+                    "f": f,
+                    "shape": grid,
+                    "model": model_id,
+                    "latent_shape": "x".join(map(str, [channels, *grid])),
+                }
+            )
+    return inputs
+
+
+def efficiency_rows(
+    spec: dict, device: torch.device, geometries: dict[str, tuple[tuple[int, ...], int]] | None = None
+) -> list[dict]:
+    """One row per (dims, input): the full-size image (f=1), the latent at every configured f and the
+    latent of every family model (`geometries`: its factors per axis and latent channels by id)."""
+    geometries = geometries or {}
+    missing = sorted(set(spec["families"]) - set(geometries))
+    if missing:
+        raise ValueError(f"no weights geometry for family model(s) {missing}: pass their final weights files")
     cap = spec["max_batch_cap_gpu"] if device.type == "cuda" else spec["max_batch_cap_cpu"]
     name = device_name(device)
     rows = []
-    for dims, factors in ((2, spec["f_2d"]), (3, spec["f_3d"])):
-        if not factors:
-            continue
+    for dims in (2, 3):
         size = spec["image_size_2d"] if dims == 2 else spec["image_size_3d"]
+        latents = latent_inputs(spec, dims, size, geometries)
+        if not latents:
+            continue
         classifier = spec["classifier_2d"] if dims == 2 else spec["classifier_3d"]
         torch.manual_seed(0)
         model = build_classifier(dims, 2, classifier).to(device)
-        for f in [1, *factors]:
-            shape = list(size) if f == 1 else method_shape(size, f, dims)
+        for entry in [{"input": "image", "f": 1, "shape": list(size)}, *latents]:
+            shape = entry["shape"]
             latency = latency_ms(model, shape, spec["batch_size"], spec["warmup"], spec["iterations"], device)
             largest = max_batch_size(model, shape, cap, device)
             rows.append(
                 {
                     "dims": dims,
-                    "input": "image" if f == 1 else f"latent f={f}",
-                    "f": f,
+                    "input": entry["input"],
+                    "model": entry.get("model"),
+                    "latent_shape": entry.get("latent_shape"),
+                    "f": entry["f"],
                     "input_shape": "x".join(map(str, [CAD_IN_CHANNELS, *shape])),
                     "classifier": classifier["name"],
                     "batch_size": spec["batch_size"],
@@ -129,14 +165,14 @@ def efficiency_rows(spec: dict, device: torch.device) -> list[dict]:
                     "device": name,
                 }
             )
-            log.info("%dD %s: %.1f ms, max batch %d", dims, rows[-1]["input"], latency, largest)
+            log.info("%dD %s: %.1f ms, max batch %d", dims, entry["input"], latency, largest)
         del model
     return _with_ratios(rows)
 
 
 def _with_ratios(rows: list[dict]) -> list[dict]:
     """Latency fall, throughput gain and max-batch gain of every row against its dims' image row."""
-    images = {row["dims"]: row for row in rows if row["f"] == 1}
+    images = {row["dims"]: row for row in rows if row["input"] == "image"}
     for row in rows:
         image = images[row["dims"]]
         row["latency_reduction"] = round(image["latency_ms"] / row["latency_ms"], 2)

@@ -427,6 +427,7 @@ def _decode_lines(index: dict) -> list[str]:
     described = {
         "mean": "`mean.npy` (the unprojected posterior mean, what the decoder decodes)",
         "logvar": "`logvar.npy` (the posterior log-variance, to resample)",
+        "indices": "`indices.npy` (the VQ codes, what the decoder decodes)",
     }
     extras = [described[name] for name in latent["stored"] if name != "latent"]
     lines = [

@@ -274,6 +274,7 @@ def _volume_changes(segmenters: list[dict]) -> str:
 
 def efficiency_display(table: pd.DataFrame) -> pd.DataFrame:
     shown = table[["dims", "input", "input_shape", "classifier", "latency_ms", "throughput_per_s"]].copy()
+    shown.insert(3, "latent shape", table["latent_shape"].fillna(""))
     shown["max batch"] = [
         f"≥{b} (capped)" if capped else str(b) for b, capped in zip(table["max_batch"], table["max_batch_capped"])
     ]
@@ -331,6 +332,9 @@ def write_efficiency_tables(
         "one step (forward + backward).",
         "On CPU the max-batch search stops at evaluation.efficiency.max_batch_cap_cpu (≥ marks a lower bound).",
         "Latent inputs have one channel (channel mean), as the classifier sees them; input bytes as float32.",
+        "latent f=...: the MedVAE models' f, isotropic (size / sqrt(f) per side in 2D, / cbrt(f) per axis in 3D); "
+        "a family model's row: the grid of its own factors per axis, read from its weights (video VAEs: 8 in "
+        "plane, 4 along the slice axis; 2D models slice-wise keep the slice axis), latent shape before the mean.",
         PAPER_EFFICIENCY,
     ]
     notes += [DEMO_NOTE] if spec["demo"] else []

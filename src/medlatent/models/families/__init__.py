@@ -1,12 +1,14 @@
 """Autoencoder families: one module per family behind one protocol (`base.LatentModel`).
 
 Where to add a family: a module here with `read_weights(path, spec) -> {"class", "config",
-"state_dict"}`, `weights_file(path)` (the file whose sha256 the card records) and a
-`LatentModel` subclass built from that payload, registered in `FAMILIES`, and the name in the
-schema's `models[].family` enum. A family model is imported, never trained: `import_family`
-turns its `weights:` into the final weights file (`FAMILY_FORMAT`: the library's class name, its
-own config and state dict, the model entry), and `load_latent_model` is the one loader
-extraction and decoding use, for trained MedVAE models too.
+"state_dict"}`, `weights_file(path)` (the file whose sha256 the card records), `geometry(class,
+config) -> (factors, latent_channels)` (what the model sets them from, and what the efficiency
+job reads without building the network) and a `LatentModel` subclass built from that payload,
+registered in `FAMILIES`, and the name in the schema's `models[].family` enum. A family model is
+imported, never trained: `import_family` turns its `weights:` into the final weights file
+(`FAMILY_FORMAT`: the library's class name, its own config and state dict, the model entry), and
+`load_latent_model` is the one loader extraction and decoding use, for trained MedVAE models
+too.
 
 Architecture facts (dims, factor per axis, latent channels) come from the weights' own config;
 values the entry gives (`f`, `latent_channels`) must agree with them (`check_entry`).
@@ -25,7 +27,7 @@ from medlatent.core.errors import InputError
 from medlatent.models.families import diffusers, maisi
 from medlatent.models.families.base import FAMILY_FORMAT, LatentModel
 from medlatent.models.families.medvae import MedVAEModel
-from medlatent.models.families.slices import SliceWise
+from medlatent.models.families.slices import SliceWise, slicewise_factors
 from medlatent.models.registry import MODEL_FORMAT, load_model
 
 #: Imported families: name -> (module reading the weights, `LatentModel` class).
@@ -36,6 +38,25 @@ def from_payload(payload: dict[str, Any]) -> LatentModel:
     """The model of a `FAMILY_FORMAT` payload, slice-wise when its entry says `apply: slices`."""
     model = FAMILIES[payload["family"]][1](payload)
     return SliceWise(model) if payload["spec"].get("apply") == "slices" else model
+
+
+def payload_geometry(payload: dict[str, Any]) -> tuple[tuple[int, ...], int]:
+    """Factor per item axis and latent channels of a `FAMILY_FORMAT` payload, from its config alone:
+    what `from_payload(payload)` has as `factors` and `latent_channels`, without building the network."""
+    factors, channels = FAMILIES[payload["family"]][0].geometry(payload["class"], payload["config"])
+    return (slicewise_factors(factors) if payload["spec"].get("apply") == "slices" else factors), channels
+
+
+def weights_geometry(path: str | Path) -> tuple[tuple[int, ...], int]:
+    """`payload_geometry` of a family model's final weights file; the file is memory-mapped, so its
+    tensors are never read (an SDXL-size VAE costs no weight memory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "model weights file not found", "run the import rule for this model first")
+    payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not (isinstance(payload, dict) and payload.get("format") == FAMILY_FORMAT):
+        raise InputError(path, f"not a {FAMILY_FORMAT} file (a family model's final weights)", "rerun its import rule")
+    return payload_geometry(payload)
 
 
 def check_entry(model: LatentModel, spec: dict[str, Any], path: Path) -> None:

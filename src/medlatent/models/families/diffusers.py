@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,20 @@ def read_weights(path: Path, spec: dict[str, Any]) -> dict[str, Any]:
     return {"class": name, "config": config, "state_dict": vae.state_dict()}
 
 
+def geometry(name: str, config: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
+    """Factor per item axis and latent channels of a `name` network with this (complete) config.
+
+    Video VAEs: in plane, then time (the slice axis, last); VQ: the quantized latent's channels.
+    """
+    if name == "AutoencoderKLWan":
+        in_plane = 2 ** (len(config["dim_mult"]) - 1)
+        return (in_plane, in_plane, 2 ** sum(config["temperal_downsample"])), config["z_dim"]
+    in_plane = 2 ** (len(config["block_out_channels"]) - 1)
+    temporal = (int(config.get("temporal_compression_ratio") or 1),) if name in FRAME_STEP else ()
+    channels = (config.get("vq_embed_dim") if name == "VQModel" else None) or config["latent_channels"]
+    return (in_plane, in_plane, *temporal), channels
+
+
 class DiffusersModel(LatentModel):
     """A diffusers `AutoencoderKL` or `VQModel` behind the family protocol."""
 
@@ -113,20 +128,14 @@ class DiffusersModel(LatentModel):
         config = self.vae.config
         self.dims = SUPPORTED[self.class_name]
         self.frame_step = FRAME_STEP.get(self.class_name)
+        self.factors, self.latent_channels = geometry(self.class_name, config)
         if self.class_name == "AutoencoderKLWan":
             self.widths = [config.base_dim * mult for mult in config.dim_mult]
-            self.factors = (2 ** (len(config.dim_mult) - 1),) * 2 + (2 ** sum(config.temperal_downsample),)
-            self.latent_channels = config.z_dim
         else:
             self.widths = list(config.block_out_channels)
-            spatial = 2 ** (len(config.block_out_channels) - 1)
-            temporal = int(config.get("temporal_compression_ratio") or 1)
-            self.factors = (spatial,) * 2 + ((temporal,) if self.frame_step else ())
-            self.latent_channels = config.latent_channels
         self.in_channels = config.get("in_channels", 3)
         self.is_vq = self.class_name == "VQModel"
         if self.is_vq:
-            self.latent_channels = config.vq_embed_dim or config.latent_channels
             self.decoded_from, self.method = "indices", "vector_quantized"
             self.posterior_arrays, self.extra_arrays = (), ("indices",)
             self.index_dtype = torch.int16 if config.num_vq_embeddings <= 2**15 else torch.int32

@@ -94,6 +94,11 @@ def read_weights(path: Path, spec: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def geometry(name: str, arguments: dict[str, Any]) -> tuple[tuple[int, ...], int]:
+    """Factor per axis and latent channels of the network (`name` is always AutoencoderKlMaisi)."""
+    return (2 ** (len(arguments["num_channels"]) - 1),) * 3, arguments["latent_channels"]
+
+
 class MaisiModel(LatentModel):
     """MONAI's `AutoencoderKlMaisi` behind the family protocol."""
 
@@ -106,8 +111,7 @@ class MaisiModel(LatentModel):
         self.autoencoder = build(self.arguments)
         self.autoencoder.load_state_dict(payload["state_dict"], strict=True)
         self.dims = 3
-        self.factors = (2 ** (len(self.arguments["num_channels"]) - 1),) * 3
-        self.latent_channels = self.arguments["latent_channels"]
+        self.factors, self.latent_channels = geometry(payload["class"], self.arguments)
 
     def placed(self, device: str | torch.device) -> LatentModel:
         """On a CPU the half-precision group norms are turned off (they fail on float32 there)."""

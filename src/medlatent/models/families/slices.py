@@ -16,6 +16,11 @@ import torch
 from medlatent.models.families.base import LatentModel
 
 
+def slicewise_factors(factors: tuple[int, ...]) -> tuple[int, ...]:
+    """A 2D model's factors on volumes: the slice axis (last) keeps its length."""
+    return (*factors, 1)
+
+
 class SliceWise(LatentModel):
     """A 2D `LatentModel` applied to every slice of a volume."""
 
@@ -26,7 +31,7 @@ class SliceWise(LatentModel):
         self.model = model
         self.family = model.family
         self.dims = 3
-        self.factors = (*model.factors, 1)
+        self.factors = slicewise_factors(model.factors)
         self.latent_channels = model.latent_channels
         self.decoded_from = model.decoded_from
         self.method = model.method
