@@ -78,13 +78,13 @@ def test_dry_run_plans_one_job_per_model_source_shard_group_of_matching_dims(tmp
         (folder / "card.json").touch()
     jobs = planned_jobs(snakemake(tmp_path, "-n").stdout)
     extract = {(w["model"], w["source"], w["shards"]) for rule, w in jobs if rule == "extract_latents"}
-    dims = {m["id"]: m["dims"] for m in demo_config["models"]}
+    # every model on every source of its dims, but the family models on the one source each names (`sources:`)
+    encodes = {
+        m["id"]: [s["id"] for s in demo_config["sources"] if s["dims"] == m["dims"]] for m in demo_config["models"]
+    }
+    encodes.update(demo_sd_kl=["demo_cxr"], demo_maisi=["demo_headct"])
     expected = {
-        (m, s["id"], group)
-        for m in dims
-        for s in demo_config["sources"]
-        if s["dims"] == dims[m]
-        for group in mlconfig.extraction_groups(demo_config, s["id"])
+        (m, s, group) for m in encodes for s in encodes[m] for group in mlconfig.extraction_groups(demo_config, s)
     }
     assert extract == expected and ("demo3d_f64_c1", "demo_knee", "test-000-000") in extract
     assert {(w["model"], w["source"]) for rule, w in jobs if rule == "index_latents"} == set(

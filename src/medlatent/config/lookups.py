@@ -128,8 +128,13 @@ def model_dims(config: dict, model_id: str) -> int:
 
 
 def latent_pairs(config: dict) -> list[tuple[str, str]]:
-    """(model, source) of every latent dataset: each model on every source of its dims, any role."""
-    return [(m["id"], s["id"]) for m in config["models"] for s in config["sources"] if m["dims"] == s["dims"]]
+    """(model, source) of every latent dataset: each model on every source of its dims (any role) or its `sources`."""
+    return [
+        (m["id"], s["id"])
+        for m in config["models"]
+        for s in config["sources"]
+        if m["dims"] == s["dims"] and (m.get("sources") is None or s["id"] in m["sources"])
+    ]
 
 
 def training_sources(config: dict, dims: int) -> list[str]:
