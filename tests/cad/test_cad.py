@@ -317,7 +317,7 @@ def test_cad_methods_per_task_and_slices_that_rerun_only_the_edited_task(demo_co
     every_model = copy.deepcopy(demo_config)
     every_model["evaluation"]["cad"]["models"] = None
     wrist_methods = [m["id"] for m in mlconfig.cad_methods(every_model, "demo_wrist_fracture")]
-    assert wrist_methods[3:] == ["demo_f16_c1", "demo_f16_c3", "demo_f64_c1", "demo_f64_c4"]
+    assert wrist_methods[3:] == ["demo_f16_c1", "demo_f16_c3", "demo_f64_c1", "demo_f64_c4", "demo_sd_kl"]
     assert {m["id"] for m in mlconfig.cad_methods(every_model, "demo_headct_fracture")} >= {
         "demo_f64_c1_slicewise",
         "demo_f64_c4_slicewise",

@@ -47,6 +47,10 @@ def test_cross_references_are_checked(full_config):
     broken["cad_tasks"][0]["source"] = "nowhere"
     with pytest.raises(ConfigError, match=r"cad_tasks\[cmmd_malignancy\]\.source"):
         mlconfig.validate(broken)
+    broken = copy.deepcopy(full_config)
+    broken["models"][0]["sources"] = ["cq500"]  # a 3D source for a 2D model
+    with pytest.raises(ConfigError, match=r"models\[.+\]\.sources names \['cq500'\]"):
+        mlconfig.validate(broken)
 
 
 def test_fixed_salt_is_refused_outside_the_demo(full_config):

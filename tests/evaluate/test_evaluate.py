@@ -187,7 +187,7 @@ def test_recon_slices_group_sources_by_image_type(demo_config):
     assert types["ct_head"] == ["demo_headct"] and types["xray_wrist"] == ["demo.wrist"]
     spec = mlconfig.recon_slice(demo_config, "ct_head")
     assert spec["crops"] == {"demo_headct": [32, 32, 32]} and spec["n_items"] == 4
-    assert {m["kind"] for m in spec["methods"]} == {"medvae", "slicewise", "interpolation"}
+    assert {m["kind"] for m in spec["methods"]} == {"medvae", "family", "slicewise", "interpolation"}  # family: MAISI
     assert mlconfig.recon_slice(demo_config, "xray_wrist")["n_items"] == 16
 
 

@@ -2,8 +2,9 @@
 
 Configurations from the families' facts (docs/autoencoder-families.md): diffusers' test-size
 AutoencoderKL (SD/SDXL shape with quant convs, SD3/FLUX shape without, shift factor set) and
-VQModel, and MAISI's released CT keys at test width. diffusers models are written with
-`save_pretrained` (config.json + diffusion_pytorch_model.safetensors), MAISI as a plain state dict.
+VQModel, and MAISI's released CT keys at test width. The AutoencoderKL and MAISI builders are
+the demo's (`medlatent.demo.autoencoders`). diffusers models are written with `save_pretrained`
+(config.json + diffusion_pytorch_model.safetensors), MAISI as a plain state dict.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+from medlatent.demo import autoencoders
+from medlatent.demo.autoencoders import randomised
 
 KL_SHAPES = {
     "sd": {"latent_channels": 4, "scaling_factor": 0.13025},
@@ -25,24 +29,8 @@ MAISI_TINY = {
 }  # fmt: skip
 
 
-def _randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Every tensor drawn at random (GroupNorm affines too), so a wrong adaptation cannot hide."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
-    return model.eval()
-
-
 def autoencoder_kl(shape: str = "sd", seed: int = 0):
-    from diffusers import AutoencoderKL
-
-    model = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 16, 16), layers_per_block=1,
-        norm_num_groups=4, sample_size=32, **KL_SHAPES[shape],
-    )  # fmt: skip
-    return _randomised(model, seed)
+    return autoencoders.autoencoder_kl(seed, **KL_SHAPES[shape])
 
 
 def vq_model(seed: int = 0):
@@ -53,7 +41,7 @@ def vq_model(seed: int = 0):
         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
         latent_channels=3, num_vq_embeddings=32,
     )  # fmt: skip
-    return _randomised(model, seed)
+    return randomised(model, seed)
 
 
 def video_vae(class_name: str, seed: int = 0):
@@ -70,13 +58,11 @@ def video_vae(class_name: str, seed: int = 0):
             up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
             layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
         )  # fmt: skip
-    return _randomised(model, seed)
+    return randomised(model, seed)
 
 
 def maisi_model(seed: int = 0, **network):
-    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
-
-    return _randomised(AutoencoderKlMaisi(**{**MAISI_TINY, **network}), seed)
+    return autoencoders.maisi_autoencoder({**MAISI_TINY, **network}, seed)
 
 
 def save_diffusers(model, folder: Path) -> dict[str, Path]:

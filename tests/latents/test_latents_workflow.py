@@ -70,26 +70,35 @@ def test_cli_extracts_and_indexes_a_dataset(tmp_path):
 
 
 def test_dry_run_plans_one_job_per_model_source_shard_group_of_matching_dims(tmp_path, demo_config):
-    for model in demo_config["models"]:  # stand-ins for trained weights: this is about the latent rules
-        folder = tmp_path / "results" / "models" / model["id"]
+    # stand-ins for trained weights: this is about the latent rules (and the imported models' rules)
+    for model_id in mlconfig.trained_models(demo_config, 2) + mlconfig.trained_models(demo_config, 3):
+        folder = tmp_path / "results" / "models" / model_id
         folder.mkdir(parents=True)
         (folder / "stage2.pt").touch()
         (folder / "card.json").touch()
     jobs = planned_jobs(snakemake(tmp_path, "-n").stdout)
     extract = {(w["model"], w["source"], w["shards"]) for rule, w in jobs if rule == "extract_latents"}
-    dims = {m["id"]: m["dims"] for m in demo_config["models"]}
+    # every model on every source of its dims, but the family models on the one source each names (`sources:`)
+    encodes = {
+        m["id"]: [s["id"] for s in demo_config["sources"] if s["dims"] == m["dims"]] for m in demo_config["models"]
+    }
+    encodes.update(demo_sd_kl=["demo_cxr"], demo_maisi=["demo_headct"])
     expected = {
-        (m, s["id"], group)
-        for m in dims
-        for s in demo_config["sources"]
-        if s["dims"] == dims[m]
-        for group in mlconfig.extraction_groups(demo_config, s["id"])
+        (m, s, group) for m in encodes for s in encodes[m] for group in mlconfig.extraction_groups(demo_config, s)
     }
     assert extract == expected and ("demo3d_f64_c1", "demo_knee", "test-000-000") in extract
     assert {(w["model"], w["source"]) for rule, w in jobs if rule == "index_latents"} == set(
         mlconfig.latent_pairs(demo_config)
     )
     assert not any(rule == "publish_latents" for rule, _ in jobs)  # publishing is asked for, never implied
+    # the demo's family models: their tiny random weights generated, then imported; never trained
+    model_jobs = {
+        (rule, w["model"]) for rule, w in jobs if "model" in w and rule not in ("extract_latents", "index_latents")
+    }
+    assert {job for job in model_jobs if job[1] in ("demo_sd_kl", "demo_maisi")} == {
+        ("demo_family_weights", "demo_sd_kl"), ("import_weights", "demo_sd_kl"),
+        ("demo_maisi_weights", "demo_maisi"), ("import_weights", "demo_maisi"),
+    }  # fmt: skip
 
 
 def test_slices_hold_only_what_each_job_uses(demo_config):

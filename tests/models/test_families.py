@@ -280,8 +280,10 @@ def test_family_entries_in_the_config(demo_config):
     assert family in mlconfig.cad_methods(every_model, task)
     interpolations = [m for m in mlconfig.recon_methods(checked, 2) if m["kind"] == "interpolation"]
     assert interpolations == [m for m in mlconfig.recon_methods(config, 2) if m["kind"] == "interpolation"]
-    assert mlconfig.efficiency_slice(checked)["f_2d"] == sorted({m["f"] for m in config["models"] if m["dims"] == 2})
-    assert mlconfig.efficiency_slice(checked)["families"] == ["sdxl"]  # timed at its weights' geometry
+    assert mlconfig.efficiency_slice(checked)["f_2d"] == sorted(
+        {m["f"] for m in config["models"] if m["dims"] == 2 and m["family"] == "medvae"}
+    )
+    assert mlconfig.efficiency_slice(checked)["families"] == ["demo_sd_kl", "demo_maisi", "sdxl"]  # at their geometry
     without = mlconfig.validate({**checked, "evaluation": {**checked["evaluation"], "recon": {
         **checked["evaluation"]["recon"], "methods": ["interpolation", "medvae"]}}})  # fmt: skip
     assert family not in mlconfig.recon_methods(without, 2)
@@ -332,3 +334,41 @@ def test_diffusion_ready_latents_follow_each_familys_scaling():
     mean, std = [0.1, -0.2, 0.3, 0.0], [1.0, 2.0, 0.5, 4.0]
     wan = diffusion_ready(z, {"latents_mean": mean, "latents_std": std})
     torch.testing.assert_close(wan[1], (z[1] + 0.2) / 2.0)
+
+
+def test_the_demos_generated_family_weights_are_their_librarys_and_import_as_demo_weights(tmp_path, demo_config):
+    """The demo's tiny AutoencoderKL and MAISI: the libraries load the generated files themselves, the
+    import through the family protocol encodes as they do, and card and model say demo weights."""
+    from diffusers import AutoencoderKL
+    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
+
+    from medlatent.demo.autoencoders import write_demo_weights
+    from medlatent.train.recipes import import_weights
+
+    def monai_own(entry, path):
+        autoencoder = AutoencoderKlMaisi(**maisi.network(entry))
+        autoencoder.load_state_dict(torch.load(path, weights_only=True))
+        return autoencoder.eval()
+
+    oracles = {
+        "diffusers": (lambda entry, path: AutoencoderKL.from_pretrained(path).eval(), assert_kl_parity, (2, 20, 16)),
+        "maisi": (monai_own, assert_maisi_parity, (1, 12, 8, 8)),
+    }
+    seed = mlconfig.project_seed(demo_config)
+    for family, (load_own, assert_parity, shape) in oracles.items():
+        (model_id,) = mlconfig.demo_weights_models(demo_config, family)  # generated, never trained
+        entry = mlconfig.model_entry(demo_config, model_id)
+        weights = tmp_path / mlconfig.demo_weights_path(demo_config, family, model_id)
+        write_demo_weights(entry, seed, weights)
+        out, card = tmp_path / model_id / "stage2.pt", tmp_path / model_id / "card.json"
+        import_weights(mlconfig.import_weights_slice(demo_config, model_id), weights, out, card)
+        model = load_latent_model(out).placed("cpu")
+        assert model.is_demo and json.loads(card.read_text())["demo"] is True
+        assert_parity(model, load_own(entry, weights), normalized(*shape))
+        again = tmp_path / "again" / weights.name
+        write_demo_weights(entry, seed, again)  # a fixed seed: the same weights in every demo run
+        assert [p.read_bytes() for p in sorted(again.rglob("*")) or [again]] == [
+            p.read_bytes() for p in sorted(weights.rglob("*")) or [weights]
+        ]
+    real = mlconfig.validate({**demo_config, "project": {**demo_config["project"], "demo": False, "salt": None}})
+    assert mlconfig.demo_weights_models(real, "diffusers") == []  # outside the demo nothing is generated

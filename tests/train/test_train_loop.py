@@ -219,7 +219,7 @@ def test_learning_rate_is_scaled_by_the_global_batch_for_the_adversarial_stages(
 
 
 def test_the_six_demo_models_train_and_load_with_the_published_latent_shapes(tmp_path):
-    """Every demo architecture through its stages (1 step each); latents via load_model."""
+    """Every demo architecture the workflow trains through its stages (1 step each); latents via load_model."""
     from train_helpers import DEMO_CONFIG, FULL_CONFIG
 
     from medlatent import config as mlconfig
@@ -229,7 +229,8 @@ def test_the_six_demo_models_train_and_load_with_the_published_latent_shapes(tmp
     models = tmp_path / "results" / "models"
     fast = {"steps": 1, "perceptual_weight": 0, "disc_start": 1}  # shapes only: no LPIPS, no GAN step
     quick = {2: {**fast, "batch_size": 2}, 3: {**fast, "batch_size": 1, "patch": [24, 24, 24]}}
-    for model in sorted(config["models"], key=lambda m: m["dims"]):
+    trained = [mlconfig.model_entry(config, m) for dims in (2, 3) for m in mlconfig.trained_models(config, dims)]
+    for model in trained:  # 2D first: the 3D models inflate their stage 1
         name, dims = model["id"], model["dims"]
         if dims == 2:
             recipes.train_stage1(make_job(tmp_path, train_spec(config, name, "stage1", **quick[2]), shards[2]))
@@ -247,7 +248,7 @@ def test_the_six_demo_models_train_and_load_with_the_published_latent_shapes(tmp
                 make_job(tmp_path, train_spec(config, name, "stage2", **quick[3]), shards[3], parent=parent)
             )
     shapes = {}
-    for model in config["models"]:
+    for model in trained:
         medvae = load_model(models / model["id"] / "stage2.pt")
         assert medvae.is_demo and medvae.latent_channels == model["latent_channels"]
         side = round(model["f"] ** (1 / model["dims"]))  # H / sqrt(f) in 2D, / cbrt(f) in 3D

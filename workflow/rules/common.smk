@@ -73,6 +73,9 @@ def _model_pattern(ids):
 MODELS_2D = _model_pattern(mlconfig.trained_models(config, 2))
 MODELS_3D = _model_pattern(mlconfig.trained_models(config, 3))
 MODELS_IMPORTED = _model_pattern(mlconfig.imported_models(config))
+# Demo runs: family models whose tiny random weights the workflow generates (demo_family_weights).
+DEMO_WEIGHTS_DIFFUSERS = _model_pattern(mlconfig.demo_weights_models(config, "diffusers"))
+DEMO_WEIGHTS_MAISI = _model_pattern(mlconfig.demo_weights_models(config, "maisi"))
 
 
 def get_train_spec(stage):
@@ -119,6 +122,10 @@ def get_imported_weights(wildcards):
 
 def get_import_spec(wildcards):
     return mlconfig.canonical_json(mlconfig.import_weights_slice(config, wildcards.model))
+
+
+def get_demo_weights_spec(wildcards):
+    return mlconfig.canonical_json(mlconfig.demo_weights_slice(config, wildcards.model))
 
 
 def get_model_weights(wildcards):

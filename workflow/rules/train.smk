@@ -97,6 +97,31 @@ use rule train_stage2_2d as train_stage2_3d with:
         command="train-stage2-3d",
 
 
+rule demo_family_weights:
+    """Demo runs: a tiny random diffusers AutoencoderKL (save_pretrained folder), imported below as demo weights."""
+    output:
+        weights=directory(mlconfig.demo_weights_path(config, "diffusers")),
+    log:
+        "logs/train/{model}/demo-weights.log",
+    benchmark:
+        "benchmarks/train/{model}/demo-weights.tsv"
+    wildcard_constraints:
+        model=DEMO_WEIGHTS_DIFFUSERS,
+    conda:
+        ENV
+    params:
+        spec=get_demo_weights_spec,
+    shell:
+        "medlatent demo-weights --spec {params.spec:q} --out {output.weights} > {log} 2>&1"
+
+
+use rule demo_family_weights as demo_maisi_weights with:
+    output:
+        weights=mlconfig.demo_weights_path(config, "maisi"),
+    wildcard_constraints:
+        model=DEMO_WEIGHTS_MAISI,
+
+
 rule import_weights:
     """A model with released `weights:` (LDM layout or medlatent-model/1): final weights + card, no training."""
     input:

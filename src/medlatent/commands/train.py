@@ -1,4 +1,5 @@
-"""list-shards, train-stage1, train-stage2-2d, train-stage2-3d, import-weights (the rules of train.smk), gpu-run.
+"""list-shards, train-stage1, train-stage2-2d, train-stage2-3d, import-weights, demo-weights (the rules of
+train.smk), gpu-run.
 
 Training runs through `medlatent.train.launch` (its GPUs, one torchrun process per GPU).
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medlatent.commands import json_arg
+from medlatent.commands import json_arg, spec_command
 from medlatent.core.errors import MedLatentError
 
 #: Command -> (function of medlatent.train.recipes, whether it starts from a stage-1 file).
@@ -48,6 +49,12 @@ def import_weights(args: argparse.Namespace) -> None:
     from medlatent.train.recipes import import_weights as run_import
 
     run_import(args.spec, args.weights, args.out, args.card)
+
+
+def demo_weights(args: argparse.Namespace) -> None:
+    from medlatent.demo.autoencoders import write_demo_weights
+
+    write_demo_weights(args.spec["model"], args.spec["seed"], args.out)
 
 
 def gpu_run(args: argparse.Namespace) -> None:
@@ -91,6 +98,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--card", required=True)
     parser.set_defaults(run=import_weights)
+
+    spec_command(
+        commands,
+        "demo-weights",
+        "demo runs: tiny random weights of a family model, in its library's format (demo weights)",
+        demo_weights,
+        outputs=("out",),
+    )
 
     parser = commands.add_parser("gpu-run", help="run a command on N locked GPUs (CUDA_VISIBLE_DEVICES set)")
     parser.add_argument("--gpus", type=int, required=True)

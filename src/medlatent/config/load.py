@@ -126,6 +126,12 @@ def check_references(config: dict) -> None:
         check_family(model)
     models = {m["id"]: m for m in config["models"]}
     for model in config["models"]:
+        wrong = [s for s in model.get("sources") or () if s not in sources or sources[s]["dims"] != model["dims"]]
+        if wrong:
+            raise ConfigError(
+                f"models[{model['id']}].sources names {wrong}, not configured {model['dims']}D sources; "
+                f"choose among {sorted(s for s in sources if sources[s]['dims'] == model['dims'])}"
+            )
         parent = model.get("inflate_from")
         if parent is not None and (parent not in models or models[parent]["dims"] != 2 or model["dims"] != 3):
             raise ConfigError(f"models[{model['id']}].inflate_from={parent!r} must name a 2D model (3D models only)")

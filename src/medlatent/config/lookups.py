@@ -128,8 +128,13 @@ def model_dims(config: dict, model_id: str) -> int:
 
 
 def latent_pairs(config: dict) -> list[tuple[str, str]]:
-    """(model, source) of every latent dataset: each model on every source of its dims, any role."""
-    return [(m["id"], s["id"]) for m in config["models"] for s in config["sources"] if m["dims"] == s["dims"]]
+    """(model, source) of every latent dataset: each model on every source of its dims (any role) or its `sources`."""
+    return [
+        (m["id"], s["id"])
+        for m in config["models"]
+        for s in config["sources"]
+        if m["dims"] == s["dims"] and (m.get("sources") is None or s["id"] in m["sources"])
+    ]
 
 
 def training_sources(config: dict, dims: int) -> list[str]:
@@ -169,6 +174,30 @@ def stage1_parent(config: dict, model_id: str) -> str:
             "stage-1 file to inflate; train that 2D model or give this 3D model `weights:` too"
         )
     return parent
+
+
+#: What a demo run writes under `paths.results` for a family model with generated weights (rule
+#: demo_family_weights): a diffusers folder, or a MAISI state-dict file.
+DEMO_WEIGHTS = {"diffusers": "demo-weights/{model}", "maisi": "demo-weights/{model}.pt"}
+
+
+def demo_weights_path(config: dict, family: str, model_id: str = "{model}") -> str:
+    """Where the demo writes the generated weights of `model_id` (default: the rule's wildcard pattern)."""
+    return f"{results_dir(config)}/{DEMO_WEIGHTS[family].format(model=model_id)}"
+
+
+def demo_weights_models(config: dict, family: str) -> list[str]:
+    """Models of `family` whose tiny random weights a demo run generates: their `weights:` is `demo_weights_path`.
+
+    Outside the demo (`project.demo: false`) nothing is generated, whatever the path says.
+    """
+    if not is_demo(config):
+        return []
+    return [
+        m["id"]
+        for m in config["models"]
+        if m["family"] == family and m.get("weights") == demo_weights_path(config, family, m["id"])
+    ]
 
 
 def imported_weights_path(config: dict, model_id: str) -> str:

@@ -25,6 +25,7 @@ from medlatent.config.load import merge
 from medlatent.config.lookups import (
     latent_pairs,
     model_entry,
+    project_seed,
     source,
     source_ids,
     training_sources,
@@ -126,6 +127,11 @@ def _stage_settings(model: dict, stage: str) -> dict:
     return settings
 
 
+def network_entry(config: dict, model_id: str) -> dict:
+    """A model entry without `sources`: which latent datasets a model makes changes no weights or latent."""
+    return {key: value for key, value in model_entry(config, model_id).items() if key != "sources"}
+
+
 def train_slice(config: dict, model_id: str, stage: str) -> dict:
     """What one training job depends on: this model, this stage, and the frozen networks it uses.
 
@@ -138,7 +144,7 @@ def train_slice(config: dict, model_id: str, stage: str) -> dict:
         raise ConfigError(f"models[{model_id}]: no training stage {stage!r} for a {model['dims']}D model")
     entry = {
         key: _without_resources(value) if key in TRAIN_STAGES else value
-        for key, value in model.items()
+        for key, value in network_entry(config, model_id).items()
         if not (stage == "stage1" and key == "stage2")
     }
     spec = {
@@ -158,7 +164,12 @@ def train_slice(config: dict, model_id: str, stage: str) -> dict:
 
 def import_weights_slice(config: dict, model_id: str) -> dict:
     """A model with released `weights:`: its entry and the run's demo flag."""
-    return {"model": model_entry(config, model_id), "demo": config["project"]["demo"]}
+    return {"model": network_entry(config, model_id), "demo": config["project"]["demo"]}
+
+
+def demo_weights_slice(config: dict, model_id: str) -> dict:
+    """A demo family model whose weights are generated: its entry and the run's seed."""
+    return {"model": network_entry(config, model_id), "seed": project_seed(config)}
 
 
 def latents_extract_slice(config: dict, model_id: str, source_id: str) -> dict:
@@ -197,7 +208,7 @@ def latents_index_slice(config: dict, model_id: str, source_id: str) -> dict:
     extraction settings), not the licence, display names or the classification scale
     (`evaluation.cad.latent_scale`, recorded so a classifier reads it from the index).
     """
-    entry, model = source(config, source_id), model_entry(config, model_id)
+    entry, model = source(config, source_id), network_entry(config, model_id)
     extract = latents_extract_slice(config, model_id, source_id)
     made_of = {
         "model": model,

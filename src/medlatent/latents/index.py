@@ -224,8 +224,8 @@ def build_card(index: dict) -> str:
         else "varies per volume: " + ", ".join("x".join(map(str, s)) for s in latent["shapes"])
     )
     demo = (
-        "**Demo weights: yes.** These latents come from small random-initialised demo networks trained "
-        "for seconds on synthetic data; they carry no learned meaning and only exercise the pipeline."
+        "**Demo weights: yes.** These latents come from small random-initialised demo networks, trained "
+        "for seconds on synthetic data or not at all; they carry no learned meaning and only exercise the pipeline."
         if index["demo_weights"]
         else f"Demo weights: no ({_weights_kind(index)}; sha256 below)."
     )

@@ -31,8 +31,8 @@ GEOMETRY_NOTE = (
     "f: input pixels or voxels per latent position, from each model's own geometry."
 )
 DEMO_NOTE = (
-    "Demo: synthetic data with planted findings and small random-initialised networks trained for "
-    "seconds; the numbers exercise the pipeline and say nothing about MedVAE."
+    "Demo: synthetic data with planted findings and small random-initialised networks, trained for "
+    "seconds or not at all; the numbers exercise the pipeline and say nothing about MedVAE."
 )
 
 
