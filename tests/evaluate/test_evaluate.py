@@ -22,7 +22,7 @@ from medlatent.evaluate.recon import (
     psnr,
     sample_items,
 )
-from medlatent.models.families import import_family
+from medlatent.models.families import Geometry, import_family
 from medlatent.report.tables import recon_table
 
 torch.set_num_threads(2)
@@ -212,7 +212,7 @@ def test_efficiency_rows_time_images_and_latents_on_the_named_device():
     }
     # geometries as weights_geometry reads them: an SD-shape VAE (4 x 4, 4 channels) and a Wan video VAE on
     # volumes, timed on the 3D classifier only (its rows are planned below: a 3D training step costs seconds)
-    geometries = {"sd": ((4, 4), 4), "wan": ((8, 8, 4), 16)}
+    geometries = {"sd": Geometry((4, 4), 4, True), "wan": Geometry((8, 8, 4), 16, False)}
     rows = efficiency_rows(spec, torch.device("cpu"), geometries)
     assert [(r["dims"], r["input"], r["input_shape"], r["latent_shape"], r["model"]) for r in rows] == [
         (2, "image", "1x64x64", None, None),
@@ -222,6 +222,7 @@ def test_efficiency_rows_time_images_and_latents_on_the_named_device():
     ]
     assert all(r["device"].startswith("cpu") and r["max_batch"] == 2 and r["max_batch_capped"] for r in rows)
     assert [r["input_bytes_reduction"] for r in rows] == [1.0, 16.0, 64.0, 16.0]
+    assert [r["demo_weights"] for r in rows] == [False, False, False, True]  # the table's stamp reads the column
     image = rows[0]
     for row in rows:  # throughputs are rounded to 2 decimals: slow ones (a loaded machine) differ by up to 0.005
         assert row["throughput_per_s"] == pytest.approx(2 / (row["latency_ms"] / 1000), rel=0.01, abs=0.005)
@@ -229,10 +230,17 @@ def test_efficiency_rows_time_images_and_latents_on_the_named_device():
     # anisotropic: 8 in plane, 4 along the slice axis; an odd depth rounds up as the extraction pads it
     spec["families"] = ["sd", "wan"]
     assert latent_inputs(spec, 3, [16, 24, 13], geometries) == [
-        {"input": "latent wan (f=256)", "f": 256, "shape": [2, 3, 4], "model": "wan", "latent_shape": "16x2x3x4"}
+        {
+            "input": "latent wan (f=256)",
+            "f": 256,
+            "shape": [2, 3, 4],
+            "model": "wan",
+            "latent_shape": "16x2x3x4",
+            "demo_weights": False,
+        }
     ]
     with pytest.raises(ValueError, match="wan"):  # before any timing
-        efficiency_rows(spec, torch.device("cpu"), {"sd": ((4, 4), 4)})
+        efficiency_rows(spec, torch.device("cpu"), {"sd": geometries["sd"]})
 
 
 def test_max_batch_search_stops_at_the_first_out_of_memory_error():

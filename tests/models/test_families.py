@@ -43,7 +43,7 @@ def imported(tmp_path, entry: dict, weights):
     entry = {"license": {"name": "test"}, **entry}
     model, record = import_family(weights, entry, False, tmp_path / f"{entry['id']}.pt")
     loaded = load_latent_model(tmp_path / f"{entry['id']}.pt")
-    assert weights_geometry(tmp_path / f"{entry['id']}.pt") == (loaded.factors, loaded.latent_channels)
+    assert weights_geometry(tmp_path / f"{entry['id']}.pt") == (loaded.factors, loaded.latent_channels, False)
     return loaded, record
 
 
@@ -364,6 +364,7 @@ def test_the_demos_generated_family_weights_are_their_librarys_and_import_as_dem
         import_weights(mlconfig.import_weights_slice(demo_config, model_id), weights, out, card)
         model = load_latent_model(out).placed("cpu")
         assert model.is_demo and json.loads(card.read_text())["demo"] is True
+        assert weights_geometry(out).demo_weights  # the efficiency table's rows of it say demo weights
         assert_parity(model, load_own(entry, weights), normalized(*shape))
         again = tmp_path / "again" / weights.name
         write_demo_weights(entry, seed, again)  # a fixed seed: the same weights in every demo run

@@ -22,12 +22,16 @@ import math
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from medlatent.cad.classifiers import CAD_IN_CHANNELS, build_classifier
 from medlatent.cad.data import grid_shape, method_shape
 from medlatent.core.atomic import write_text
+
+if TYPE_CHECKING:
+    from medlatent.models.families import Geometry
 
 log = logging.getLogger(__name__)
 
@@ -101,31 +105,28 @@ def max_batch_size(model: torch.nn.Module, shape: list[int], cap: int, device: t
     return best
 
 
-def latent_inputs(
-    spec: dict, dims: int, size: list[int], geometries: dict[str, tuple[tuple[int, ...], int]]
-) -> list[dict]:
+def latent_inputs(spec: dict, dims: int, size: list[int], geometries: dict[str, Geometry]) -> list[dict]:
     """Every latent timed on `dims` inputs of `size`: its label, f and classifier input shape; a family
     model's also its id and latent shape (channels first, before the channel mean)."""
     inputs = [{"input": f"latent f={f}", "f": f, "shape": method_shape(size, f, dims)} for f in spec[f"f_{dims}d"]]
     for model_id in spec["families"]:
-        factors, channels = geometries[model_id]
-        if len(factors) == dims:
-            f, grid = math.prod(factors), grid_shape(size, list(factors))
+        geometry = geometries[model_id]
+        if len(geometry.factors) == dims:
+            f, grid = math.prod(geometry.factors), grid_shape(size, list(geometry.factors))
             inputs.append(
                 {
                     "input": f"latent {model_id} (f={f})",
                     "f": f,
                     "shape": grid,
                     "model": model_id,
-                    "latent_shape": "x".join(map(str, [channels, *grid])),
+                    "latent_shape": "x".join(map(str, [geometry.latent_channels, *grid])),
+                    "demo_weights": geometry.demo_weights,
                 }
             )
     return inputs
 
 
-def efficiency_rows(
-    spec: dict, device: torch.device, geometries: dict[str, tuple[tuple[int, ...], int]] | None = None
-) -> list[dict]:
+def efficiency_rows(spec: dict, device: torch.device, geometries: dict[str, Geometry] | None = None) -> list[dict]:
     """One row per (dims, input): the full-size image (f=1), the latent at every configured f and the
     latent of every family model (`geometries`: its factors per axis and latent channels by id)."""
     geometries = geometries or {}
@@ -153,6 +154,7 @@ def efficiency_rows(
                     "input": entry["input"],
                     "model": entry.get("model"),
                     "latent_shape": entry.get("latent_shape"),
+                    "demo_weights": entry.get("demo_weights", False),
                     "f": entry["f"],
                     "input_shape": "x".join(map(str, [CAD_IN_CHANNELS, *shape])),
                     "classifier": classifier["name"],

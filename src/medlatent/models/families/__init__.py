@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -34,20 +34,31 @@ from medlatent.models.registry import MODEL_FORMAT, load_model
 FAMILIES = {"diffusers": (diffusers, diffusers.DiffusersModel), "maisi": (maisi, maisi.MaisiModel)}
 
 
+class Geometry(NamedTuple):
+    """What a family model's latent is, read from its weights' config: factor per item axis, latent
+    channels, and whether the weights are demo weights (every output they touch says so)."""
+
+    factors: tuple[int, ...]
+    latent_channels: int
+    demo_weights: bool
+
+
 def from_payload(payload: dict[str, Any]) -> LatentModel:
     """The model of a `FAMILY_FORMAT` payload, slice-wise when its entry says `apply: slices`."""
     model = FAMILIES[payload["family"]][1](payload)
     return SliceWise(model) if payload["spec"].get("apply") == "slices" else model
 
 
-def payload_geometry(payload: dict[str, Any]) -> tuple[tuple[int, ...], int]:
+def payload_geometry(payload: dict[str, Any]) -> Geometry:
     """Factor per item axis and latent channels of a `FAMILY_FORMAT` payload, from its config alone:
     what `from_payload(payload)` has as `factors` and `latent_channels`, without building the network."""
     factors, channels = FAMILIES[payload["family"]][0].geometry(payload["class"], payload["config"])
-    return (slicewise_factors(factors) if payload["spec"].get("apply") == "slices" else factors), channels
+    if payload["spec"].get("apply") == "slices":
+        factors = slicewise_factors(factors)
+    return Geometry(factors, channels, bool(payload["demo"]))
 
 
-def weights_geometry(path: str | Path) -> tuple[tuple[int, ...], int]:
+def weights_geometry(path: str | Path) -> Geometry:
     """`payload_geometry` of a family model's final weights file; the file is memory-mapped, so its
     tensors are never read (an SDXL-size VAE costs no weight memory)."""
     path = Path(path)
