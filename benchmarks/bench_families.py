@@ -11,8 +11,8 @@ during the first family encode (Linux VmHWM, reset after loading the weights; pr
 weights included), `encode_peak_gb` its rise over the memory held before the encode, beside
 `estimate_activations_gb` (`item_bytes`); the timings are the fastest of two alternated rounds
 after it. `estimate_gb` is what `latents.max_memory_gb`
-batching assumes (weights + `item_bytes`; for a volume encoded whole, the per-slice unit it
-budgets). `family_vs_bare` = bare seconds / family seconds (goal >= 0.95: the adaptation costs
+batching assumes (weights + `item_bytes` of the model's `budget_unit`: a video VAE's whole
+volume). `family_vs_bare` = bare seconds / family seconds (goal >= 0.95: the adaptation costs
 nothing). Default sizes keep `make bench` short; `--full` runs the sizes of issue 23 (SDXL-VAE
 at 1024x1024, MAISI at 160^3, Wan 2.1 on 160 slices of 256x256), which take minutes and tens
 of GB on a CPU.
@@ -89,7 +89,7 @@ def _encode_in_this_process(stage2: Path, shape: tuple[int, ...], rounds: int) -
     tune_memory_allocation()
     model = load_latent_model(stage2).placed("cpu")
     images = torch.rand(1, *shape) * 2 - 1
-    unit = shape if model.windowed or len(shape) == 2 else shape[:2]
+    unit = model.budget_unit(shape)
     timings: dict[str, list[float]] = {"family": [], "bare": []}
     with torch.inference_mode():
         _reset_peak()

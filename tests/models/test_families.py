@@ -209,6 +209,7 @@ def test_slices_of_a_volume_are_the_2d_models_latents_stacked_on_the_last_axis(t
             decoded[0], vae.decode(expected).sample.mean(1).permute(1, 2, 0), atol=1e-5, rtol=1e-5
         )
     assert model.factors == (4, 4, 1) and model.dims == 3
+    assert model.budget_unit((14, 12, 5)) == (14, 12)  # latents.max_memory_gb counts slices per forward
 
 
 @pytest.mark.parametrize(
@@ -237,6 +238,9 @@ def test_video_vaes_take_depth_as_time_padded_to_their_frame_rule(tmp_path, clas
         oracle = vae.decode(posterior.mean).sample.mean(dim=1).permute(0, 2, 3, 1)
         torch.testing.assert_close(decoded, oracle, rtol=1e-5, atol=1e-5)
     assert model.factors == (8, 8, 4) and model.windowed is False
+    # the whole volume is one call: latents.max_memory_gb budgets it, its adapted copies growing with depth
+    assert model.budget_unit((8, 6, depth)) == (8, 6, depth)
+    assert model.item_bytes((8, 6, depth + 8)) > model.item_bytes((8, 6, depth))
     if class_name == "AutoencoderKLWan":
         assert model.record()["scaling"]["latents_std"] == list(vae.config.latents_std)
     with pytest.raises(InputError, match="apply: volumes"):

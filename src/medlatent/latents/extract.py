@@ -238,11 +238,9 @@ def encode_items(
                 arrays, info = model.encode(images)
             return {name: arrays[name] for name in stored}, info
 
-    elif not model.windowed:  # a whole volume per call, `slices_per_forward` slices of it per forward
-        slices = {
-            item_id: budget(shape[:2], spec["batch_size"], "latents.max_memory_gb or lower the image size")
-            for item_id, shape in shapes
-        }
+    elif not model.windowed:  # a whole volume per call, `slices_per_forward` slices of it per forward (slice-wise)
+        knobs = "latents.max_memory_gb or lower the image size"
+        slices = {item_id: budget(model.budget_unit(shape), spec["batch_size"], knobs) for item_id, shape in shapes}
         batches = [[item_id] for item_id in item_ids]
 
         def encode(ids: list[str], images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:

@@ -22,6 +22,7 @@ from medlatent.core.errors import ConfigError
 from medlatent.models import autoencoder as ae
 
 ACTIVATION_FACTOR = 6
+FLOAT32_BYTES = 4
 
 
 def padded_shape(shape: list[int] | tuple[int, ...], factor: int) -> list[int]:
@@ -44,7 +45,7 @@ def activation_bytes(
     `copies`: widest feature maps alive at once.
     """
     positions = math.prod(padded_shape(shape, factor))
-    value_bytes = 4
+    value_bytes = FLOAT32_BYTES
     widest = max(width * positions // 2 ** (level * dims) for level, width in enumerate(widths))
     tokens = positions // 2 ** ((len(widths) - 1) * dims)
     scores = min(tokens * tokens * value_bytes, ae.ATTENTION_SCORE_BYTES) if attention else 0

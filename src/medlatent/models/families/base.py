@@ -37,9 +37,10 @@ class LatentModel(nn.Module):
     per latent position, per item axis), `latent_channels`, `decoded_from` (the stored array the
     decoder reads: `latent`, `mean` for projected MedVAE latents, `indices` for VQ codes) and
     `windowed` (3D families whose `encode_latent` MONAI's sliding window may run window by window;
-    they also give `encode_posterior`). A 3D model that is not windowed encodes a whole volume in
-    chunks of `slices_per_forward` slices of its last axis, which extraction derives from
-    `latents.max_memory_gb` and `item_bytes` of one slice.
+    they also give `encode_posterior`). A 3D model that is not windowed encodes a whole volume per
+    call: slice-wise in chunks of `slices_per_forward` slices of its last axis, which extraction
+    derives from `latents.max_memory_gb` and `item_bytes` of one slice (`budget_unit`), or, for a
+    video VAE, all of it at once (`item_bytes` of the whole volume).
     """
 
     family: str
@@ -91,8 +92,12 @@ class LatentModel(nn.Module):
         return decoded[(slice(None), *(slice(0, size) for size in images.shape[1:]))], arrays["latent"]
 
     def item_bytes(self, shape: list[int] | tuple[int, ...]) -> int:
-        """Estimated peak activation bytes of encoding one item (2D image, 3D window) of this shape."""
+        """Estimated peak activation bytes of encoding one item (2D image, 3D window or volume) of this shape."""
         raise NotImplementedError
+
+    def budget_unit(self, shape: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+        """The part of an item of `shape` that `item_bytes` counts and `latents.max_memory_gb` batches."""
+        return tuple(shape)
 
     def placed(self, device: str | torch.device) -> LatentModel:
         """The model on `device`, in eval mode (families with device-dependent settings override it)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from medlatent.core.errors import InputError
-from medlatent.latents.memory import activation_bytes
+from medlatent.latents.memory import FLOAT32_BYTES, activation_bytes, padded_shape
 from medlatent.models.families.base import LatentModel, channel_adaptation, pad_items, to_channels, to_gray
 from medlatent.normalize import BACKGROUND
 
@@ -41,6 +42,11 @@ SUPPORTED = {"AutoencoderKL": 2, "VQModel": 2, "AutoencoderKLWan": 3, "Autoencod
 #: 8k + 1 frames back to themselves but 13 to 16); and the frames each encoder pass holds.
 FRAME_STEP = {"AutoencoderKLWan": 4, "AutoencoderKLCogVideoX": 8}
 FRAMES_PER_PASS = {"AutoencoderKLWan": 4, "AutoencoderKLCogVideoX": 8}
+#: Copies of the whole adapted volume (in_channels x frames) a video VAE call holds besides its frame
+#: passes: the background-padded gray volume, its channel repeat and the library's own slices of it.
+#: bench_families --full, Wan 2.1 on 160 slices of 256^2: the encode rose 1.50 GB over the loaded
+#: model, 1.12 GB of it the frame passes' estimate; 3 copies of the 3-channel volume are the other 0.38 GB.
+VOLUME_COPIES = 3
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -183,11 +189,14 @@ class DiffusersModel(LatentModel):
         return to_gray(self.vae.decode(quantized, force_not_quantize=True).sample)
 
     def item_bytes(self, shape: list[int] | tuple[int, ...]) -> int:
-        """One 2D image; for a video VAE one slice, times the frames an encoder pass holds and its feature cache."""
+        """One 2D image; for a video VAE a whole volume: one slice's maps times the frames an encoder
+        pass holds with its feature cache, plus `VOLUME_COPIES` of the adapted volume."""
         if not self.frame_step:
             return activation_bytes(self.widths, 2, shape, self.factors[0], attention=True)
         per_frame = activation_bytes(self.widths, 2, shape[:2], self.factors[0], attention=False)
-        return 2 * FRAMES_PER_PASS[self.class_name] * per_frame
+        in_plane = math.prod(padded_shape(shape[:2], self.factors[0]))
+        volume = VOLUME_COPIES * self.in_channels * in_plane * self.frames(shape[2]) * FLOAT32_BYTES
+        return 2 * FRAMES_PER_PASS[self.class_name] * per_frame + volume
 
     def scaling(self) -> dict[str, Any] | None:
         """How diffusion models scale this VAE's raw latent (None for VQ codes)."""

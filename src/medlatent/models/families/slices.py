@@ -62,6 +62,9 @@ class SliceWise(LatentModel):
         """Bytes of one slice: the unit `slices_per_forward` counts."""
         return self.model.item_bytes(shape[:2])
 
+    def budget_unit(self, shape: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(shape[:2])
+
     def weight_bytes(self) -> int:
         return self.model.weight_bytes()
 
