@@ -13,7 +13,7 @@ weights included), `encode_peak_gb` its rise over the memory held before the enc
 after it. `estimate_gb` is what `latents.max_memory_gb`
 batching assumes (weights + `item_bytes` of the model's `budget_unit`: a video VAE's whole
 volume). `family_vs_bare` = bare seconds / family seconds (goal >= 0.95: the adaptation costs
-nothing). Default sizes keep `make bench` short; `--full` runs the sizes of issue 23 (SDXL-VAE
+nothing). Default sizes keep `make bench` short; `--full` runs real sizes (SDXL-VAE
 at 1024x1024, MAISI at 160^3, Wan 2.1 on 160 slices of 256x256), which take minutes and tens
 of GB on a CPU.
 """
@@ -141,7 +141,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="the sizes of issue 23 (minutes, tens of GB)")
+    parser.add_argument("--full", action="store_true", help="real sizes (minutes, GBs)")
     parser.add_argument("--case", choices=sorted(CASES), help="one case only")
     args = parser.parse_args()
     if args.case:

@@ -1,9 +1,9 @@
 """Peak memory of curation and normalization jobs on decompression bombs, at the default settings.
 
 Each case is one file of at most 1 MB that declares a large image: over the decode budget (the
-deflated DICOM of 23168^2 and the gzip NIfTI of 832^3 that issue 21 measured at 12.7 and 5.3
-GB, JPEG 2000 / JPEG codestreams declaring 40000^2 and 30000^2, PNG and JPEG over Pillow's
-limit), or just under it (98 %, sized from the budget), so that it is decoded whole: the worst
+deflated DICOM of 23168^2 and the gzip NIfTI of 832^3, which peaked at 12.7 and 5.3 GB before
+the budget existed, JPEG 2000 / JPEG codestreams declaring 40000^2 and 30000^2, PNG and JPEG over
+Pillow's limit), or just under it (98 %, sized from the budget), so that it is decoded whole: the worst
 a small file can do. Each
 runs alone in a folder through `medlatent curate` and `medlatent normalize` as the rules call
 them, with the recipe's `curate.mem_mb` and `curate.threads` (config.yaml); the peak resident
