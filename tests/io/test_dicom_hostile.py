@@ -148,21 +148,27 @@ def test_every_mutated_file_is_kept_or_rejected_with_a_reason(corpus, tmp_path):
 
 
 def test_absurd_sizes_are_refused_before_any_large_allocation(corpus):
-    """Peak memory (getrusage) of a fresh process reading the 65535 x 65535 headers, both encodings."""
+    """Peak memory (VmHWM) of a fresh process reading the 65535 x 65535 headers, both encodings.
+
+    Not getrusage's ru_maxrss: Linux carries the parent's peak across fork and exec into it, so a
+    large pytest worker would be measured instead of this process.
+    """
     root, _ = corpus
     paths = [str(root / f"huge_{Path(name).stem}.dcm") for name in (NATIVE, ENCAPSULATED)]
     script = (
-        "import json, resource, sys\n"
+        "import json, sys\n"
+        "from pathlib import Path\n"
         "from medlatent import io\n"
         "from medlatent.core.errors import InputError\n"
-        "reasons, imported_kib = [], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "def peak_kib():\n"
+        "    return int(Path('/proc/self/status').read_text().split('VmHWM:')[1].split()[0])\n"
+        "reasons, imported_kib = [], peak_kib()\n"
         "for path in sys.argv[1:]:\n"
         "    try:\n"
         "        io.read_image(path)\n"
         "    except InputError as error:\n"
         "        reasons.append(error.reason)\n"
-        "print(json.dumps({'reasons': reasons, 'imported_kib': imported_kib, "
-        "'peak_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
+        "print(json.dumps({'reasons': reasons, 'imported_kib': imported_kib, 'peak_kib': peak_kib()}))\n"
     )
     done = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, check=True)
     measured = json.loads(done.stdout.strip().splitlines()[-1])

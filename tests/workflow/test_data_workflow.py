@@ -112,23 +112,31 @@ def test_editing_the_ct_window_reruns_only_the_ct_sources_normalization(data_run
     assert {rule for rule, _ in jobs} == {"normalize_shard", "data"}
 
 
-@pytest.mark.parametrize("task,epochs", [("demo_mammo_calcification", None), ("demo_headct_fracture", 12)])
-def test_highres_cad_finds_the_planted_findings_of_the_demo(data_run, demo, task, epochs, tmp_path):
+@pytest.mark.parametrize(
+    "task,epochs,seeds", [("demo_mammo_calcification", None, [0]), ("demo_headct_fracture", 12, [0, 1, 2])]
+)
+def test_highres_cad_finds_the_planted_findings_of_the_demo(data_run, demo, task, epochs, seeds, tmp_path):
     """The demo's own CAD spec on the demo's curated and normalized data: the findings are learnable.
 
-    The 3D task trains 12 epochs instead of the demo's 6: its test split has only 23 volumes and
-    6 epochs of a random-initialised SEResNet land anywhere between 0.7 and 1.0 with the thread count.
+    The 3D task trains 12 epochs instead of the demo's 6 and is judged on the mean of three seeds: its
+    test split has only 23 volumes, and one run of a random-initialised SEResNet lands anywhere between
+    0.71 and 1.0 with the seed and the thread count (seeds 0-2 at 1 and 2 threads on one machine:
+    means 0.91 and 0.86).
     """
     from medlatent.cad.run import run_cad
 
-    spec = mlconfig.cad_slice(demo, task, "highres", 0)
-    spec["epochs"] = epochs or spec["epochs"]
-    source = spec["task"]["source"]
-    shards = [str(data_run / "data" / "normalized" / source / f"{shard}.h5") for shard in ("train-000", "test-000")]
-    metrics = run_cad(
-        spec, data_run / "data" / "curated" / source / "manifest.parquet", shards, None, tmp_path / "metrics.json"
-    )
-    assert metrics["auroc"] > 0.75 and metrics["demo_data"] is True
+    aurocs = []
+    for seed in seeds:
+        spec = mlconfig.cad_slice(demo, task, "highres", seed)
+        spec["epochs"] = epochs or spec["epochs"]
+        source = spec["task"]["source"]
+        shards = [str(data_run / "data" / "normalized" / source / f"{s}.h5") for s in ("train-000", "test-000")]
+        metrics = run_cad(
+            spec, data_run / "data" / "curated" / source / "manifest.parquet", shards, None, tmp_path / f"{seed}.json"
+        )
+        assert metrics["demo_data"] is True and metrics["auroc"] > 0.5, (seed, metrics["auroc"])
+        aurocs.append(metrics["auroc"])
+    assert sum(aurocs) / len(aurocs) > 0.75, aurocs
 
 
 def test_full_recipe_plans_a_fetch_for_each_of_the_22_sources_without_credentials(tmp_path):
