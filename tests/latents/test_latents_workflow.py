@@ -82,7 +82,7 @@ def test_dry_run_plans_one_job_per_model_source_shard_group_of_matching_dims(tmp
     encodes = {
         m["id"]: [s["id"] for s in demo_config["sources"] if s["dims"] == m["dims"]] for m in demo_config["models"]
     }
-    encodes.update(demo_sd_kl=["demo_cxr"], demo_maisi=["demo_headct"])
+    encodes.update(demo_sd_kl=["demo.wrist"], demo_maisi=["demo_headct"])
     expected = {
         (m, s, group) for m in encodes for s in encodes[m] for group in mlconfig.extraction_groups(demo_config, s)
     }
