@@ -3,7 +3,7 @@
 Each case builds a random-weight instance of a public architecture with its library's class
 (SDXL-VAE's `AutoencoderKL` configuration, MAISI's released CT configuration, Wan 2.1's VAE),
 saves it in the library's format, imports it as the workflow does (`import_family`,
-`load_latent_model`) and, in a fresh process (so that ru_maxrss is this encoding's peak alone,
+`load_latent_model`) and, in a fresh process (so that its peak memory is this encoding's alone,
 allocation set as a CLI job's), encodes ONE item of the case's shape through the family
 (`LatentModel.encode`: adaptation, padding, the library's encode) and then through the library's
 bare encode on the already adapted input. `peak_rss_gb` is the process's peak resident memory
@@ -28,6 +28,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import torch
+from process_memory import reset_peak, resident_gb
 
 from medlatent.core.allocator import tune_memory_allocation
 from medlatent.models.families import import_family, load_latent_model
@@ -73,17 +74,6 @@ def _bare(model, images: torch.Tensor) -> None:
         model.vae.encode(model.adapt(images)[0])
 
 
-def _rss_gb(field: str) -> float:
-    """`VmRSS` (resident memory now) or `VmHWM` (its peak since the last `_reset_peak`), Linux."""
-    status = Path("/proc/self/status").read_text()
-    return int(status.split(f"{field}:")[1].split()[0]) / 2**20  # KiB
-
-
-def _reset_peak() -> None:
-    """Forget the peak so far (loading the weights file holds two copies of them for a moment)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
 def _encode_in_this_process(stage2: Path, shape: tuple[int, ...], rounds: int) -> dict:
     """Peak memory of the first family encode (after loading), then the fastest of `rounds` alternated timings."""
     tune_memory_allocation()
@@ -92,10 +82,10 @@ def _encode_in_this_process(stage2: Path, shape: tuple[int, ...], rounds: int) -
     unit = model.budget_unit(shape)
     timings: dict[str, list[float]] = {"family": [], "bare": []}
     with torch.inference_mode():
-        _reset_peak()
-        before = _rss_gb("VmRSS")
+        reset_peak()
+        before = resident_gb("VmRSS")
         latent = model.encode(images)[0]["latent"]
-        peak = _rss_gb("VmHWM")
+        peak = resident_gb("VmHWM")
         for _ in range(rounds):
             for name, encode in (("family", lambda: model.encode(images)), ("bare", lambda: _bare(model, images))):
                 started = time.perf_counter()

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from process_memory import resident_gb
 
 from medlatent.core.allocator import tune_memory_allocation
 from medlatent.core.ids import item_id
@@ -273,7 +274,7 @@ def precision_error(case: str = "2d_f16_c1_256px") -> dict:
 
 
 def _encode_one_full_size_item(name: str, shape: tuple[int, ...]) -> dict:
-    """In its own process, so that ru_maxrss is this encoding's peak alone (allocation set as a CLI job's)."""
+    """In its own process, so that its peak resident memory is this encoding's alone (allocation set as a CLI job's)."""
     tune_memory_allocation()
     torch.manual_seed(0)
     autoencoder = create_autoencoder(published_spec(name)).eval()
@@ -289,7 +290,7 @@ def _encode_one_full_size_item(name: str, shape: tuple[int, ...]) -> dict:
         "input_shape": list(shape),
         "latent_shape": list(latent.shape[1:]),
         "seconds": round(time.perf_counter() - started, 1),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # Linux: KiB
+        "peak_rss_gb": round(resident_gb("VmHWM"), 2),
         "estimate_gb": round((weight_bytes + encoder_item_bytes(autoencoder, shape)) / 2**30, 2),
         "batch_size_at_16_gb": budget_batch_size(autoencoder, shape, 16, 64, "latents.max_memory_gb"),
         **({"goal_peak_rss_gb": goal} if goal else {}),
