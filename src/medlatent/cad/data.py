@@ -131,7 +131,7 @@ def method_shape(input_size: list[int], f: int, dims: int, slice_axis: int | Non
     `slice_axis`: slice-wise 2D encoding of a volume keeps that axis whole.
     """
     factor = axis_factor(f, dims if slice_axis is None else 2)
-    return [n if axis == slice_axis else math.ceil(n / factor) for axis, n in enumerate(input_size)]
+    return grid_shape(input_size, [1 if axis == slice_axis else factor for axis in range(len(input_size))])
 
 
 def fit(x: torch.Tensor, shape: list[int], value: float | None = BACKGROUND) -> torch.Tensor:
