@@ -50,8 +50,9 @@ def from_payload(payload: dict[str, Any]) -> LatentModel:
 
 
 def payload_geometry(payload: dict[str, Any]) -> Geometry:
-    """Factor per item axis and latent channels of a `FAMILY_FORMAT` payload, from its config alone:
-    what `from_payload(payload)` has as `factors` and `latent_channels`, without building the network."""
+    """Factor per item axis, latent channels and demo flag of a `FAMILY_FORMAT` payload, from its config
+    alone: what `from_payload(payload)` has as `factors`, `latent_channels` and `is_demo`, without
+    building the network."""
     factors, channels = FAMILIES[payload["family"]][0].geometry(payload["class"], payload["config"])
     if payload["spec"].get("apply") == "slices":
         factors = slicewise_factors(factors)
